@@ -1,0 +1,233 @@
+/**
+ * The bridge's typed config. Token-service settings come from the environment variables of
+ * element-hq/lk-jwt-service, with the same names and meanings, so a deployment can switch by
+ * changing the image. Bridge-only settings (homeserver URL, grace periods, reconcile interval)
+ * come from an optional YAML file, each also settable by a `BRIDGE_<KEY>` variable.
+ * `resolveBridgeConfig` takes the environment as a plain map; it never reads `process.env`.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import {
+  ConfigError,
+  parseBindAddress,
+  parseWithSchema,
+  readYamlFile,
+} from '../common/config.ts';
+import type { LogLevel } from '../common/logger.ts';
+
+/** Keys of the optional bridge YAML file; each also `BRIDGE_<UPPER_KEY>` in the environment. */
+export const bridgeFileSchema = z.strictObject({
+  /** Client-server API base URL of the homeserver the appservice is registered with. */
+  homeserver_url: z.string().default(''),
+  /** Seconds an SFU room lives on after its last call membership ended (a rejoin keeps it). */
+  room_delete_grace_seconds: z.number().int().min(0).default(30),
+  /** Seconds between full reconciliations with the homeserver and the SFU; 0 = only at start. */
+  reconcile_interval_seconds: z.number().int().min(0).default(300),
+  /** Issue tokens only to users joined to the Matrix room. */
+  membership_check: z.boolean().default(true),
+  /** Seconds a remembered appservice transaction id is kept for deduplication. */
+  txn_id_ttl_seconds: z.number().int().min(1).default(3600),
+});
+
+export type BridgeFileConfig = z.output<typeof bridgeFileSchema>;
+
+export interface BridgeConfig extends BridgeFileConfig {
+  livekit: {
+    /** `LIVEKIT_URL`: the SFU's WebSocket URL handed to clients. */
+    url: string;
+    key: string;
+    secret: string;
+  };
+  /** `LIVEKIT_FULL_ACCESS_HOMESERVERS`; `['*']` = everyone. */
+  fullAccessHomeservers: string[];
+  bind: { host: string; port: number };
+  insecureSkipVerifyTls: boolean;
+  redisUrl: string;
+  redisPassword: string;
+  /** `LIVEKIT_CS_API_URL_OVERRIDES`: server name -> client-server API base URL. */
+  csApiUrlOverrides: Record<string, string>;
+  appservice?: {
+    asToken: string;
+    hsToken: string;
+    serverName: string;
+    /** Path of the registration file, when given. */
+    registrationFile?: string;
+    /** `id` from the registration, used for the ping. */
+    id?: string;
+  };
+  logLevel: LogLevel;
+  sanityCheckIntervalSeconds: number;
+  membershipCheckIntervalSeconds: number;
+}
+
+export type Env = Record<string, string | undefined>;
+
+export const SKIP_VERIFY_TLS_VALUE = 'YES_I_KNOW_WHAT_I_AM_DOING';
+export const MIN_SECRET_LENGTH = 32;
+
+function readTrimmed(path: string, variable: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError([`${variable}: cannot read "${path}": ${(err as Error).message}`]);
+  }
+}
+
+function intVar(env: Env, name: string, fallback: number, problems: string[]): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n)) {
+    problems.push(`${name}: "${raw}" is not a whole number of seconds >= 0`);
+    return fallback;
+  }
+  return n;
+}
+
+function logLevelOf(raw: string | undefined, problems: string[]): LogLevel {
+  const v = (raw ?? '').trim().toLowerCase();
+  if (v === '' || v === 'info') return 'info';
+  if (v === 'debug') return 'debug';
+  if (v === 'warn' || v === 'warning') return 'warn';
+  if (v === 'error') return 'error';
+  problems.push(`LIVEKIT_LOG_LEVEL: "${raw}" is not one of debug, info, warn, error`);
+  return 'info';
+}
+
+function fileConfigFromEnv(env: Env): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, type] of Object.entries(bridgeFileSchema.shape)) {
+    const raw = env[`BRIDGE_${key.toUpperCase()}`];
+    if (raw === undefined || raw === '') continue;
+    const inner = type.unwrap();
+    if (inner instanceof z.ZodBoolean) out[key] = raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
+    else if (inner instanceof z.ZodNumber) out[key] = /^-?\d+$/.test(raw) ? Number(raw) : raw;
+    else out[key] = raw;
+  }
+  return out;
+}
+
+interface Registration {
+  id?: unknown;
+  as_token?: unknown;
+  hs_token?: unknown;
+}
+
+/** Builds the bridge config from the environment (and the optional YAML file). */
+export function resolveBridgeConfig(env: Env, configFile?: string): BridgeConfig {
+  const problems: string[] = [];
+
+  // Bridge-only settings: file first, then BRIDGE_* variables on top.
+  const fileRaw = configFile ? readYamlFile(configFile) : {};
+  if (fileRaw === null || typeof fileRaw !== 'object' || Array.isArray(fileRaw)) {
+    throw new ConfigError(['the top level must be a YAML mapping of keys'], configFile);
+  }
+  const fileCfg = parseWithSchema(
+    bridgeFileSchema,
+    { ...(fileRaw as object), ...fileConfigFromEnv(env) },
+    configFile ?? 'BRIDGE_* environment',
+  );
+
+  const url = env.LIVEKIT_URL?.trim() ?? '';
+  if (!url) problems.push('LIVEKIT_URL: required (the SFU URL clients connect to, e.g. wss://sfu.example.org)');
+  else if (!/^(wss?|https?):\/\//.test(url)) problems.push(`LIVEKIT_URL: "${url}" must start with ws://, wss://, http:// or https://`);
+
+  let key = env.LIVEKIT_KEY?.trim() ?? '';
+  let secret = env.LIVEKIT_SECRET?.trim() ?? '';
+  if (env.LIVEKIT_KEY_FROM_FILE?.trim()) key = readTrimmed(env.LIVEKIT_KEY_FROM_FILE.trim(), 'LIVEKIT_KEY_FROM_FILE');
+  if (env.LIVEKIT_SECRET_FROM_FILE?.trim()) secret = readTrimmed(env.LIVEKIT_SECRET_FROM_FILE.trim(), 'LIVEKIT_SECRET_FROM_FILE');
+  if (env.LIVEKIT_KEY_FILE?.trim()) {
+    const text = readTrimmed(env.LIVEKIT_KEY_FILE.trim(), 'LIVEKIT_KEY_FILE');
+    const i = text.indexOf(':');
+    if (i <= 0) problems.push('LIVEKIT_KEY_FILE: the file must hold "key: secret"');
+    else {
+      key = text.slice(0, i).trim();
+      secret = text.slice(i + 1).trim();
+    }
+  }
+  if (!key) problems.push('LIVEKIT_KEY: required (or LIVEKIT_KEY_FROM_FILE / LIVEKIT_KEY_FILE)');
+  if (!secret) problems.push('LIVEKIT_SECRET: required (or LIVEKIT_SECRET_FROM_FILE / LIVEKIT_KEY_FILE)');
+  else if (secret.length < MIN_SECRET_LENGTH) {
+    problems.push(
+      `LIVEKIT_SECRET: is ${secret.length} characters; LiveKit refuses secrets shorter than ${MIN_SECRET_LENGTH} (generate one with \`openssl rand -base64 32\`)`,
+    );
+  }
+
+  const fullAccessRaw = env.LIVEKIT_FULL_ACCESS_HOMESERVERS?.trim() ?? '';
+  const fullAccessHomeservers = fullAccessRaw.split(/[\s,]+/).filter(Boolean);
+  if (fullAccessHomeservers.length === 0) {
+    problems.push('LIVEKIT_FULL_ACCESS_HOMESERVERS: required: the homeserver names whose users may create calls ("*" for all)');
+  }
+
+  if (env.LIVEKIT_JWT_BIND?.trim() && env.LIVEKIT_JWT_PORT?.trim()) {
+    problems.push('LIVEKIT_JWT_BIND and LIVEKIT_JWT_PORT: set only one (LIVEKIT_JWT_PORT is deprecated)');
+  }
+  let bind = { host: '::', port: 8080 };
+  try {
+    if (env.LIVEKIT_JWT_PORT?.trim()) bind = parseBindAddress(`:${env.LIVEKIT_JWT_PORT.trim()}`, 'LIVEKIT_JWT_PORT');
+    else bind = parseBindAddress(env.LIVEKIT_JWT_BIND?.trim() || ':8080', 'LIVEKIT_JWT_BIND');
+  } catch (err) {
+    problems.push(...(err as ConfigError).problems);
+  }
+
+  const csApiUrlOverrides: Record<string, string> = {};
+  for (const pair of (env.LIVEKIT_CS_API_URL_OVERRIDES ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const i = pair.indexOf('=');
+    const name = pair.slice(0, i).trim();
+    const target = pair.slice(i + 1).trim();
+    if (i <= 0 || !/^https?:\/\//.test(target)) {
+      problems.push(`LIVEKIT_CS_API_URL_OVERRIDES: "${pair}" must be server_name=https://url`);
+    } else csApiUrlOverrides[name] = target.replace(/\/+$/, '');
+  }
+
+  // Appservice mode: tokens and server name all set, or all empty.
+  let asToken = env.LIVEKIT_AS_TOKEN?.trim() ?? '';
+  let hsToken = env.LIVEKIT_HS_TOKEN?.trim() ?? '';
+  let registrationId: string | undefined;
+  const registrationFile = env.LIVEKIT_AS_REGISTRATION_FILE?.trim() || undefined;
+  if (registrationFile) {
+    const reg = readYamlFile(registrationFile) as Registration | null;
+    if (typeof reg?.as_token !== 'string' || typeof reg.hs_token !== 'string') {
+      problems.push(`LIVEKIT_AS_REGISTRATION_FILE: "${registrationFile}" has no as_token/hs_token strings`);
+    } else {
+      asToken = reg.as_token;
+      hsToken = reg.hs_token;
+      registrationId = typeof reg.id === 'string' ? reg.id : undefined;
+    }
+  }
+  const serverName = env.LIVEKIT_HS_SERVER_NAME?.trim() ?? '';
+  const asParts = [asToken, hsToken, serverName].filter(Boolean).length;
+  if (asParts !== 0 && asParts !== 3) {
+    problems.push(
+      'The app service token(s) (LIVEKIT_AS_TOKEN/LIVEKIT_HS_TOKEN or LIVEKIT_AS_REGISTRATION_FILE) and LIVEKIT_HS_SERVER_NAME must either all be set or all be left empty',
+    );
+  }
+
+  const insecureRaw = env.LIVEKIT_INSECURE_SKIP_VERIFY_TLS?.trim() ?? '';
+  const logLevel = logLevelOf(env.LIVEKIT_LOG_LEVEL, problems);
+  const sanityCheckIntervalSeconds = intVar(env, 'LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS', 0, problems);
+  const membershipCheckIntervalSeconds = intVar(env, 'LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS', 30, problems);
+
+  if (problems.length) throw new ConfigError(problems, 'environment');
+  return {
+    ...fileCfg,
+    livekit: { url, key, secret },
+    fullAccessHomeservers,
+    bind,
+    insecureSkipVerifyTls: insecureRaw === SKIP_VERIFY_TLS_VALUE,
+    redisUrl: env.LIVEKIT_REDIS_URL?.trim() ?? '',
+    redisPassword: env.LIVEKIT_REDIS_PASSWORD?.trim() ?? '',
+    csApiUrlOverrides,
+    appservice:
+      asParts === 3
+        ? { asToken, hsToken, serverName, registrationFile, id: registrationId }
+        : undefined,
+    logLevel,
+    sanityCheckIntervalSeconds,
+    membershipCheckIntervalSeconds,
+  };
+}
+
+export function defaultBridgeFileConfig(): BridgeFileConfig {
+  return bridgeFileSchema.parse({});
+}

@@ -1,0 +1,65 @@
+/**
+ * Entry point of the bridge process (appservice + token service):
+ * `npm run bridge -- [--config FILE] [--validate]`. Reads lk-jwt-service's LIVEKIT_* variables
+ * and the optional bridge YAML, starts the server and stops it on SIGINT/SIGTERM. The only
+ * bridge file that reads env or exits.
+ */
+import { parseCommonArgs } from '../common/cli.ts';
+import { ConfigError } from '../common/config.ts';
+import { createLogger } from '../common/logger.ts';
+import { systemClock } from '../common/clock.ts';
+import { resolveBridgeConfig, type BridgeConfig } from './config.ts';
+import { createBridgeServer } from './server.ts';
+
+const USAGE = `usage: npm run bridge -- [--config FILE] [--validate]
+  Token-service settings come from lk-jwt-service's variables (LIVEKIT_URL, LIVEKIT_KEY,
+  LIVEKIT_SECRET, LIVEKIT_FULL_ACCESS_HOMESERVERS, LIVEKIT_JWT_BIND, ...); bridge settings from
+  the YAML file (see config/bridge.yaml) or BRIDGE_<KEY> variables.`;
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseCommonArgs(process.argv.slice(2));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  let config: BridgeConfig;
+  try {
+    config = resolveBridgeConfig(process.env, args.config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`bridge: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+  if (args.validate) {
+    console.log('bridge: configuration is valid');
+    return 0;
+  }
+  const logger = createLogger({ name: 'bridge', level: config.logLevel });
+  const bridge = createBridgeServer({ config, logger, clock: systemClock });
+  await bridge.start();
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  logger.info('shutting down');
+  await bridge.stop();
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error('bridge: fatal:', err);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,97 @@
+/**
+ * The embedded default behind `npm start`: SFU and bridge in one process, in-memory state, no
+ * Redis, listening on loopback only, with a development key pair from the data folder. Built
+ * by `createEmbedded(opts)` so a test can start it on free ports and stop it.
+ */
+import type { Clock } from '../common/clock.ts';
+import type { Logger } from '../common/logger.ts';
+import { createMetricsRegistry } from '../common/metrics.ts';
+import { resolveBridgeConfig, type Env } from '../bridge/config.ts';
+import { createBridgeServer } from '../bridge/server.ts';
+import { resolveSfuConfig } from '../sfu/config.ts';
+import { createSfuServer } from '../sfu/server.ts';
+import { loadOrCreateDevKeys } from './dev-keys.ts';
+
+export interface EmbeddedOptions {
+  dataDir: string;
+  sfuPort: number;
+  bridgePort: number;
+  host: string;
+  logger: Logger;
+  clock: Clock;
+  /** Extra environment for the bridge (BRIDGE_* settings); LIVEKIT_* are set here. */
+  env?: Env;
+}
+
+export interface EmbeddedUrls {
+  sfuUrl: string;
+  livekitUrl: string;
+  bridgeUrl: string;
+  apiKey: string;
+  keysFile: string;
+  keysCreated: boolean;
+}
+
+export interface Embedded {
+  start(): Promise<EmbeddedUrls>;
+  stop(): Promise<void>;
+}
+
+export function createEmbedded(opts: EmbeddedOptions): Embedded {
+  const { keys, created, path } = loadOrCreateDevKeys(opts.dataDir);
+  const sfuConfig = resolveSfuConfig({
+    overrides: (raw) => ({
+      ...raw,
+      port: opts.sfuPort,
+      bind_addresses: [opts.host],
+      keys: { [keys.key]: keys.secret },
+      rtc: { node_ip: opts.host },
+      connectivity_page: true,
+    }),
+  });
+  const hostForUrl = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  const livekitUrl = `ws://${hostForUrl}:${opts.sfuPort}`;
+  const bridgeConfig = resolveBridgeConfig({
+    ...opts.env,
+    LIVEKIT_URL: livekitUrl,
+    LIVEKIT_KEY: keys.key,
+    LIVEKIT_SECRET: keys.secret,
+    LIVEKIT_FULL_ACCESS_HOMESERVERS: '*',
+    LIVEKIT_JWT_BIND: `${hostForUrl}:${opts.bridgePort}`,
+  });
+  const sfuMetrics = createMetricsRegistry({ defaultMetrics: false });
+  const sfu = createSfuServer({
+    config: sfuConfig,
+    logger: opts.logger.child({ component: 'sfu' }),
+    clock: opts.clock,
+    metrics: sfuMetrics,
+  });
+  const bridge = createBridgeServer({
+    config: bridgeConfig,
+    logger: opts.logger.child({ component: 'bridge' }),
+    clock: opts.clock,
+    extraMetrics: [sfuMetrics],
+  });
+  return {
+    async start() {
+      const s = await sfu.start();
+      try {
+        const b = await bridge.start();
+        return {
+          sfuUrl: s.url,
+          livekitUrl,
+          bridgeUrl: b.url,
+          apiKey: keys.key,
+          keysFile: path,
+          keysCreated: created,
+        };
+      } catch (err) {
+        await sfu.stop();
+        throw err;
+      }
+    },
+    async stop() {
+      await Promise.allSettled([bridge.stop(), sfu.stop()]);
+    },
+  };
+}

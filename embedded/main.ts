@@ -1,0 +1,90 @@
+/**
+ * `npm start`: the embedded default (SFU + bridge in one process, in-memory, loopback only).
+ * Prints the URLs and the next steps, and stops cleanly on SIGINT/SIGTERM.
+ */
+import { resolve } from 'node:path';
+import { parseCommonArgs } from '../common/cli.ts';
+import { ConfigError } from '../common/config.ts';
+import { createLogger } from '../common/logger.ts';
+import { systemClock } from '../common/clock.ts';
+import { createEmbedded } from './embedded.ts';
+
+const USAGE = `usage: npm start [-- --data-dir DIR --sfu-port 7880 --bridge-port 8080 --host 127.0.0.1]`;
+
+function portArg(v: string | boolean | undefined, fallback: number, name: string): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError([`--${name}: "${String(v)}" is not a port`]);
+  return n;
+}
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseCommonArgs(process.argv.slice(2), {
+      'data-dir': { type: 'string' },
+      'sfu-port': { type: 'string' },
+      'bridge-port': { type: 'string' },
+      host: { type: 'string' },
+    });
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const logger = createLogger({ name: 'embedded', level: (process.env.LIVEKIT_LOG_LEVEL as 'info') || 'info' });
+  let embedded;
+  try {
+    embedded = createEmbedded({
+      dataDir: resolve(typeof args.rest['data-dir'] === 'string' ? args.rest['data-dir'] : '.data'),
+      sfuPort: portArg(args.rest['sfu-port'], 7880, 'sfu-port'),
+      bridgePort: portArg(args.rest['bridge-port'], 8080, 'bridge-port'),
+      host: typeof args.rest.host === 'string' ? args.rest.host : '127.0.0.1',
+      logger,
+      clock: systemClock,
+      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('BRIDGE_'))),
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`embedded: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+  if (args.validate) {
+    console.log('embedded: configuration is valid');
+    return 0;
+  }
+  const urls = await embedded.start();
+  console.log(`
+MatrixRTC backend (embedded: SFU + bridge in one process, in-memory state, loopback only)
+
+  SFU (LiveKit protocol)   ${urls.livekitUrl}      health ${urls.sfuUrl}/healthz
+  Token service + bridge   ${urls.bridgeUrl}       health ${urls.bridgeUrl}/healthz
+  Metrics                  ${urls.bridgeUrl}/metrics
+  Dev API key              ${urls.apiKey}  (secret in ${urls.keysFile}${urls.keysCreated ? ', just created' : ''})
+
+Next: point Element Call's livekit_service_url at ${urls.bridgeUrl}, or mint a token with
+livekit-server-sdk using the dev key and join ${urls.livekitUrl}. README.md explains how to
+register the appservice with Synapse. Ctrl-C stops.
+`);
+  await new Promise<void>((resolveStop) => {
+    process.once('SIGINT', resolveStop);
+    process.once('SIGTERM', resolveStop);
+  });
+  await embedded.stop();
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error('embedded: fatal:', err);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,212 @@
+/**
+ * The SFU's typed config. Keys are LiveKit server's (pkg/config/config.go), so an operator can
+ * move a `livekit.yaml` across: what we support is validated here with LiveKit's defaults, and
+ * a LiveKit key we do not support yet is refused with a message naming it instead of being
+ * silently ignored. `LIVEKIT_CONFIG` (YAML body) and `LIVEKIT_KEYS` ("key: secret") are applied
+ * by `resolveSfuConfig`, as LiveKit does.
+ */
+import { z } from 'zod';
+import { ConfigError, parseWithSchema, parseYamlText, readYamlFile } from '../common/config.ts';
+import { LOG_LEVELS } from '../common/logger.ts';
+
+const port = z.number().int().min(0).max(65535);
+const seconds = z.number().int().min(0);
+
+const turnServer = z.strictObject({
+  host: z.string().min(1),
+  port: port.default(3478),
+  protocol: z.enum(['udp', 'tcp', 'tls']).default('udp'),
+  username: z.string().default(''),
+  credential: z.string().default(''),
+  /** coturn `static-auth-secret`: credentials are minted per participant (TURN REST API). */
+  secret: z.string().default(''),
+  /** Lifetime of minted TURN credentials, seconds. */
+  ttl: seconds.default(14400),
+});
+
+export const sfuConfigSchema = z
+  .strictObject({
+    port: port.default(7880),
+    bind_addresses: z.array(z.string().min(1)).default([]),
+    prometheus_port: port.default(0),
+    keys: z.record(z.string().min(1), z.string()).default({}),
+    key_file: z.string().default(''),
+    rtc: z
+      .strictObject({
+        port_range_start: port.default(50000),
+        port_range_end: port.default(60000),
+        node_ip: z.string().default(''),
+        use_external_ip: z.literal(false, {
+          message:
+            'discovering the public address through STUN is not supported yet; set rtc.node_ip to the address clients reach',
+        }).default(false),
+        turn_servers: z.array(turnServer).default([]),
+      })
+      .prefault({}),
+    room: z
+      .strictObject({
+        auto_create: z.boolean().default(true),
+        empty_timeout: seconds.default(300),
+        departure_timeout: seconds.default(20),
+        max_participants: z.number().int().min(0).default(0),
+      })
+      .prefault({}),
+    redis: z
+      .strictObject({
+        address: z.string().default(''),
+        username: z.string().default(''),
+        password: z.string().default(''),
+        db: z.number().int().min(0).default(0),
+        use_tls: z.boolean().default(false),
+        sentinel_master_name: z.string().default(''),
+        sentinel_username: z.string().default(''),
+        sentinel_password: z.string().default(''),
+        sentinel_addresses: z.array(z.string()).default([]),
+        cluster_addresses: z.array(z.string()).default([]),
+      })
+      .prefault({}),
+    webhook: z
+      .strictObject({
+        api_key: z.string().default(''),
+        urls: z.array(z.url()).default([]),
+      })
+      .prefault({}),
+    logging: z
+      .strictObject({
+        level: z.enum(LOG_LEVELS).default('info'),
+        json: z.boolean().default(true),
+      })
+      .prefault({}),
+    turn: z
+      .strictObject({
+        enabled: z.literal(false, {
+          message:
+            'the embedded TURN server is not supported; run coturn and list it under rtc.turn_servers',
+        }).default(false),
+      })
+      .prefault({}),
+    /** Ours, not LiveKit's: serve the connectivity test page on `/test` (off in production). */
+    connectivity_page: z.boolean().default(false),
+  });
+
+export type SfuConfig = z.output<typeof sfuConfigSchema>;
+
+/** LiveKit settings we know and refuse on purpose, with what to do instead. */
+const UNSUPPORTED: Record<string, string> = {
+  'rtc.udp_port':
+    'single-port UDP mux is not supported (werift opens one socket per ICE agent); use rtc.port_range_start/end',
+  'rtc.tcp_port': 'ICE over TCP is not supported; give clients a TURN server (rtc.turn_servers)',
+  'rtc.use_ice_lite': 'not supported yet; remove it',
+  'rtc.stun_servers': 'not supported yet; set rtc.node_ip instead',
+  'room.enabled_codecs': 'not supported yet: the SFU negotiates Opus, VP8 and H.264; remove it',
+  'turn.domain': 'the embedded TURN server is not supported; use rtc.turn_servers with coturn',
+  'turn.tls_port': 'the embedded TURN server is not supported; use rtc.turn_servers with coturn',
+  'turn.udp_port': 'the embedded TURN server is not supported; use rtc.turn_servers with coturn',
+  'turn.cert_file': 'the embedded TURN server is not supported; use rtc.turn_servers with coturn',
+  'turn.key_file': 'the embedded TURN server is not supported; use rtc.turn_servers with coturn',
+  'turn.external_tls': 'the embedded TURN server is not supported; use rtc.turn_servers with coturn',
+  'logging.pion_level': 'not applicable (no pion here); remove it',
+  'logging.sample': 'not supported yet; remove it',
+  'logging.component_levels': 'not supported yet; remove it',
+  region: 'multi-region routing is not supported; remove it',
+  node_selector: 'multi-region routing is not supported; remove it',
+  signal_relay: 'not supported; remove it',
+  psrpc: 'not supported; remove it',
+  audio: 'not supported yet (active speaker tuning); remove it',
+  video: 'not supported yet; remove it',
+  limit: 'not supported yet; remove it',
+  development: 'not supported; use `npm start` for a development setup',
+};
+
+function describeUnknown(path: string): string {
+  const why = UNSUPPORTED[path];
+  return why
+    ? `${path}: LiveKit setting not supported by this SFU: ${why}`
+    : `${path}: unknown key (see config/sfu.yaml for the supported keys)`;
+}
+
+export const MIN_SECRET_LENGTH = 32;
+
+/** Checks that go across keys, after the schema. */
+function crossCheck(cfg: SfuConfig): string[] {
+  const problems: string[] = [];
+  if (cfg.rtc.port_range_start >= cfg.rtc.port_range_end) {
+    problems.push(
+      `rtc.port_range_start must be below rtc.port_range_end (got ${cfg.rtc.port_range_start} >= ${cfg.rtc.port_range_end})`,
+    );
+  } else if (cfg.rtc.port_range_start === 0) {
+    problems.push('rtc.port_range_start: must be a port above 0');
+  }
+  for (const [key, secret] of Object.entries(cfg.keys)) {
+    if (secret.length < MIN_SECRET_LENGTH) {
+      problems.push(
+        `keys.${key}: secret is ${secret.length} characters, LiveKit requires at least ${MIN_SECRET_LENGTH}; generate one with \`openssl rand -base64 32\``,
+      );
+    }
+  }
+  if (Object.keys(cfg.keys).length === 0) {
+    problems.push('keys: at least one API key is required (keys: {<key>: <secret>}, key_file or LIVEKIT_KEYS)');
+  }
+  if (cfg.webhook.urls.length > 0) {
+    if (!cfg.webhook.api_key) problems.push('webhook.api_key: required when webhook.urls is set');
+    else if (!(cfg.webhook.api_key in cfg.keys)) {
+      problems.push(`webhook.api_key: "${cfg.webhook.api_key}" is not one of the keys under keys`);
+    }
+  }
+  if (cfg.redis.sentinel_addresses.length > 0 && !cfg.redis.sentinel_master_name) {
+    problems.push('redis.sentinel_master_name: required with redis.sentinel_addresses');
+  }
+  return problems;
+}
+
+export function parseSfuConfig(raw: unknown, source: string): SfuConfig {
+  const cfg = parseWithSchema(sfuConfigSchema, raw ?? {}, source, describeUnknown);
+  const problems = crossCheck(cfg);
+  if (problems.length) throw new ConfigError(problems, source);
+  return cfg;
+}
+
+/** The defaults, as a sample config is generated from them (no keys: those are per site). */
+export function defaultSfuConfig(): SfuConfig {
+  return sfuConfigSchema.parse({});
+}
+
+export interface SfuConfigInputs {
+  /** `--config FILE` */
+  configFile?: string;
+  /** `LIVEKIT_CONFIG`: YAML text; wins over the file, as in LiveKit. */
+  configBody?: string;
+  /** `LIVEKIT_KEYS`: YAML map "key: secret"; replaces `keys`. */
+  keysEnv?: string;
+  /** Applied last (embedded mode: loopback binding, dev keys). */
+  overrides?: (raw: Record<string, unknown>) => Record<string, unknown>;
+}
+
+function asObject(value: unknown, source: string): Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(['the top level must be a YAML mapping of keys'], source);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Reads a config the way `livekit-server` does: file or env body, then key overrides. */
+export function resolveSfuConfig(inputs: SfuConfigInputs): SfuConfig {
+  let source = 'defaults';
+  let raw: Record<string, unknown> = {};
+  if (inputs.configBody?.trim()) {
+    source = 'LIVEKIT_CONFIG';
+    raw = asObject(parseYamlText(inputs.configBody, source), source);
+  } else if (inputs.configFile) {
+    source = inputs.configFile;
+    raw = asObject(readYamlFile(inputs.configFile), source);
+  }
+  if (typeof raw.key_file === 'string' && raw.key_file) {
+    const keys = asObject(readYamlFile(raw.key_file), raw.key_file);
+    raw = { ...raw, keys: { ...(raw.keys as object), ...keys } };
+  }
+  if (inputs.keysEnv?.trim()) {
+    raw = { ...raw, keys: asObject(parseYamlText(inputs.keysEnv, 'LIVEKIT_KEYS'), 'LIVEKIT_KEYS') };
+  }
+  if (inputs.overrides) raw = inputs.overrides(raw);
+  return parseSfuConfig(raw, source);
+}

@@ -1,0 +1,67 @@
+/**
+ * Entry point of the SFU process: `npm run sfu -- --config FILE [--validate]`. Reads the config
+ * (file, or LIVEKIT_CONFIG / LIVEKIT_KEYS from the environment as livekit-server does), starts
+ * the server and stops it on SIGINT/SIGTERM. The only SFU file that reads env or exits.
+ */
+import { parseCommonArgs } from '../common/cli.ts';
+import { ConfigError } from '../common/config.ts';
+import { createLogger } from '../common/logger.ts';
+import { systemClock } from '../common/clock.ts';
+import { resolveSfuConfig, type SfuConfig } from './config.ts';
+import { createSfuServer } from './server.ts';
+
+const USAGE = `usage: npm run sfu -- --config FILE [--validate]
+  The config uses LiveKit server's YAML keys (see config/sfu.yaml).
+  LIVEKIT_CONFIG (YAML text) replaces the file; LIVEKIT_KEYS ("key: secret") replaces keys.`;
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseCommonArgs(process.argv.slice(2));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  let config: SfuConfig;
+  try {
+    config = resolveSfuConfig({
+      configFile: args.config,
+      configBody: process.env.LIVEKIT_CONFIG,
+      keysEnv: process.env.LIVEKIT_KEYS,
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`sfu: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+  if (args.validate) {
+    console.log('sfu: configuration is valid');
+    return 0;
+  }
+  const logger = createLogger({ name: 'sfu', level: config.logging.level });
+  const sfu = createSfuServer({ config, logger, clock: systemClock });
+  await sfu.start();
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  logger.info('shutting down');
+  await sfu.stop();
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error('sfu: fatal:', err);
+    process.exitCode = 1;
+  },
+);

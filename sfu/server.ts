@@ -1,0 +1,74 @@
+/**
+ * The SFU process's edge: one HTTP listener (LiveKit's `port`, default 7880) that serves health,
+ * metrics and, as later modules register them, WebSocket signalling and the RoomService API.
+ * Built by `createSfuServer(deps)`; `start()` binds, `stop()` closes everything it opened. Two
+ * instances can run in one test process.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import type { Registry } from 'prom-client';
+import type { Clock } from '../common/clock.ts';
+import type { Logger } from '../common/logger.ts';
+import { answerHealthz, closeServer, listen, urlOf } from '../common/http.ts';
+import { createMetricsRegistry, serveMetrics } from '../common/metrics.ts';
+import type { SfuConfig } from './config.ts';
+
+export interface SfuDeps {
+  config: SfuConfig;
+  logger: Logger;
+  clock: Clock;
+  /** Registry for this SFU's metrics; a fresh one is made when absent. */
+  metrics?: Registry;
+}
+
+export interface SfuServer {
+  readonly metrics: Registry;
+  /** Binds the listeners; resolves with the signalling/API URL (http://host:port). */
+  start(): Promise<{ url: string; address: AddressInfo }>;
+  stop(): Promise<void>;
+}
+
+export function createSfuServer(deps: SfuDeps): SfuServer {
+  const { config, logger } = deps;
+  const metrics = deps.metrics ?? createMetricsRegistry();
+  const app = express();
+  app.disable('x-powered-by');
+  // LiveKit answers its health check on `/`; `/healthz` is what our other processes use.
+  app.get('/', (_req, res) => {
+    res.type('text/plain').send('OK');
+  });
+  app.all('/healthz', (req, res) => answerHealthz(req, res));
+  app.get('/metrics', (req, res) => void serveMetrics([metrics], req, res));
+
+  const server: Server = createServer(app);
+  let metricsServer: Server | undefined;
+
+  return {
+    metrics,
+    async start() {
+      const host = config.bind_addresses[0] ?? '::';
+      if (config.bind_addresses.length > 1) {
+        logger.warn({ bind_addresses: config.bind_addresses }, 'only the first bind address is used');
+      }
+      const address = await listen(server, host, config.port);
+      if (config.prometheus_port) {
+        metricsServer = createServer((req, res) => {
+          if (req.url === '/metrics') void serveMetrics([metrics], req, res);
+          else {
+            res.writeHead(404);
+            res.end();
+          }
+        });
+        await listen(metricsServer, host, config.prometheus_port);
+      }
+      const url = urlOf(address);
+      logger.info({ url }, 'sfu listening');
+      return { url, address };
+    },
+    async stop() {
+      await closeServer(server);
+      if (metricsServer) await closeServer(metricsServer);
+    },
+  };
+}
