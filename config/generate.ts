@@ -1,0 +1,139 @@
+/**
+ * Generates the sample configs `config/sfu.yaml` and `config/bridge.yaml` from the code's
+ * defaults (`defaultSfuConfig()`, `defaultBridgeFileConfig()`), with production notes attached
+ * as comments to the keys they explain. `npm run config:generate` rewrites both files; the unit
+ * test `test/unit/config-samples.test.ts` fails when a committed sample differs from what this
+ * produces, so the samples cannot drift from the schema. A note whose key no longer exists in
+ * the defaults is an error, not a silent drop.
+ */
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { Document, isMap, isPair, isScalar, type Pair } from 'yaml';
+import { defaultSfuConfig } from '../sfu/config.ts';
+import { defaultBridgeFileConfig } from '../bridge/config.ts';
+
+export interface Sample {
+  /** File name under `config/`. */
+  readonly file: string;
+  readonly text: string;
+}
+
+const SFU_HEADER = `
+SFU sample config, generated from the defaults in sfu/config.ts by \`npm run config:generate\`.
+Do not edit by hand: test/unit/config-samples.test.ts fails when this file drifts from the code.
+
+Keys are LiveKit server's, so a livekit.yaml moves across; a LiveKit key this SFU does not
+support is refused with a message naming it. Run:  npm run sfu -- --config config/sfu.yaml
+Check a config without starting:                  npm run sfu -- --config FILE --validate
+LIVEKIT_CONFIG (the whole YAML as text) replaces the file; LIVEKIT_KEYS ("key: secret")
+replaces keys. Every value below is the default; delete what you do not change.`;
+
+const SFU_NOTES: Record<string, string> = {
+  port: 'HTTP + WebSocket signalling and the Twirp RoomService API (/twirp/livekit.RoomService/*),\n' +
+    'plus /healthz and /metrics. Put TLS in front of it (wss://) with a reverse proxy (README).',
+  bind_addresses: 'Addresses to listen on; empty = all (::). Only the first entry is used today.',
+  prometheus_port: 'Extra listener serving only /metrics; 0 = none (/metrics is on `port` anyway).',
+  keys: 'REQUIRED: API key -> secret. Secrets shorter than 32 characters are refused.\n' +
+    'Generate:  echo "APIkey$(openssl rand -hex 6): $(openssl rand -base64 32)"\n' +
+    'The bridge must use one of these pairs (LIVEKIT_KEY / LIVEKIT_SECRET).',
+  key_file: 'Optional YAML file of "key: secret" lines merged into keys (keep it mode 0600).',
+  'rtc.port_range_start': 'UDP ports for ICE/media. werift opens one socket per PeerConnection\n' +
+    '(about two per participant), so size the range for 2 x peak participants and open it in\n' +
+    'the firewall (UDP, inbound). There is no single-port UDP mux and no ICE over TCP.',
+  'rtc.node_ip': 'PRODUCTION: the public IP clients reach this node on. Empty = the interface\n' +
+    'addresses only, which breaks calls from outside a NAT or container network.',
+  'rtc.use_external_ip': 'STUN discovery of the public IP is not supported yet; must stay false (use node_ip).',
+  'rtc.turn_servers': 'TURN relays handed to clients for UDP-blocked networks. With coturn and\n' +
+    '`use-auth-secret`, give `secret` (coturn static-auth-secret) and per-participant\n' +
+    'credentials are minted (TURN REST API, valid `ttl` seconds), e.g.\n' +
+    '  - {host: turn.example.org, port: 3478, protocol: udp, secret: "<static-auth-secret>"}\n' +
+    '  - {host: turn.example.org, port: 5349, protocol: tls, secret: "<static-auth-secret>"}',
+  'room.auto_create': 'lk-jwt-service deployments run LiveKit with auto_create: false (the token\n' +
+    'service creates rooms for full-access users); keep true for `npm start`-style trials.',
+  'room.empty_timeout': 'Seconds an empty room is kept before it is closed.',
+  'room.departure_timeout': 'Seconds a room is kept after the last participant left.',
+  'room.max_participants': '0 = unlimited.',
+  redis: 'Shared state for several SFU nodes. Empty address = single node, in-memory.\n' +
+    'address: "host:6379"; or sentinel_* / cluster_addresses. See README "Several replicas".',
+  'webhook.api_key': 'Key (from keys) that signs webhooks; required when urls is set.',
+  'webhook.urls': 'Where room/participant events are POSTed, e.g. the bridge:\n' +
+    '  - http://bridge:8080/sfu_webhook',
+  'logging.level': 'debug, info, warn or error. JSON lines on stdout when json is true.',
+  turn: 'The embedded TURN server is not supported: run coturn and list it under rtc.turn_servers.',
+  connectivity_page: 'Ours, not LiveKit\'s: serve the connectivity test page on /test. Keep it off in\n' +
+    'production (`npm start` turns it on).',
+};
+
+const BRIDGE_HEADER = `
+Bridge (appservice + token service) sample config, generated from the defaults in
+bridge/config.ts by \`npm run config:generate\`. Do not edit by hand: a unit test fails on drift.
+
+Run: npm run bridge -- --config config/bridge.yaml   (the file is optional)
+Each key below can also be set by the variable BRIDGE_<KEY IN CAPITALS>, which wins over the file.
+
+Token-service settings are NOT in this file: they are element-hq/lk-jwt-service's environment
+variables, same names and meanings (see README "Processes and their contract"):
+  LIVEKIT_URL                      wss:// URL of the SFU handed to clients (required)
+  LIVEKIT_KEY / LIVEKIT_SECRET     an API key pair the SFU knows (required; secret >= 32 chars)
+  LIVEKIT_KEY_FROM_FILE, LIVEKIT_SECRET_FROM_FILE, LIVEKIT_KEY_FILE ("key: secret")
+  LIVEKIT_FULL_ACCESS_HOMESERVERS  server names whose users may create calls, or * (required)
+  LIVEKIT_JWT_BIND                 listener, default :8080 (LIVEKIT_JWT_PORT is deprecated)
+  LIVEKIT_REDIS_URL, LIVEKIT_REDIS_PASSWORD   shared state for several replicas
+  LIVEKIT_AS_REGISTRATION_FILE + LIVEKIT_HS_SERVER_NAME   appservice mode (or LIVEKIT_AS_TOKEN/HS_TOKEN)
+  LIVEKIT_CS_API_URL_OVERRIDES, LIVEKIT_INSECURE_SKIP_VERIFY_TLS, LIVEKIT_LOG_LEVEL,
+  LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS, LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS
+Every value below is the default.`;
+
+const BRIDGE_NOTES: Record<string, string> = {
+  homeserver_url: 'Client-server API base URL of the homeserver the appservice is registered with,\n' +
+    'e.g. http://synapse:8008 (inside a private network) or https://matrix.example.org.',
+  room_delete_grace_seconds: 'A rejoin within this many seconds after a call ended keeps its SFU room.',
+  reconcile_interval_seconds: 'Full reconcile with homeserver and SFU; 0 = only at start.',
+  membership_check: 'Issue tokens only to users joined to the Matrix room (keep true in production).',
+  txn_id_ttl_seconds: 'How long appservice transaction ids are remembered to drop retries. Longer than\n' +
+    'Synapse\'s retry backoff (512 s); with several replicas use Redis so all replicas share it.',
+};
+
+function pairAt(doc: Document, path: string): Pair {
+  const keys = path.split('.');
+  let node: unknown = doc.contents;
+  let pair: Pair | undefined;
+  for (const key of keys) {
+    if (!isMap(node)) throw new Error(`sample note for "${path}": "${key}" is not inside a mapping`);
+    pair = node.items.find((p) => isPair(p) && isScalar(p.key) && p.key.value === key);
+    if (!pair) throw new Error(`sample note for "${path}": no such key in the defaults`);
+    node = pair.value;
+  }
+  if (!pair) throw new Error(`sample note: empty path`);
+  return pair;
+}
+
+/** YAML text of `value` with `header` on top and each note above its key. */
+export function renderSample(header: string, value: unknown, notes: Record<string, string>): string {
+  const doc = new Document(value);
+  doc.commentBefore = header.trim().split('\n').map((l) => ` ${l}`.trimEnd()).join('\n');
+  for (const [path, note] of Object.entries(notes)) {
+    const pair = pairAt(doc, path);
+    const text = note.split('\n').map((l) => ` ${l}`).join('\n');
+    if (isScalar(pair.key)) pair.key.commentBefore = text;
+  }
+  return doc.toString({ lineWidth: 100 });
+}
+
+export function generateSamples(): Sample[] {
+  return [
+    { file: 'sfu.yaml', text: renderSample(SFU_HEADER, defaultSfuConfig(), SFU_NOTES) },
+    { file: 'bridge.yaml', text: renderSample(BRIDGE_HEADER, defaultBridgeFileConfig(), BRIDGE_NOTES) },
+  ];
+}
+
+export const CONFIG_DIR = dirname(fileURLToPath(import.meta.url));
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  for (const sample of generateSamples()) {
+    const path = join(CONFIG_DIR, sample.file);
+    writeFileSync(path, sample.text);
+    console.log(`wrote ${path}`);
+  }
+}
