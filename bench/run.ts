@@ -1,0 +1,58 @@
+/**
+ * `npm run bench [-- NAME ...]`: runs benchmarks (not tests: nothing passes or fails on time),
+ * prints their figures and writes each one's result to bench/results/NAME.json. Every
+ * benchmark is a module bench/NAME.ts exporting `run(): Promise<object>`; with no NAME all of
+ * them run, one after another so they do not compete for the two cores.
+ */
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpus, totalmem } from 'node:os';
+
+interface BenchModule {
+  run(): Promise<object>;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const resultsDir = join(here, 'results');
+
+function available(): string[] {
+  return readdirSync(here)
+    .filter((f) => f.endsWith('.ts') && f !== 'run.ts' && !f.endsWith('.test.ts') && !f.startsWith('_'))
+    .map((f) => f.slice(0, -3))
+    .sort();
+}
+
+async function main(): Promise<number> {
+  const names = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const all = available();
+  const chosen = names.length ? names : all;
+  const unknown = chosen.filter((n) => !all.includes(n));
+  if (unknown.length) {
+    console.error(`unknown benchmark(s): ${unknown.join(', ')}; available: ${all.join(', ') || '(none)'}`);
+    return 2;
+  }
+  mkdirSync(resultsDir, { recursive: true });
+  const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', memGiB: Math.round(totalmem() / 2 ** 30), node: process.version };
+  for (const name of chosen) {
+    console.log(`\n=== bench ${name} ===`);
+    const mod = (await import(join(here, `${name}.ts`))) as BenchModule;
+    const started = new Date().toISOString();
+    const result = await mod.run();
+    const file = join(resultsDir, `${name}.json`);
+    writeFileSync(file, `${JSON.stringify({ name, started, machine, result }, null, 2)}\n`);
+    console.log(JSON.stringify(result, null, 2));
+    console.log(`wrote ${file}`);
+  }
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error('bench: failed:', err);
+    process.exitCode = 1;
+  },
+);
