@@ -1,0 +1,320 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createManualClock, type ManualClock } from '../../common/clock.ts';
+import { createSilentLogger } from '../../common/logger.ts';
+import { createDelayedLeaveManager, type DelayedLeaveManager } from './delayed-leave.ts';
+import type { ActionOutcome, CsApiResolver, DelayedEventAction, HomeserverClient } from './homeserver-client.ts';
+import { CsApiUnresolvableError } from './homeserver-client.ts';
+import { createMemoryJobStore, type DelayedLeaveJobStore, type JobParams } from './job-store.ts';
+import type { SfuRoomApi } from './sfu-api.ts';
+
+const flush = async () => {
+  for (let i = 0; i < 10; i++) await new Promise<void>((r) => setImmediate(r));
+};
+
+interface Harness {
+  clock: ManualClock;
+  store: DelayedLeaveJobStore;
+  calls: { delayId: string; action: DelayedEventAction; at: number; user?: string }[];
+  /** Scripted answers per action, consumed in order; default ok. */
+  script: Record<DelayedEventAction, ActionOutcome[]>;
+  present: Set<string>;
+  csResolvable: boolean;
+  manager: DelayedLeaveManager;
+  advance(ms: number): Promise<void>;
+}
+
+const managers: DelayedLeaveManager[] = [];
+afterEach(async () => {
+  for (const m of managers.splice(0)) await m.close();
+});
+
+function harness(opts: { sanityMs?: number; store?: DelayedLeaveJobStore; clock?: ManualClock } = {}): Harness {
+  const clock = opts.clock ?? createManualClock();
+  const h = {
+    clock,
+    store: opts.store ?? createMemoryJobStore(),
+    calls: [],
+    script: { restart: [], send: [] },
+    present: new Set<string>(),
+    csResolvable: true,
+  } as unknown as Harness;
+  const homeserver: HomeserverClient = {
+    async delayedEventAction(_cs, delayId, action, as) {
+      h.calls.push({ delayId, action, at: clock.now(), user: as?.userId });
+      return h.script[action].shift() ?? { kind: 'ok' };
+    },
+    lookupDelayedEvent: async () => undefined,
+    isJoined: async () => true,
+    joinedMembers: async () => new Set(),
+    fedProxy: async () => ({ status: 200, content: {} }),
+  };
+  const sfu: SfuRoomApi = {
+    createRoom: async () => {},
+    participantExists: async (room, identity) => h.present.has(`${room}|${identity}`),
+  };
+  const csApi: CsApiResolver = {
+    resolve: async (name) => {
+      if (!h.csResolvable) throw new CsApiUnresolvableError(name, 'test');
+      return 'http://hs.invalid';
+    },
+  };
+  h.manager = createDelayedLeaveManager({
+    clock,
+    logger: createSilentLogger(),
+    store: h.store,
+    sfu,
+    homeserver,
+    csApi,
+    asToken: 'as-token',
+    sanityCheckIntervalMs: opts.sanityMs ?? 0,
+    random: () => 0.5,
+  });
+  managers.push(h.manager);
+  h.advance = async (ms: number) => {
+    // Step in small slices so async continuations can schedule their timers in between.
+    const step = 100;
+    for (let done = 0; done < ms; done += step) {
+      clock.advance(Math.min(step, ms - done));
+      await flush();
+    }
+  };
+  return h;
+}
+
+const params = (over: Partial<JobParams> = {}): JobParams => ({
+  delayId: 'syd_1',
+  delayTimeoutMs: 10_000,
+  serverName: 'example.com',
+  room: 'ROOM',
+  identity: 'ID',
+  ...over,
+});
+
+const actions = (h: Harness) => h.calls.map((c) => `${c.delayId}:${c.action}`);
+
+describe('delayed-leave state machine', () => {
+  it('aborts and sends when the connection is never established', async () => {
+    const h = harness();
+    await h.manager.add(params());
+    await h.advance(9_900);
+    expect(h.calls).toEqual([]);
+    expect(h.manager.state('ROOM', 'ID')).toBe('waiting');
+    await h.advance(200);
+    expect(actions(h)).toEqual(['syd_1:send']);
+    expect(h.manager.state('ROOM', 'ID')).toBeUndefined();
+    expect(await h.store.all()).toEqual([]);
+  });
+
+  it('waits at most one hour for the initial connection', async () => {
+    const h = harness();
+    await h.manager.add(params({ delayTimeoutMs: 5 * 3_600_000 }));
+    await h.advance(3_600_000 - 1000);
+    expect(h.calls).toEqual([]);
+    await h.advance(2000);
+    expect(actions(h)).toEqual(['syd_1:send']);
+  });
+
+  it('connects via participant lookup when already present', async () => {
+    const h = harness();
+    h.present.add('ROOM|ID');
+    await h.manager.add(params());
+    await flush();
+    expect(h.manager.state('ROOM', 'ID')).toBe('connected');
+    expect(actions(h)).toEqual(['syd_1:restart']);
+  });
+
+  it('finds a participant that appears later by polling with backoff', async () => {
+    const h = harness();
+    await h.manager.add(params({ delayTimeoutMs: 60_000 }));
+    await h.advance(3000);
+    expect(h.manager.state('ROOM', 'ID')).toBe('waiting');
+    h.present.add('ROOM|ID');
+    await h.advance(5000);
+    expect(h.manager.state('ROOM', 'ID')).toBe('connected');
+  });
+
+  it('aborts without sending when the connection is aborted before being established', async () => {
+    const h = harness();
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'aborted', false);
+    await h.advance(20_000);
+    expect(h.calls).toEqual([]);
+    expect(h.manager.state('ROOM', 'ID')).toBeUndefined();
+  });
+
+  it('ignores an intentional leave while still waiting', async () => {
+    const h = harness();
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await flush();
+    expect(h.manager.state('ROOM', 'ID')).toBe('waiting');
+  });
+
+  it('aborts and sends when the connection is aborted after being established', async () => {
+    const h = harness();
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', false);
+    await flush();
+    expect(actions(h)).toEqual(['syd_1:restart', 'syd_1:send']);
+  });
+
+  it('sends when the participant disconnects intentionally', async () => {
+    const h = harness();
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await flush();
+    expect(actions(h)).toEqual(['syd_1:restart', 'syd_1:send']);
+    expect(h.manager.size()).toBe(0);
+  });
+
+  it('sends when the participant goes missing undetected (sanity check)', async () => {
+    const h = harness({ sanityMs: 5000 });
+    h.present.add('ROOM|ID');
+    await h.manager.add(params({ delayTimeoutMs: 60_000 }));
+    await flush();
+    expect(h.manager.state('ROOM', 'ID')).toBe('connected');
+    h.present.delete('ROOM|ID');
+    await h.advance(5100);
+    expect(actions(h)).toEqual(['syd_1:restart', 'syd_1:send']);
+  });
+
+  it('restarts the delayed event repeatedly at 80 % of the timeout', async () => {
+    const h = harness();
+    const t0 = h.clock.now();
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    await h.advance(25_000);
+    const restarts = h.calls.filter((c) => c.action === 'restart').map((c) => c.at - t0);
+    expect(restarts).toEqual([0, 8000, 16000, 24000]);
+    const stored = await h.store.all();
+    expect(stored[0]!.restartedAt - t0).toBe(24000);
+  });
+
+  it('aborts when the delayed event is gone (restart 404)', async () => {
+    const h = harness();
+    h.script.restart.push({ kind: 'not_found', status: 404 });
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await h.advance(30_000);
+    expect(actions(h)).toEqual(['syd_1:restart']);
+    expect(h.manager.size()).toBe(0);
+  });
+
+  it('aborts when the client-server API cannot be resolved for a restart', async () => {
+    const h = harness();
+    h.csResolvable = false;
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    expect(h.manager.size()).toBe(0);
+    expect(h.calls).toEqual([]);
+  });
+
+  it('completes when the delayed event was already sent (send 404)', async () => {
+    const h = harness();
+    h.script.send.push({ kind: 'not_found', status: 404 });
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await h.advance(10_000);
+    expect(actions(h)).toEqual(['syd_1:restart', 'syd_1:send']);
+    expect(h.manager.size()).toBe(0);
+  });
+
+  it('retries a failed send with backoff and honours Retry-After on 429', async () => {
+    const h = harness();
+    h.script.send.push(
+      { kind: 'retry', status: 500, reason: '500' },
+      { kind: 'retry', status: 429, retryAfterMs: 3000, reason: 'rate limited' },
+    );
+    await h.manager.add(params());
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    const tLeft = h.clock.now();
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await flush();
+    await h.advance(6000);
+    const sends = h.calls.filter((c) => c.action === 'send').map((c) => c.at - tLeft);
+    // 1st at once; 2nd after the 1 s backoff; 3rd after max(1.5 s, Retry-After 3 s).
+    expect(sends).toEqual([0, 1000, 4000]);
+    expect(h.manager.size()).toBe(0);
+  });
+
+  it('gives up sending at the restart deadline', async () => {
+    const h = harness();
+    for (let i = 0; i < 50; i++) h.script.send.push({ kind: 'retry', status: 500, reason: '500' });
+    await h.manager.add(params({ delayTimeoutMs: 4000 }));
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await h.advance(20_000);
+    const sends = h.calls.filter((c) => c.action === 'send');
+    expect(sends.length).toBeGreaterThan(1);
+    expect(sends.at(-1)!.at - sends[0]!.at).toBeLessThanOrEqual(4000);
+    expect(h.manager.size()).toBe(0);
+  });
+
+  it('replaces a job by a newer one for the same participant, and only the latest acts', async () => {
+    const h = harness();
+    await h.manager.add(params({ delayId: 'syd_old' }));
+    await h.advance(2000);
+    await h.manager.add(params({ delayId: 'syd_new' }));
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await h.advance(20_000);
+    expect(actions(h)).toEqual(['syd_new:restart', 'syd_new:send']);
+  });
+
+  it('keeps independent jobs apart', async () => {
+    const h = harness();
+    await h.manager.add(params({ delayId: 'syd_a', identity: 'A' }));
+    await h.manager.add(params({ delayId: 'syd_b', identity: 'B' }));
+    h.manager.onSfuEvent('ROOM', 'A', 'joined', false);
+    await flush();
+    h.manager.onSfuEvent('ROOM', 'A', 'left', true);
+    await flush();
+    expect(actions(h)).toEqual(['syd_a:restart', 'syd_a:send']);
+    expect(h.manager.state('ROOM', 'B')).toBe('waiting');
+  });
+
+  it('asserts the appservice user on restart and send for proxied jobs', async () => {
+    const h = harness();
+    await h.manager.add(params({ asUserId: '@alice:example.com' }));
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await flush();
+    expect(h.calls.map((c) => c.user)).toEqual(['@alice:example.com', '@alice:example.com']);
+  });
+
+  it('resumes stored jobs after a restart and purges expired ones', async () => {
+    const clock = createManualClock();
+    const store = createMemoryJobStore();
+    const first = harness({ clock, store });
+    await first.manager.add(params({ identity: 'LIVE', delayTimeoutMs: 60_000 }));
+    await first.manager.add(params({ identity: 'OLD', delayTimeoutMs: 5_000 }));
+    await first.manager.close();
+    clock.advance(10_000);
+    const second = harness({ clock, store });
+    await second.manager.restore();
+    expect(second.manager.state('ROOM', 'LIVE')).toBe('waiting');
+    expect(second.manager.state('ROOM', 'OLD')).toBeUndefined();
+    expect((await store.all()).map((j) => j.params.identity)).toEqual(['LIVE']);
+    second.manager.onSfuEvent('ROOM', 'LIVE', 'joined', false);
+    await flush();
+    expect(actions(second)).toEqual(['syd_1:restart']);
+  });
+
+  it('refuses new jobs once closed', async () => {
+    const h = harness();
+    await h.manager.close();
+    await expect(h.manager.add(params())).rejects.toThrow(/shutting down/);
+  });
+});
