@@ -20,7 +20,7 @@ function available(): string[] {
   return readdirSync(here)
     .filter((f) => f.endsWith('.ts') && f !== 'run.ts' && !f.endsWith('.test.ts') && !f.startsWith('_'))
     .map((f) => f.slice(0, -3))
-    .sort();
+    .toSorted();
 }
 
 async function main(): Promise<number> {
