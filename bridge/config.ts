@@ -25,6 +25,8 @@ export const bridgeFileSchema = z.strictObject({
   reconcile_interval_seconds: z.number().int().min(0).default(300),
   /** Issue tokens only to users joined to the Matrix room. */
   membership_check: z.boolean().default(true),
+  /** Who may publish media: everyone (lk-jwt-service's Go release) or full-access homeservers' users only. */
+  publish_policy: z.enum(['everyone', 'full_access']).default('everyone'),
   /** Seconds a remembered appservice transaction id is kept for deduplication. */
   txn_id_ttl_seconds: z.number().int().min(1).default(3600),
 });

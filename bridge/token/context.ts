@@ -1,0 +1,46 @@
+/**
+ * What every token handler needs, assembled once by `createTokenService` (service.ts) and
+ * passed to the legacy (legacy.ts) and homeserver-proxied (proxied.ts) edges.
+ */
+import type { Clock } from '../../common/clock.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { DelayedLeaveManager } from './delayed-leave.ts';
+import type { FederationClient } from './federation.ts';
+import type { CsApiResolver, HomeserverClient } from './homeserver-client.ts';
+import type { TokenMinter } from './jwt.ts';
+import type { MembershipChecker } from './membership.ts';
+import type { SfuRoomApi } from './sfu-api.ts';
+
+/** Who may publish: everyone (lk-jwt-service Go HEAD) or full-access users only (Rust PR #222). */
+export type PublishPolicy = 'everyone' | 'full_access';
+
+export interface TokenContext {
+  clock: Clock;
+  logger: Logger;
+  livekitUrl: string;
+  fullAccessHomeservers: readonly string[];
+  publishPolicy: PublishPolicy;
+  federation: FederationClient;
+  csApi: CsApiResolver;
+  homeserver: HomeserverClient;
+  minter: TokenMinter;
+  sfu: SfuRoomApi;
+  membership: MembershipChecker;
+  delayedLeave: DelayedLeaveManager;
+  appservice?: { asToken: string; hsToken: string; serverName: string };
+  /** Client-server URL of our own homeserver when configured (`homeserver_url`). */
+  homeserverUrl?: string;
+  /** Counts answered requests by endpoint and status. */
+  countRequest(endpoint: string, status: number): void;
+}
+
+export function isFullAccess(ctx: TokenContext, serverName: string): boolean {
+  const list = ctx.fullAccessHomeservers;
+  return (list.length === 1 && list[0] === '*') || list.includes(serverName);
+}
+
+/** Our own homeserver's client-server API: `homeserver_url`, else the usual resolution. */
+export async function ownCsApi(ctx: TokenContext, serverName: string): Promise<string> {
+  if (ctx.homeserverUrl) return ctx.homeserverUrl.replace(/\/+$/, '');
+  return ctx.csApi.resolve(serverName);
+}

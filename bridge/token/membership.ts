@@ -1,0 +1,80 @@
+/**
+ * The membership check lk-jwt-service lacks: a token is issued only to a user joined to the
+ * Matrix room. The bridge's own tracked state answers first (`RoomMembershipOracle`, provided by
+ * the appservice); where it does not know, the homeserver is asked with the appservice's
+ * as_token: MSC4502 `is_joined`, falling back to `joined_members` on homeservers without it.
+ * Errors become 502 "Unable to verify room membership"; not joined becomes 403 M_FORBIDDEN.
+ */
+import type { Logger } from '../../common/logger.ts';
+import { membershipUnverifiable, notAMember } from './errors.ts';
+import type { CsApiResolver, HomeserverClient } from './homeserver-client.ts';
+import { HomeserverRequestError } from './homeserver-client.ts';
+
+/** Answers from tracked state; `undefined` = unknown (ask the homeserver). */
+export interface RoomMembershipOracle {
+  isJoined(roomId: string, userId: string): Promise<boolean | undefined>;
+}
+
+export interface MembershipChecker {
+  readonly enabled: boolean;
+  /** Resolves when joined; throws MatrixError 403 (not joined) or 502 (unknown). */
+  requireJoined(roomId: string, userId: string): Promise<void>;
+}
+
+export interface MembershipCheckerDeps {
+  enabled: boolean;
+  logger: Logger;
+  oracle?: RoomMembershipOracle;
+  homeserver: HomeserverClient;
+  csApi: CsApiResolver;
+  /** Our homeserver, as the appservice knows it; absent = no homeserver fallback. */
+  appservice?: { asToken: string; serverName: string };
+  /** Client-server URL of our homeserver when configured explicitly (`homeserver_url`). */
+  homeserverUrl?: string;
+}
+
+export function createMembershipChecker(deps: MembershipCheckerDeps): MembershipChecker {
+  const { logger } = deps;
+  if (deps.enabled && !deps.appservice && !deps.oracle) {
+    logger.warn(
+      'membership_check is on but there is no appservice registration (LIVEKIT_AS_TOKEN/LIVEKIT_HS_TOKEN/LIVEKIT_HS_SERVER_NAME): every token request will fail with 502 until one is configured or membership_check is set to false',
+    );
+  }
+
+  async function askHomeserver(roomId: string, userId: string): Promise<boolean> {
+    const as = deps.appservice;
+    if (!as) throw new Error('no appservice registration to ask the homeserver with');
+    const cs = deps.homeserverUrl ? deps.homeserverUrl.replace(/\/+$/, '') : await deps.csApi.resolve(as.serverName);
+    try {
+      return await deps.homeserver.isJoined(cs, as.asToken, roomId, { mxid: userId });
+    } catch (err) {
+      // Homeservers without MSC4502 answer 404 M_UNRECOGNIZED (or 400/405): use joined_members.
+      const status = err instanceof HomeserverRequestError ? err.status : undefined;
+      if (status !== 404 && status !== 400 && status !== 405) throw err;
+    }
+    const members = await deps.homeserver.joinedMembers(cs, as.asToken, roomId);
+    return members.has(userId);
+  }
+
+  return {
+    enabled: deps.enabled,
+    async requireJoined(roomId, userId) {
+      if (!deps.enabled) return;
+      let joined: boolean | undefined;
+      try {
+        joined = await deps.oracle?.isJoined(roomId, userId);
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'membership oracle failed; asking the homeserver');
+      }
+      if (joined === undefined) {
+        try {
+          joined = await askHomeserver(roomId, userId);
+        } catch (err) {
+          logger.warn({ roomId, err: (err as Error).message }, 'could not verify room membership');
+          throw membershipUnverifiable();
+        }
+      }
+      if (!joined) throw notAMember();
+    },
+  };
+}
