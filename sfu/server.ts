@@ -13,6 +13,10 @@ import type { Logger } from '../common/logger.ts';
 import { answerHealthz, closeServer, listen, urlOf } from '../common/http.ts';
 import { createMetricsRegistry, serveMetrics } from '../common/metrics.ts';
 import type { SfuConfig } from './config.ts';
+import { createRoomManager, type RoomManager } from './rtc/room-manager.ts';
+import type { MediaTransportFactory } from './rtc/types.ts';
+import { createWeriftTransportFactory } from './media/transport.ts';
+import { attachSignalling, registerSignalRoutes } from './signal/signalling.ts';
 
 export interface SfuDeps {
   config: SfuConfig;
@@ -20,10 +24,14 @@ export interface SfuDeps {
   clock: Clock;
   /** Registry for this SFU's metrics; a fresh one is made when absent. */
   metrics?: Registry;
+  /** Media transports; werift with rtc.* from the config when absent. */
+  transportFactory?: MediaTransportFactory;
 }
 
 export interface SfuServer {
   readonly metrics: Registry;
+  /** Rooms of this node: the RoomService backend and the SFU event source. */
+  readonly rooms: RoomManager;
   /** Binds the listeners; resolves with the signalling/API URL (http://host:port). */
   start(): Promise<{ url: string; address: AddressInfo }>;
   stop(): Promise<void>;
@@ -41,11 +49,24 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
   app.all('/healthz', (req, res) => answerHealthz(req, res));
   app.get('/metrics', (req, res) => void serveMetrics([metrics], req, res));
 
+  const transportFactory =
+    deps.transportFactory ??
+    createWeriftTransportFactory({
+      config: { portRange: [config.rtc.port_range_start, config.rtc.port_range_end], nodeIp: config.rtc.node_ip },
+      logger: logger.child({ component: 'media' }),
+      clock: deps.clock,
+    });
+  const rooms = createRoomManager({ config, logger, clock: deps.clock, transportFactory });
+  const signalDeps = { keys: config.keys, rooms, logger: logger.child({ component: 'signal' }), clock: deps.clock };
+  registerSignalRoutes(app, signalDeps);
+
   const server: Server = createServer(app);
+  const signalling = attachSignalling(server, signalDeps);
   let metricsServer: Server | undefined;
 
   return {
     metrics,
+    rooms,
     async start() {
       const host = config.bind_addresses[0] ?? '::';
       if (config.bind_addresses.length > 1) {
@@ -67,6 +88,8 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
       return { url, address };
     },
     async stop() {
+      rooms.close();
+      signalling.close();
       await closeServer(server);
       if (metricsServer) await closeServer(metricsServer);
     },

@@ -1,0 +1,424 @@
+/**
+ * The werift side of one participant: the publisher PC (client offers, we answer and receive)
+ * and the subscriber PC (we offer: data channels plus one sendonly m-line per subscribed
+ * track, msid `PA_x|TR_y`). Implements the session layer's `MediaTransport`; with
+ * sfu/media/forwarder.ts the only code that touches werift.
+ *
+ * Traps handled here (see ../shared/reference/werift-*.md): `onTrack` fires inside
+ * setRemoteDescription, so remote transceivers are hooked first and the offer's mid → msid map
+ * is read before; PLI goes to the SSRC seen in packets (rid tracks have none); the publisher PC
+ * offers `sdes:mid` + `rtp-stream-id` or Chrome's simulcast never connects; no Google STUN
+ * default; candidates come only from `rtc.node_ip` within `rtc.port_range_*`.
+ *
+ * Lifecycle: made by the factory per participant; `start()` sends the first subscriber offer;
+ * offers/answers on each PC are applied one at a time; `close()` closes both PCs and every
+ * upstream/downtrack it owns. Event callbacks never throw into werift (errors are logged).
+ */
+import { networkInterfaces } from 'node:os';
+import { isIP } from 'node:net';
+import {
+  MediaStream,
+  RTCPeerConnection,
+  useAbsSendTime,
+  useAudioLevelIndication,
+  useOPUS,
+  useSdesMid,
+  useSdesRTPStreamId,
+  useVP8,
+  useVideoOrientation,
+  type MediaStreamTrack,
+  type PeerConfig,
+  type RTCDataChannel,
+  type RTCRtpTransceiver,
+} from 'werift';
+import { SessionDescription, SignalResponse, SignalTarget as ProtoSignalTarget, TrickleRequest } from '@livekit/protocol';
+import type { Logger } from '../../common/logger.ts';
+import type { Clock } from '../../common/clock.ts';
+import type {
+  DataChannelKind,
+  DownTrack,
+  IceCandidateInit,
+  MediaTransport,
+  MediaTransportEvents,
+  MediaTransportFactory,
+  MediaTransportOptions,
+  SignalTarget,
+  UpstreamTrack,
+} from '../rtc/types.ts';
+import { DownForwarder, Upstream } from './forwarder.ts';
+import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
+
+export interface WeriftTransportConfig {
+  portRange: [number, number];
+  /** Address advertised in candidates; '' = every host address werift finds. */
+  nodeIp: string;
+}
+
+/** LiveKit's canonical mime spellings (clients compare them, e.g. for E2EE). */
+export function canonicalMime(mime: string): string {
+  const lower = mime.toLowerCase();
+  if (lower === 'audio/opus') return 'audio/opus';
+  if (lower === 'video/vp8') return 'video/VP8';
+  if (lower === 'video/h264') return 'video/H264';
+  if (lower === 'video/vp9') return 'video/VP9';
+  if (lower === 'video/av1') return 'video/AV1';
+  return mime;
+}
+
+function isLocalAddress(ip: string): boolean {
+  if (ip.startsWith('127.') || ip === '::1') return true;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const addr of list ?? []) if (addr.address === ip) return true;
+  }
+  return false;
+}
+
+export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subscriber'): Partial<PeerConfig> {
+  const base: Partial<PeerConfig> = {
+    codecs: { audio: [useOPUS()], video: [useVP8()] },
+    headerExtensions:
+      role === 'publisher'
+        ? {
+            audio: [useSdesMid(), useAudioLevelIndication()],
+            video: [useSdesMid(), useSdesRTPStreamId(), useVideoOrientation()],
+          }
+        : {
+            audio: [useSdesMid(), useAbsSendTime(), useAudioLevelIndication()],
+            video: [useSdesMid(), useAbsSendTime(), useVideoOrientation()],
+          },
+    iceServers: [],
+    icePortRange: cfg.portRange,
+    bundlePolicy: 'max-bundle',
+    iceUseTcp: false,
+  };
+  if (cfg.nodeIp && isIP(cfg.nodeIp)) {
+    base.iceUseIpv4 = false;
+    base.iceUseIpv6 = false;
+    base.iceAdditionalHostAddresses = [cfg.nodeIp];
+    if (isLocalAddress(cfg.nodeIp)) {
+      base.iceInterfaceAddresses = isIP(cfg.nodeIp) === 6 ? { udp6: cfg.nodeIp } : { udp4: cfg.nodeIp };
+    }
+  }
+  return base;
+}
+
+async function gatheringComplete(pc: RTCPeerConnection, timeoutMs = 5000): Promise<void> {
+  if (pc.iceGatheringState === 'complete') return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      unsubscribe();
+      resolve();
+    }, timeoutMs);
+    const { unSubscribe: unsubscribe } = pc.iceGatheringStateChange.subscribe((state) => {
+      if (state === 'complete') {
+        clearTimeout(timer);
+        unsubscribe();
+        resolve();
+      }
+    });
+  });
+}
+
+interface DownEntry {
+  transceiver: RTCRtpTransceiver;
+  forwarder: DownForwarder;
+  upstream: Upstream;
+}
+
+class WeriftTransport implements MediaTransport {
+  private readonly log: Logger;
+  private readonly events: MediaTransportEvents;
+  private readonly pub: RTCPeerConnection;
+  private readonly sub: RTCPeerConnection;
+  private readonly channels = new Map<DataChannelKind, RTCDataChannel>();
+  private readonly upstreams = new Map<string, Upstream>();
+  private readonly downs = new Set<DownEntry>();
+  private pubSections = new Map<string, MediaSection>();
+  private pubQueue: Promise<void> = Promise.resolve();
+  private subQueue: Promise<void> = Promise.resolve();
+  private subOfferId = 0;
+  private awaitingAnswer = false;
+  private renegotiate = false;
+  private subConnected = false;
+  private closed = false;
+  private readonly clock: Clock;
+
+  constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
+    this.log = logger.child({ participant: opts.participantSid });
+    this.events = opts.events;
+    this.clock = clock;
+    this.pub = new RTCPeerConnection(peerConfig(cfg, 'publisher'));
+    this.sub = new RTCPeerConnection(peerConfig(cfg, 'subscriber'));
+
+    this.pub.onRemoteTransceiverAdded.subscribe((transceiver) => {
+      transceiver.onTrack.subscribe((track) => this.onPublisherTrack(transceiver, track));
+    });
+    this.pub.onDataChannel.subscribe((channel) => {
+      const kind: DataChannelKind = channel.label === '_lossy' ? 'lossy' : 'reliable';
+      channel.onMessage.subscribe((msg) => {
+        if (typeof msg === 'string') return;
+        this.safely('data', () => this.events.onData(kind, new Uint8Array(msg)));
+      });
+    });
+    this.sub.connectionStateChange.subscribe((state) => {
+      if (state === 'connected' && !this.subConnected) {
+        this.subConnected = true;
+        this.log.debug('subscriber transport connected');
+        for (const down of this.downs) down.upstream.requestKeyframe();
+        this.safely('connected', () => this.events.onConnected());
+      } else if (state === 'failed' && !this.closed) {
+        this.safely('failed', () => this.events.onFailed('subscriber transport failed'));
+      }
+    });
+    this.pub.connectionStateChange.subscribe((state) => {
+      if (state === 'failed' && !this.closed) {
+        this.safely('failed', () => this.events.onFailed('publisher transport failed'));
+      }
+    });
+  }
+
+  private safely(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.error({ err }, `transport event handler failed: ${what}`);
+    }
+  }
+
+  private send(msg: SignalResponse): void {
+    if (!this.closed) this.safely('signal', () => this.events.onSignal(msg));
+  }
+
+  start(): void {
+    this.channels.set('reliable', this.sub.createDataChannel('_reliable', { ordered: true }));
+    this.channels.set('lossy', this.sub.createDataChannel('_lossy', { ordered: false, maxRetransmits: 0 }));
+    this.negotiate();
+  }
+
+  // ---- subscriber PC (we offer) ----
+
+  private negotiate(): void {
+    if (this.closed) return;
+    if (this.awaitingAnswer) {
+      this.renegotiate = true;
+      return;
+    }
+    this.awaitingAnswer = true;
+    this.subQueue = this.subQueue
+      .then(async () => {
+        if (this.closed) return;
+        const offer = await this.sub.createOffer();
+        await this.sub.setLocalDescription(offer);
+        await gatheringComplete(this.sub);
+        const id = ++this.subOfferId;
+        const sdp = this.sub.localDescription?.sdp ?? offer.sdp;
+        this.send(
+          new SignalResponse({ message: { case: 'offer', value: new SessionDescription({ type: 'offer', sdp, id }) } }),
+        );
+      })
+      .catch((err: unknown) => {
+        this.awaitingAnswer = false;
+        this.log.warn({ err }, 'subscriber offer failed');
+      });
+  }
+
+  async handleAnswer(sdp: string, id: number): Promise<void> {
+    const run = this.subQueue.then(async () => {
+      if (this.closed) return;
+      if (id !== 0 && id !== this.subOfferId) {
+        this.log.debug({ id, expected: this.subOfferId }, 'ignoring answer to an older offer');
+        return;
+      }
+      await this.sub.setRemoteDescription({ type: 'answer', sdp });
+      this.awaitingAnswer = false;
+      if (this.renegotiate) {
+        this.renegotiate = false;
+        this.negotiate();
+      }
+    });
+    this.subQueue = run.catch((err: unknown) => {
+      this.awaitingAnswer = false;
+      this.log.warn({ err }, 'applying subscriber answer failed');
+    });
+    await this.subQueue;
+  }
+
+  subscribe(upstream: UpstreamTrack, streamId: string, trackId: string): DownTrack {
+    if (!(upstream instanceof Upstream)) throw new TypeError('upstream from another transport implementation');
+    const transceiver = this.sub.addTransceiver(upstream.kind, {
+      direction: 'sendonly',
+      streams: [new MediaStream({ id: streamId })],
+    });
+    const sender = transceiver.sender;
+    const forwarder = new DownForwarder(upstream, {
+      ready: () => this.subConnected && sender.codec !== undefined,
+      send: (rtp) => {
+        sender.sendRtp(rtp).catch((err: unknown) => this.log.debug({ err }, 'sendRtp failed'));
+      },
+      extensionId: (uri) => transceiver.headerExtensions.find((e) => e.uri === uri)?.id,
+    });
+    sender.onPictureLossIndication.subscribe(() => upstream.requestKeyframe());
+    const entry: DownEntry = { transceiver, forwarder, upstream };
+    this.downs.add(entry);
+    upstream.attach(forwarder);
+    this.log.debug({ streamId, trackId, mid: transceiver.mid }, 'downtrack added');
+    this.negotiate();
+    let closed = false;
+    return {
+      setEnabled: (enabled) => forwarder.setEnabled(enabled),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        upstream.detach(forwarder);
+        this.downs.delete(entry);
+        if (this.closed) return;
+        try {
+          this.sub.removeTrack(sender);
+        } catch (err) {
+          this.log.debug({ err }, 'removeTrack failed');
+        }
+        this.negotiate();
+      },
+    };
+  }
+
+  sendData(kind: DataChannelKind, bytes: Uint8Array): void {
+    const channel = this.channels.get(kind);
+    if (!channel || channel.readyState !== 'open') return;
+    try {
+      channel.send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    } catch (err) {
+      this.log.debug({ err }, 'data channel send failed');
+    }
+  }
+
+  // ---- publisher PC (client offers) ----
+
+  async handleOffer(sdp: string, id: number): Promise<void> {
+    const run = this.pubQueue.then(async () => {
+      if (this.closed) return;
+      const sections = parseMediaSections(sdp);
+      this.pubSections = new Map(sections.map((s) => [s.mid, s]));
+      for (const [mid, upstream] of Array.from(this.upstreams)) {
+        const section = this.pubSections.get(mid);
+        if (!section || !remoteSends(section)) {
+          upstream.close();
+          this.upstreams.delete(mid);
+          this.safely('media ended', () => this.events.onMediaEnded(mid));
+        }
+      }
+      await this.pub.setRemoteDescription({ type: 'offer', sdp });
+      for (const transceiver of this.pub.getTransceivers()) {
+        if (transceiver.mid !== null && !this.upstreams.has(transceiver.mid)) {
+          const section = this.pubSections.get(transceiver.mid);
+          if (section && remoteSends(section) && transceiver.codecs.length > 0) this.announce(transceiver, section);
+        }
+      }
+      const answer = await this.pub.createAnswer();
+      await this.pub.setLocalDescription(answer);
+      await gatheringComplete(this.pub);
+      const answerSdp = this.pub.localDescription?.sdp ?? answer.sdp;
+      this.send(
+        new SignalResponse({
+          message: { case: 'answer', value: new SessionDescription({ type: 'answer', sdp: answerSdp, id }) },
+        }),
+      );
+    });
+    this.pubQueue = run.catch((err: unknown) => this.log.warn({ err }, 'publisher offer failed'));
+    await this.pubQueue;
+  }
+
+  /** Hooked before SRD; packets are routed by mid to the upstream made after SRD. */
+  private onPublisherTrack(transceiver: RTCRtpTransceiver, track: MediaStreamTrack): void {
+    const rid = track.rid ?? '';
+    track.onReceiveRtp.subscribe((rtp) => {
+      const mid = transceiver.mid;
+      if (mid === null) return;
+      this.upstreams.get(mid)?.onPacket(rid, rtp);
+    });
+    // A track that shows up after SRD (no a=ssrc, first packet) is announced here.
+    const mid = transceiver.mid;
+    if (mid !== null && !this.upstreams.has(mid) && this.pub.signalingState === 'stable') {
+      const section = this.pubSections.get(mid);
+      if (section && remoteSends(section)) this.announce(transceiver, section);
+    }
+  }
+
+  private announce(transceiver: RTCRtpTransceiver, section: MediaSection): void {
+    const mid = section.mid;
+    const codec = transceiver.codecs[0];
+    if (!codec) return;
+    const kind = transceiver.kind === 'video' ? 'video' : 'audio';
+    const upstream = new Upstream({
+      kind,
+      mimeType: canonicalMime(codec.mimeType),
+      clockRate: codec.clockRate,
+      now: () => this.clock.now(),
+      sendPli: (ssrc) => {
+        transceiver.receiver.sendRtcpPLI(ssrc).catch((err: unknown) => this.log.debug({ err }, 'PLI failed'));
+      },
+      extensionUri: (extId) => this.pub.extIdUriMap[extId],
+      logger: this.log,
+    });
+    this.upstreams.set(mid, upstream);
+    this.log.debug({ mid, kind, mime: upstream.mimeType, msid: section.msidTrackId }, 'incoming media');
+    this.safely('incoming media', () =>
+      this.events.onIncomingMedia({
+        mid,
+        kind,
+        msidTrackId: section.msidTrackId,
+        mimeType: upstream.mimeType,
+        source: upstream,
+      }),
+    );
+  }
+
+  // ---- both ----
+
+  async addCandidate(target: SignalTarget, init: IceCandidateInit): Promise<void> {
+    if (this.closed || !init.candidate) return;
+    const pc = target === 'publisher' ? this.pub : this.sub;
+    try {
+      await pc.addIceCandidate({
+        candidate: init.candidate,
+        sdpMid: init.sdpMid ?? undefined,
+        sdpMLineIndex: init.sdpMLineIndex ?? undefined,
+        usernameFragment: init.usernameFragment ?? undefined,
+      });
+    } catch (err) {
+      this.log.debug({ err, target }, 'remote candidate refused');
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const down of this.downs) down.upstream.detach(down.forwarder);
+    this.downs.clear();
+    for (const upstream of this.upstreams.values()) upstream.close();
+    this.upstreams.clear();
+    void this.pub.close().catch(() => undefined);
+    void this.sub.close().catch(() => undefined);
+  }
+}
+
+/** Trickle message for a server candidate (unused while SDPs carry complete candidate lists). */
+export function trickleOf(target: SignalTarget, candidate: IceCandidateInit): SignalResponse {
+  return new SignalResponse({
+    message: {
+      case: 'trickle',
+      value: new TrickleRequest({
+        candidateInit: JSON.stringify(candidate),
+        target: target === 'publisher' ? ProtoSignalTarget.PUBLISHER : ProtoSignalTarget.SUBSCRIBER,
+      }),
+    },
+  });
+}
+
+export function createWeriftTransportFactory(deps: {
+  config: WeriftTransportConfig;
+  logger: Logger;
+  clock: Clock;
+}): MediaTransportFactory {
+  return (opts) => new WeriftTransport(deps.config, opts, deps.logger, deps.clock);
+}

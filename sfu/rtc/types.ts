@@ -1,0 +1,98 @@
+/**
+ * The seams of the session layer. Upward: `SignalSink`, how a participant's messages reach its
+ * WebSocket (implemented by sfu/signal). Downward: `MediaTransport` and friends, the peer
+ * connections and forwarding of one participant (implemented by sfu/media with werift). The
+ * session layer sees only these interfaces: no sockets, no werift objects.
+ */
+import type { ClientInfo, SignalResponse } from '@livekit/protocol';
+import type { JoinPermissions } from '../signal/auth.ts';
+
+export interface SignalSink {
+  send(msg: SignalResponse): void;
+  /** Closes the signalling connection (after the messages already sent). */
+  close(): void;
+}
+
+/** What the edge hands to the room manager for a join. */
+export interface JoinRequest {
+  room: string;
+  identity: string;
+  name: string;
+  metadata: string;
+  attributes: Record<string, string>;
+  permissions: JoinPermissions;
+  autoSubscribe: boolean;
+  clientInfo: ClientInfo;
+  /** Token issue time (s), checked against RemoveParticipant's revokeTokenTs. */
+  issuedAt: number;
+}
+
+export type SignalTarget = 'publisher' | 'subscriber';
+
+export interface IceCandidateInit {
+  candidate: string;
+  sdpMid?: string | null;
+  sdpMLineIndex?: number | null;
+  usernameFragment?: string | null;
+}
+
+/** A media track arriving on a publisher PC, before the session layer binds it to a request. */
+export interface IncomingMedia {
+  mid: string;
+  kind: 'audio' | 'video';
+  /** msid track id from the offer (= AddTrackRequest.cid for the LiveKit clients). */
+  msidTrackId: string;
+  mimeType: string;
+  source: UpstreamTrack;
+}
+
+/** One published media track as forwarding sees it (all simulcast layers). Owned by sfu/media. */
+export interface UpstreamTrack {
+  readonly kind: 'audio' | 'video';
+  readonly mimeType: string;
+  /** Asks the publisher for a keyframe (rate-limited). */
+  requestKeyframe(): void;
+  /** Stops forwarding to every downtrack; called when the track is unpublished. */
+  close(): void;
+}
+
+/** A subscriber's copy of an upstream track. Owned by the subscriber's transport. */
+export interface DownTrack {
+  setEnabled(enabled: boolean): void;
+  close(): void;
+}
+
+export type DataChannelKind = 'reliable' | 'lossy';
+
+export interface MediaTransportEvents {
+  /** The subscriber (primary) PC connected: the participant is ACTIVE. */
+  onConnected(): void;
+  /** A PC failed or closed on its own. */
+  onFailed(reason: string): void;
+  onSignal(msg: SignalResponse): void;
+  onIncomingMedia(media: IncomingMedia): void;
+  /** A previously announced mid stopped (m-line inactive or removed). */
+  onMediaEnded(mid: string): void;
+  onData(kind: DataChannelKind, bytes: Uint8Array): void;
+}
+
+/** Both peer connections of one participant (protocol v0). */
+export interface MediaTransport {
+  /** Sends the first subscriber offer (with data channels). */
+  start(): void;
+  handleOffer(sdp: string, id: number): Promise<void>;
+  handleAnswer(sdp: string, id: number): Promise<void>;
+  addCandidate(target: SignalTarget, init: IceCandidateInit): Promise<void>;
+  /** Adds a sendonly m-line carrying `upstream`, msid `streamId trackId`; renegotiates. */
+  subscribe(upstream: UpstreamTrack, streamId: string, trackId: string): DownTrack;
+  sendData(kind: DataChannelKind, bytes: Uint8Array): void;
+  close(): void;
+}
+
+export interface MediaTransportOptions {
+  /** For the per-participant child logger. */
+  participantSid: string;
+  events: MediaTransportEvents;
+}
+
+export type MediaTransportFactory = (opts: MediaTransportOptions) => MediaTransport;

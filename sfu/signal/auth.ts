@@ -1,0 +1,164 @@
+/**
+ * Access-token checks for signalling, as LiveKit does them (protocol auth/verifier.go,
+ * server pkg/service/auth.go + utils.go): HS256 only, `iss` selects the API key's secret,
+ * `exp` mandatory, 60 s leeway on `exp`/`nbf`, identity = `sub` (else `jti`), joining needs
+ * `video.roomJoin` and a room. Every refusal is an `AuthError` carrying LiveKit's HTTP status
+ * and plain-text body. Also mints the `refresh_token` LiveKit sends to connected clients.
+ */
+import { SignJWT, decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+
+export const TOKEN_LEEWAY_S = 60;
+/** LiveKit's tokenDefaultTTL for refreshed tokens. */
+export const REFRESH_TOKEN_TTL_S = 10 * 60;
+
+export class AuthError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = 'AuthError';
+    this.status = status;
+  }
+}
+
+export interface VideoGrant {
+  roomJoin?: boolean;
+  room?: string;
+  roomCreate?: boolean;
+  roomAdmin?: boolean;
+  roomList?: boolean;
+  canPublish?: boolean;
+  canSubscribe?: boolean;
+  canPublishData?: boolean;
+  canPublishSources?: string[];
+  canUpdateOwnMetadata?: boolean;
+  hidden?: boolean;
+  recorder?: boolean;
+  agent?: boolean;
+}
+
+export interface JoinClaims {
+  apiKey: string;
+  identity: string;
+  name: string;
+  metadata: string;
+  attributes: Record<string, string>;
+  room: string;
+  video: VideoGrant;
+  /** Seconds since the epoch (iat, else nbf, else 0). */
+  issuedAt: number;
+  /** The verified payload, kept to mint refresh tokens with the same grants. */
+  payload: JWTPayload;
+}
+
+/** Effective permissions with LiveKit's defaults for absent grants. */
+export interface JoinPermissions {
+  canPublish: boolean;
+  canSubscribe: boolean;
+  canPublishData: boolean;
+  canUpdateMetadata: boolean;
+  canPublishSources: string[];
+  hidden: boolean;
+  recorder: boolean;
+  agent: boolean;
+}
+
+export function permissionsOf(video: VideoGrant): JoinPermissions {
+  const canPublish = video.canPublish ?? true;
+  return {
+    canPublish,
+    canSubscribe: video.canSubscribe ?? true,
+    canPublishData: video.canPublishData ?? canPublish,
+    canUpdateMetadata: video.canUpdateOwnMetadata ?? false,
+    canPublishSources: video.canPublishSources ?? [],
+    hidden: video.hidden ?? false,
+    recorder: video.recorder ?? false,
+    agent: video.agent ?? false,
+  };
+}
+
+function describe(err: unknown): string {
+  if (err instanceof joseErrors.JWTExpired) return 'token is expired (exp)';
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    if (err.claim === 'nbf') return 'token is not valid yet (nbf)';
+    if (err.claim === 'exp') return 'token has no expiry (exp)';
+    return `invalid claim ${err.claim}`;
+  }
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'signature is invalid';
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'unexpected signing algorithm';
+  if (err instanceof joseErrors.JOSEError) return err.message;
+  return String(err);
+}
+
+/** Verifies a token's signature and times; throws AuthError(401). */
+export async function verifyAccessToken(
+  token: string,
+  keys: Readonly<Record<string, string>>,
+  nowMs: number,
+): Promise<{ apiKey: string; payload: JWTPayload }> {
+  let unverified: JWTPayload;
+  try {
+    unverified = decodeJwt(token);
+  } catch (err) {
+    throw new AuthError(401, `invalid authorization token: ${describe(err)}`);
+  }
+  const apiKey = typeof unverified.iss === 'string' ? unverified.iss : '';
+  const secret = Object.hasOwn(keys, apiKey) ? keys[apiKey] : undefined;
+  if (!apiKey || secret === undefined) throw new AuthError(401, 'invalid API key');
+  try {
+    const { payload } = await jwtVerify(token, new TextEncoder().encode(secret), {
+      algorithms: ['HS256'],
+      clockTolerance: TOKEN_LEEWAY_S,
+      currentDate: new Date(nowMs),
+      requiredClaims: ['exp'],
+    });
+    return { apiKey, payload };
+  } catch (err) {
+    throw new AuthError(401, `invalid authorization token: ${describe(err)}`);
+  }
+}
+
+function stringMap(value: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) if (typeof v === 'string') out[k] = v;
+  }
+  return out;
+}
+
+/** Full join check: token, roomJoin grant, identity, room. */
+export async function verifyJoinToken(
+  token: string,
+  keys: Readonly<Record<string, string>>,
+  nowMs: number,
+): Promise<JoinClaims> {
+  const { apiKey, payload } = await verifyAccessToken(token, keys, nowMs);
+  const video = (payload.video && typeof payload.video === 'object' ? payload.video : {}) as VideoGrant;
+  if (!payload.video || video.roomJoin !== true) throw new AuthError(401, 'permissions denied');
+  const identity = typeof payload.sub === 'string' && payload.sub ? payload.sub : (payload.jti ?? '');
+  if (!identity) throw new AuthError(400, 'identity cannot be empty');
+  const room = typeof video.room === 'string' ? video.room : '';
+  if (!room) throw new AuthError(400, 'no room name');
+  return {
+    apiKey,
+    identity,
+    name: typeof payload.name === 'string' ? payload.name : '',
+    metadata: typeof payload.metadata === 'string' ? payload.metadata : '',
+    attributes: stringMap(payload.attributes),
+    room,
+    video,
+    issuedAt: payload.iat ?? payload.nbf ?? 0,
+    payload,
+  };
+}
+
+/** A new token with the same claims, valid for LiveKit's default TTL from now. */
+export async function mintRefreshToken(claims: JoinClaims, secret: string, nowMs: number): Promise<string> {
+  const now = Math.floor(nowMs / 1000);
+  const { exp: _exp, nbf: _nbf, iat: _iat, ...rest } = claims.payload;
+  return new SignJWT(rest)
+    .setProtectedHeader({ alg: 'HS256' })
+    .setIssuedAt(now)
+    .setNotBefore(now)
+    .setExpirationTime(now + REFRESH_TOKEN_TTL_S)
+    .sign(new TextEncoder().encode(secret));
+}

@@ -1,0 +1,46 @@
+/**
+ * Media through the SFU between two @livekit/rtc-node participants: a 440 Hz tone published by
+ * one is received by the other and its frequency found in the decoded samples.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { RemoteTrack } from '@livekit/rtc-node';
+import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
+import {
+  connectRtcNode,
+  dominantFrequency,
+  rms,
+  zeroCrossingFrequency,
+  SAMPLE_RATE,
+  type RtcNodeClient,
+} from '../support/rtc-node.ts';
+
+describe('sfu media with rtc-node', () => {
+  let sfu: TestSfu | undefined;
+  const clients: RtcNodeClient[] = [];
+
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await c.disconnect();
+    await sfu?.stop();
+    sfu = undefined;
+  });
+
+  it('forwards a 440 Hz tone that the subscriber decodes at 440 Hz', async () => {
+    sfu = await startTestSfu();
+    const alice = await connectRtcNode(sfu.wsUrl, await sfu.token('alice'));
+    clients.push(alice);
+    const bob = await connectRtcNode(sfu.wsUrl, await sfu.token('bob'));
+    clients.push(bob);
+
+    const subscribed = bob.waitForEvent('trackSubscribed', (_t, _pub, p) => p.identity === 'alice', 15_000);
+    await alice.publishTone(440);
+    const [track] = await subscribed;
+
+    // Skip the first half second (jitter buffer warm-up), then analyse one second.
+    const samples = await bob.collectAudio(track as RemoteTrack, SAMPLE_RATE * 1.5);
+    const steady = samples.subarray(SAMPLE_RATE / 2);
+    expect(rms(steady)).toBeGreaterThan(1000);
+    expect(dominantFrequency(steady, 100, 2000)).toBeGreaterThanOrEqual(435);
+    expect(dominantFrequency(steady, 100, 2000)).toBeLessThanOrEqual(445);
+    expect(Math.abs(zeroCrossingFrequency(steady) - 440)).toBeLessThan(15);
+  });
+});

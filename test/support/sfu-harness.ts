@@ -1,0 +1,60 @@
+/**
+ * Starts a real SFU (sfu/server.ts: signalling + werift media) on loopback for a test, with a
+ * test API key, ICE on 127.0.0.1 and tokens minted by livekit-server-sdk. `stop()` closes it.
+ */
+import { AccessToken, type VideoGrant } from 'livekit-server-sdk';
+import { createSilentLogger, createLogger, type Logger } from '../../common/logger.ts';
+import { systemClock, type Clock } from '../../common/clock.ts';
+import { parseSfuConfig, type SfuConfig } from '../../sfu/config.ts';
+import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
+
+export const TEST_API_KEY = 'testkey';
+export const TEST_API_SECRET = 'test-secret-0123456789abcdef-0123456789';
+
+export interface TestSfu {
+  sfu: SfuServer;
+  config: SfuConfig;
+  /** http://127.0.0.1:port */
+  url: string;
+  /** ws://127.0.0.1:port, what clients connect to. */
+  wsUrl: string;
+  token(identity: string, grant?: VideoGrant, opts?: { name?: string; ttl?: number | string; metadata?: string }): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startTestSfu(
+  opts: { room?: Record<string, unknown>; clock?: Clock; logger?: Logger } = {},
+): Promise<TestSfu> {
+  const config = parseSfuConfig(
+    {
+      port: 0,
+      bind_addresses: ['127.0.0.1'],
+      keys: { [TEST_API_KEY]: TEST_API_SECRET },
+      rtc: { node_ip: '127.0.0.1', port_range_start: 40000, port_range_end: 49999 },
+      room: opts.room ?? {},
+      logging: { level: 'warn' },
+    },
+    'test',
+  );
+  const logger =
+    opts.logger ?? (process.env.SFU_TEST_LOG ? createLogger({ name: 'sfu', level: 'debug' }) : createSilentLogger());
+  const sfu = createSfuServer({ config, logger, clock: opts.clock ?? systemClock });
+  const { url } = await sfu.start();
+  return {
+    sfu,
+    config,
+    url,
+    wsUrl: url.replace(/^http/, 'ws'),
+    async token(identity, grant = { roomJoin: true, room: 'test-room' }, tokenOpts = {}) {
+      const at = new AccessToken(TEST_API_KEY, TEST_API_SECRET, {
+        identity,
+        ttl: tokenOpts.ttl ?? '10m',
+        ...(tokenOpts.name !== undefined ? { name: tokenOpts.name } : {}),
+        ...(tokenOpts.metadata !== undefined ? { metadata: tokenOpts.metadata } : {}),
+      });
+      at.addGrant(grant);
+      return at.toJwt();
+    },
+    stop: () => sfu.stop(),
+  };
+}
