@@ -136,7 +136,7 @@ export function registerSignalRoutes(app: Express, deps: SignallingDeps): void {
     res.set('Access-Control-Allow-Headers', 'Authorization');
     res.status(204).end();
   });
-  app.get('/rtc/validate', async (req, res) => {
+  const validate = async (req: Request, res: Response) => {
     cors(res);
     try {
       const url = new URL(req.originalUrl, 'http://localhost');
@@ -152,6 +152,9 @@ export function registerSignalRoutes(app: Express, deps: SignallingDeps): void {
       }
       res.status(refusal.status).type('text/plain').send(refusal.message);
     }
+  };
+  app.get('/rtc/validate', (req, res) => {
+    void validate(req, res);
   });
 }
 

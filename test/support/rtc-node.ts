@@ -80,11 +80,11 @@ export async function connectRtcNode(
       const track = LocalAudioTrack.createAudioTrack(name, source);
       const options = new TrackPublishOptions({ source: TrackSource.SOURCE_MICROPHONE });
       const publication = await room.localParticipant!.publishTrack(track, options);
-      let running = true;
+      const state = { running: true };
       let phase = 0;
       const step = (2 * Math.PI * frequency) / SAMPLE_RATE;
       const loop = (async () => {
-        while (running) {
+        while (state.running) {
           const data = new Int16Array(FRAME_SAMPLES);
           for (let i = 0; i < FRAME_SAMPLES; i++) {
             data[i] = Math.round(Math.sin(phase) * amplitude * 32767);
@@ -98,7 +98,7 @@ export async function connectRtcNode(
       const handle: ToneHandle = {
         publication,
         async stop() {
-          running = false;
+          state.running = false;
           await loop.catch(() => undefined);
           await source.close().catch(() => undefined);
         },
