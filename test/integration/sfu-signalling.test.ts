@@ -245,7 +245,7 @@ describe('sfu signalling', () => {
     expect(join.subscriberPrimary).toBe(true);
     expect(join.pingInterval).toBeGreaterThan(0);
     expect(join.pingTimeout).toBeGreaterThan(join.pingInterval);
-    expect(join.enabledPublishCodecs.map((c) => c.mime)).toEqual(['audio/opus', 'video/VP8']);
+    expect(join.enabledPublishCodecs.map((codec) => codec.mime)).toEqual(['audio/opus', 'video/VP8']);
 
     const offer = await c.next('offer');
     expect(offer.type).toBe('offer');
