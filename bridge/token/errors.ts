@@ -46,8 +46,14 @@ export const PROXIED_CORS_HEADERS: Readonly<Record<string, string>> = {
   'Access-Control-Allow-Headers': 'Authorization, Content-Type, X-Matrix-User-Identifier',
 };
 
+/** Sets headers verbatim (express's `res.set` would append a charset to Content-Type). */
+export function setHeaders(res: Response, headers: Readonly<Record<string, string>>): void {
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+}
+
 export function sendJson(res: Response, status: number, body: unknown, headers: Readonly<Record<string, string>> = {}): void {
-  res.status(status).set({ ...headers, 'Content-Type': 'application/json' });
+  setHeaders(res, { ...headers, 'Content-Type': 'application/json' });
+  res.status(status);
   res.end(`${JSON.stringify(body)}\n`);
 }
 
@@ -57,6 +63,7 @@ export function sendMatrixError(res: Response, err: MatrixError, headers: Readon
 
 /** Go's `http.NotFound`, which lk-jwt-service's mux answers for unknown paths. */
 export function sendGoNotFound(res: Response): void {
-  res.status(404).set({ 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
+  setHeaders(res, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
+  res.status(404);
   res.end('404 page not found\n');
 }

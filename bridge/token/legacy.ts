@@ -19,6 +19,7 @@ import {
   roomCreationFailed,
   sendJson,
   sendMatrixError,
+  setHeaders,
   shuttingDown,
   unauthorised,
 } from './errors.ts';
@@ -38,7 +39,7 @@ const DELEGATION_RESTRICTED = 'Delegation of delayed events is only supported fo
 /** Wraps a POST handler in lk-jwt-service's CORS/OPTIONS/405 behaviour and error mapping. */
 export function legacyEndpoint(ctx: TokenContext, name: string, handle: (req: Request) => Promise<unknown>): RequestHandler {
   return async (req: Request, res: Response) => {
-    res.set(LEGACY_CORS_HEADERS);
+    setHeaders(res, LEGACY_CORS_HEADERS);
     if (req.method === 'OPTIONS') {
       res.status(200).end();
       return;

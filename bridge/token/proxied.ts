@@ -22,6 +22,7 @@ import {
   roomCreationFailed,
   sendJson,
   sendMatrixError,
+  setHeaders,
   shuttingDown,
 } from './errors.ts';
 import { HomeserverRequestError } from './homeserver-client.ts';
@@ -61,7 +62,7 @@ export function proxiedEndpoint(
 ): RequestHandler {
   const headers = cors ? PROXIED_CORS_HEADERS : {};
   return async (req: Request, res: Response) => {
-    res.set(headers);
+    setHeaders(res, headers);
     if (req.method === 'OPTIONS' && cors) {
       res.status(200).end();
       return;
