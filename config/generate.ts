@@ -91,6 +91,8 @@ const BRIDGE_NOTES: Record<string, string> = {
   room_delete_grace_seconds: 'A rejoin within this many seconds after a call ended keeps its SFU room.',
   reconcile_interval_seconds: 'Full reconcile with homeserver and SFU; 0 = only at start.',
   membership_check: 'Issue tokens only to users joined to the Matrix room (keep true in production).',
+  publish_policy: 'Who may publish media: `everyone` (lk-jwt-service\'s Go release) or `full_access`\n' +
+    '(only users of LIVEKIT_FULL_ACCESS_HOMESERVERS; remote users can then only watch and listen).',
   txn_id_ttl_seconds: 'How long appservice transaction ids are remembered to drop retries. Longer than\n' +
     'Synapse\'s retry backoff (512 s); with several replicas use Redis so all replicas share it.',
 };
