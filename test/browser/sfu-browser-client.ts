@@ -1,0 +1,154 @@
+/**
+ * Drives the real livekit-client in a test page against our SFU: join a room, publish the fake
+ * camera and microphone, read what the page received (framesDecoded, audio packets, E2EE
+ * errors) and the Room events it saw. State lives on `window.testState` of that page.
+ */
+import type { Page } from 'playwright-core';
+import { waitFor } from '../support/wait.ts';
+
+export interface PageEvent {
+  type: string;
+  identity?: string;
+  trackSid?: string;
+  kind?: string;
+  detail?: string;
+}
+
+export interface ReceivedStats {
+  identity: string;
+  kind: string;
+  trackSid: string;
+  framesDecoded: number;
+  packetsReceived: number;
+  bytesReceived: number;
+}
+
+export interface JoinOptions {
+  /** Shared E2EE passphrase; the page uses the bundled worker. */
+  e2eeKey?: string;
+  workerUrl?: string;
+}
+
+export async function joinFromPage(page: Page, url: string, token: string, opts: JoinOptions = {}): Promise<string> {
+  return await page.evaluate(
+    async ({ serverUrl, accessToken, e2eeKey, workerUrl }) => {
+      const LK = window.LivekitClient;
+      const { Room, RoomEvent } = LK;
+      const events: PageEvent[] = [];
+      let e2ee: ConstructorParameters<typeof Room>[0] = {};
+      let keyProvider: InstanceType<typeof LK.ExternalE2EEKeyProvider> | undefined;
+      if (e2eeKey !== undefined && workerUrl) {
+        keyProvider = new LK.ExternalE2EEKeyProvider();
+        e2ee = { e2ee: { keyProvider, worker: new Worker(workerUrl, { type: 'module' }) } };
+      }
+      const room = new Room({ adaptiveStream: false, dynacast: false, ...e2ee });
+      const push = (e: PageEvent) => events.push(e);
+      room.on(RoomEvent.ParticipantConnected, (p) => push({ type: 'participantConnected', identity: p.identity }));
+      room.on(RoomEvent.ParticipantDisconnected, (p) => push({ type: 'participantDisconnected', identity: p.identity }));
+      room.on(RoomEvent.TrackPublished, (pub, p) =>
+        push({ type: 'trackPublished', identity: p.identity, trackSid: pub.trackSid, kind: pub.kind }),
+      );
+      room.on(RoomEvent.TrackUnpublished, (pub, p) =>
+        push({ type: 'trackUnpublished', identity: p.identity, trackSid: pub.trackSid, kind: pub.kind }),
+      );
+      room.on(RoomEvent.TrackSubscribed, (track, pub, p) => {
+        push({ type: 'trackSubscribed', identity: p.identity, trackSid: pub.trackSid, kind: pub.kind });
+        if (track.kind === 'video') {
+          const el = track.attach();
+          el.muted = true;
+          document.body.append(el);
+        }
+      });
+      room.on(RoomEvent.TrackMuted, (pub, p) =>
+        push({ type: 'trackMuted', identity: p.identity, trackSid: pub.trackSid, kind: pub.kind }),
+      );
+      room.on(RoomEvent.TrackUnmuted, (pub, p) =>
+        push({ type: 'trackUnmuted', identity: p.identity, trackSid: pub.trackSid, kind: pub.kind }),
+      );
+      room.on(RoomEvent.Disconnected, (reason) => push({ type: 'disconnected', detail: String(reason) }));
+      room.on(RoomEvent.EncryptionError, (err) => push({ type: 'encryptionError', detail: String(err?.message ?? err) }));
+      room.on(RoomEvent.DataReceived, (payload, p, kind) =>
+        push({ type: 'data', identity: p?.identity, kind: String(kind), detail: new TextDecoder().decode(payload) }),
+      );
+      window.testState.room = room;
+      window.testState.events = events;
+      if (keyProvider && e2eeKey !== undefined) {
+        await keyProvider.setKey(e2eeKey);
+        await room.setE2EEEnabled(true);
+      }
+      await room.connect(serverUrl, accessToken);
+      return room.localParticipant.sid;
+    },
+    { serverUrl: url, accessToken: token, e2eeKey: opts.e2eeKey, workerUrl: opts.workerUrl },
+  );
+}
+
+export async function publishCameraAndMic(page: Page): Promise<void> {
+  await page.evaluate(async () => {
+    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
+    await room.localParticipant.enableCameraAndMicrophone();
+  });
+}
+
+export async function pageEvents(page: Page): Promise<PageEvent[]> {
+  return await page.evaluate(() => (window.testState.events as PageEvent[]).slice());
+}
+
+export async function waitForPageEvent(
+  page: Page,
+  match: (e: PageEvent) => boolean,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<PageEvent> {
+  return await waitFor(what, async () => (await pageEvents(page)).find(match), { timeoutMs, intervalMs: 100 });
+}
+
+/** inbound-rtp figures of every subscribed remote track. */
+export async function receivedStats(page: Page): Promise<ReceivedStats[]> {
+  return await page.evaluate(async () => {
+    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
+    const out: ReceivedStats[] = [];
+    for (const p of room.remoteParticipants.values()) {
+      for (const pub of p.trackPublications.values()) {
+        const track = pub.track;
+        const receiver = track?.receiver;
+        if (!track || !receiver) continue;
+        const report = await receiver.getStats();
+        let framesDecoded = 0;
+        let packetsReceived = 0;
+        let bytesReceived = 0;
+        report.forEach((s: { type: string; framesDecoded?: number; packetsReceived?: number; bytesReceived?: number }) => {
+          if (s.type !== 'inbound-rtp') return;
+          framesDecoded += s.framesDecoded ?? 0;
+          packetsReceived += s.packetsReceived ?? 0;
+          bytesReceived += s.bytesReceived ?? 0;
+        });
+        out.push({ identity: p.identity, kind: pub.kind, trackSid: pub.trackSid, framesDecoded, packetsReceived, bytesReceived });
+      }
+    }
+    return out;
+  });
+}
+
+/** Waits until the page decodes `identity`'s video (framesDecoded ≥ frames) and receives its audio. */
+export async function waitForMediaFrom(page: Page, identity: string, timeoutMs = 10_000, frames = 10): Promise<ReceivedStats[]> {
+  return await waitFor(
+    `decoded video and audio from ${identity}`,
+    async () => {
+      const stats = (await receivedStats(page)).filter((s) => s.identity === identity);
+      const video = stats.find((s) => s.kind === 'video');
+      const audio = stats.find((s) => s.kind === 'audio');
+      return video && audio && video.framesDecoded >= frames && audio.packetsReceived >= 20 ? stats : undefined;
+    },
+    { timeoutMs, intervalMs: 100 },
+  );
+}
+
+export async function leaveFromPage(page: Page): Promise<void> {
+  await page
+    .evaluate(async () => {
+      const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room> | undefined;
+      await room?.disconnect();
+    })
+    .catch(() => undefined);
+}
