@@ -192,14 +192,14 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
    * ('ok' | 'not_found' | 'gave_up'), or undefined when the job stopped being current.
    */
   async function retryAction(job: Job, csUrl: string, action: DelayedEventAction, windowMs: number, stateAtStart: JobState) {
-    const start = clock.now();
+    const startedAt = clock.now();
     const nextDelay = createBackoff(random);
     for (;;) {
       const outcome = await homeserver.delayedEventAction(csUrl, job.params.delayId, action, asIdentity(job));
       if (!isCurrent(job) || job.state !== stateAtStart) return undefined;
       if (outcome.kind !== 'retry') return outcome.kind;
       const delay = Math.max(nextDelay(), outcome.retryAfterMs ?? 0);
-      if (clock.now() + delay - start > windowMs) {
+      if (clock.now() + delay - startedAt > windowMs) {
         job.log.warn({ action, reason: outcome.reason }, 'delayed event action gave up');
         return 'gave_up' as const;
       }
@@ -253,7 +253,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
   /** Phase 1: poll GetParticipant until present (or the waiting window ends); phase 2: sanity checks. */
   function startLookup(job: Job): void {
     const windowMs = Math.min(HOUR_MS, job.params.delayTimeoutMs);
-    const start = clock.now();
+    const startedAt = clock.now();
     const nextDelay = createBackoff(random);
     const phase1 = async () => {
       job.pollTimer = undefined;
@@ -271,7 +271,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
         return;
       }
       const delay = nextDelay();
-      if (clock.now() + delay - start > windowMs) return;
+      if (clock.now() + delay - startedAt > windowMs) return;
       job.pollTimer = clock.setTimeout(() => void phase1(), delay);
     };
     const phase2 = async () => {

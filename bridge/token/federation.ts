@@ -170,7 +170,7 @@ export function createFederationClient(deps: FederationClientDeps): FederationCl
   async function srvTarget(hostname: string): Promise<{ host: string; port: number } | undefined> {
     try {
       const records = await resolveSrv(`_matrix._tcp.${hostname}`);
-      const best = [...records].sort((a, b) => a.priority - b.priority || b.weight - a.weight)[0];
+      const best = records.toSorted((a, b) => a.priority - b.priority || b.weight - a.weight)[0];
       if (!best || best.name === '.' || !best.name) return undefined;
       return { host: best.name.replace(/\.$/, ''), port: best.port };
     } catch {

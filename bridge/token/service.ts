@@ -142,7 +142,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   router.all('/delegate_delayed_leave', legacyEndpoint(ctx, 'delegate_delayed_leave', bind(handleDelegateDelayedLeave)));
 
   const receiver = new WebhookReceiver(config.livekit.key, config.livekit.secret);
-  router.all('/sfu_webhook', async (req, res) => {
+  const handleWebhook = async (req: Request, res: express.Response) => {
     try {
       const chunks: Buffer[] = [];
       for await (const c of req as AsyncIterable<Buffer>) chunks.push(c);
@@ -160,6 +160,9 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
       logger.warn({ err: (err as Error).message }, 'SFU webhook rejected');
     }
     res.status(200).end();
+  };
+  router.all('/sfu_webhook', (req, res) => {
+    void handleWebhook(req, res);
   });
 
   if (config.appservice) {

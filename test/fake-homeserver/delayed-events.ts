@@ -79,6 +79,24 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
+const bearer = (req: IncomingMessage) => /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+
+async function forward(url: string, method: string, headers: Record<string, string>, body: unknown) {
+  const res = await fetch(url, {
+    method,
+    headers: { 'Content-Type': 'application/json', ...headers },
+    body: body === undefined || method === 'GET' ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let content: unknown;
+  try {
+    content = JSON.parse(text);
+  } catch {
+    content = text;
+  }
+  return { status: res.status, content, headers: res.headers };
+}
+
 export async function startFakeClientServerApi(opts: { serverName?: string; asToken: string }): Promise<FakeClientServerApi> {
   const requests: RecordedRequest[] = [];
   const delayed = new Map<string, DelayedEventInfo>();
@@ -91,24 +109,6 @@ export async function startFakeClientServerApi(opts: { serverName?: string; asTo
   let isJoinedFailure: number | undefined;
   let proxy: { url: string; hsToken: string } | undefined;
   let serverName = opts.serverName ?? 'localhost';
-
-  const bearer = (req: IncomingMessage) => /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-
-  async function forward(url: string, method: string, headers: Record<string, string>, body: unknown) {
-    const res = await fetch(url, {
-      method,
-      headers: { 'Content-Type': 'application/json', ...headers },
-      body: body === undefined || method === 'GET' ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let content: unknown;
-    try {
-      content = JSON.parse(text);
-    } catch {
-      content = text;
-    }
-    return { status: res.status, content, headers: res.headers };
-  }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://fake');

@@ -94,7 +94,9 @@ export async function startTokenHarness(opts: TokenHarnessOptions = {}): Promise
   const { url } = await bridge.start();
 
   const request: TokenHarness['request'] = async (method, path, init = {}) => {
-    const res = await fetch(`${url}${path}`, { method, headers: init.headers, body: init.body });
+    const reqInit: RequestInit = { method, headers: init.headers };
+    if (init.body !== undefined) reqInit.body = init.body;
+    const res = await fetch(`${url}${path}`, reqInit);
     const text = await res.text();
     let json: Record<string, unknown> | undefined;
     try {

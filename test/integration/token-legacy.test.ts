@@ -51,7 +51,7 @@ describe('POST /get_token', () => {
     expect(res.status).toBe(200);
     expect(res.text.endsWith('}\n')).toBe(true);
     expectCors(res.headers);
-    expect(Object.keys(res.json!).sort()).toEqual(['jwt', 'url']);
+    expect(Object.keys(res.json!).toSorted()).toEqual(['jwt', 'url']);
     expect(res.json!.url).toBe(h.config.livekit.url);
     const c = claimsOf(res.json!.jwt);
     const identity = liveKitIdentityForMember(u.userId, 'DEVICE', 'member-1');
