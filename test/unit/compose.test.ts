@@ -6,7 +6,10 @@
  * config loaders with the compose environment, and the homeserver settings MatrixRTC needs are
  * present and agree with the proxy routes and Element Call's config.
  */
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -257,7 +260,84 @@ describe('synapse-dev/homeserver.yaml', () => {
   });
 });
 
+/** The body of a `COPY <<'EOF' target` heredoc in the Dockerfile. */
+function heredoc(target: string): string {
+  const m = new RegExp(`<<'EOF' ${target.replaceAll('/', '\\/')}\n([\\s\\S]*?)\nEOF\n`).exec(dockerfile);
+  if (!m?.[1]) throw new Error(`Dockerfile has no heredoc for ${target}`);
+  return m[1];
+}
+
+/** Bare-specifier imports (not `import type`) of a TypeScript source. */
+function runtimeImports(file: string): string[] {
+  return [...readFileSync(file, 'utf8').matchAll(/^import (?!type )[^;]*? from '([^.'][^']*)'/gm)].map((m) => m[1] ?? '');
+}
+
+function sourcesUnder(dirs: string[]): string[] {
+  return dirs.flatMap((d) =>
+    readdirSync(join(root, d), { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
+      .map((f) => join(root, d, f)),
+  );
+}
+
 describe('Dockerfile', () => {
+  it('needs at run time only production dependencies (the image installs with --omit=dev)', () => {
+    const pkg = JSON.parse(read('package.json')) as { dependencies: Record<string, string> };
+    const copied = [...dockerfile.matchAll(/^COPY (\w[\w-]*) \.\/\1$/gm)].map((m) => m[1] ?? '');
+    expect(copied).toEqual(expect.arrayContaining(['common', 'sfu', 'bridge', 'embedded', 'config']));
+    for (const file of [...sourcesUnder(copied), join(root, 'synapse-dev/trial-setup.ts')]) {
+      for (const spec of runtimeImports(file)) {
+        if (spec.startsWith('node:')) continue;
+        const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : (spec.split('/')[0] ?? '');
+        expect(pkg.dependencies, `${file.slice(root.length)} imports ${spec}`).toHaveProperty([name]);
+      }
+    }
+  });
+
+  it('dispatches roles to the process entry points (run here with /app = this repository)', () => {
+    const script = join(mkdtempSync(join(tmpdir(), 'entry-')), 'matrix-rtc');
+    writeFileSync(script, heredoc('/usr/local/bin/matrix-rtc').replaceAll('/app/', `${root}/`));
+    const cfg = join(secretsDir, 'sfu.yaml');
+    const env = { ...process.env, MATRIX_RTC_DATA_DIR: mkdtempSync(join(tmpdir(), 'entry-data-')) };
+    const run = (...args: string[]) => spawnSync('sh', [script, ...args], { encoding: 'utf8', env, timeout: 30_000 });
+    const sfu = run('sfu', '--config', cfg, '--validate');
+    expect(sfu.stdout + sfu.stderr).toContain('sfu: configuration is valid');
+    expect(sfu.status).toBe(0);
+    const bridge = run('bridge', '--validate');
+    expect(bridge.stderr).toContain('LIVEKIT_URL: required');
+    expect(bridge.status).toBe(1);
+    const embedded = run('embedded', '--validate');
+    expect(embedded.stdout).toContain('embedded: configuration is valid');
+    expect(embedded.status).toBe(0);
+    const unknown = run('livekit-server');
+    expect(unknown.stderr).toContain('unknown role: livekit-server');
+    expect(unknown.status).toBe(2);
+  });
+
+  it('health-checks with a script that passes on any 2xx /healthz and fails when nothing answers', async () => {
+    const script = join(mkdtempSync(join(tmpdir(), 'hc-')), 'healthcheck.cjs');
+    writeFileSync(script, heredoc('/usr/local/bin/matrix-rtc-healthcheck').replace(/^#!.*\n/, ''));
+    const server = createServer((req, res) => {
+      res.writeHead(req.url === '/healthz' ? 200 : 404);
+      res.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const check = (urls: string) =>
+        new Promise<number | null>((resolve) => {
+          const child = spawn(process.execPath, [script], { env: { ...process.env, HEALTHCHECK_URLS: urls }, stdio: 'ignore' });
+          child.once('exit', (code) => resolve(code));
+        });
+      expect(await check(`http://127.0.0.1:${port}/healthz`)).toBe(0);
+      expect(await check(`http://127.0.0.1:${port}/nothing`)).toBe(1);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      expect(await check(`http://127.0.0.1:${port}/healthz`)).toBe(1);
+    } finally {
+      server.close();
+    }
+  });
+
   it('builds on Node 24 slim in stages, runs as a non-root user and copies only what exists', () => {
     expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24-slim$/m);
     expect(dockerfile.match(/^FROM /gm)?.length).toBeGreaterThanOrEqual(2);
