@@ -1,0 +1,152 @@
+/**
+ * The per-packet forwarder with real werift RtpPackets: starts video at a keyframe, keeps
+ * sequence numbers and timestamps continuous across a layer switch, never forwards while
+ * disabled, renumbers header extensions, gives each subscriber its own copy and never changes
+ * payload bytes (E2EE passthrough).
+ */
+import { describe, expect, it } from 'vitest';
+import { RtpHeader, RtpPacket } from 'werift';
+import { createSilentLogger } from '../../common/logger.ts';
+import { DownForwarder, Upstream, isKeyframeStart } from './forwarder.ts';
+
+const AUDIO_LEVEL = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
+const ABS_SEND_TIME = 'http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time';
+
+// VP8 payload descriptors: X=1, I=1 (15-bit picture id), S=1, PID=0; then the VP8 header byte.
+const vp8Key = (body: number[]) => Buffer.from([0x90, 0x80, 0x81, 0x23, 0x10, ...body]);
+const vp8Delta = (body: number[]) => Buffer.from([0x90, 0x80, 0x81, 0x24, 0x11, ...body]);
+const vp8Continuation = (body: number[]) => Buffer.from([0x80, 0x80, 0x81, 0x24, ...body]);
+
+function packet(seq: number, ts: number, ssrc: number, payload: Buffer, extensions: { id: number; payload: Buffer }[] = []) {
+  return new RtpPacket(
+    new RtpHeader({ sequenceNumber: seq, timestamp: ts, ssrc, payloadType: 96, extensions, extension: extensions.length > 0 }),
+    payload,
+  );
+}
+
+function setup(kind: 'audio' | 'video', mimeType: string) {
+  let now = 1000;
+  const plis: number[] = [];
+  const up = new Upstream({
+    kind,
+    mimeType,
+    clockRate: kind === 'video' ? 90000 : 48000,
+    now: () => now,
+    sendPli: (ssrc) => plis.push(ssrc),
+    extensionUri: (id) => ({ 1: AUDIO_LEVEL, 3: ABS_SEND_TIME })[id],
+    logger: createSilentLogger(),
+  });
+  const sent: RtpPacket[] = [];
+  const down = new DownForwarder(up, {
+    ready: () => true,
+    send: (rtp) => sent.push(rtp),
+    extensionId: (uri) => (uri === AUDIO_LEVEL ? 7 : undefined),
+  });
+  up.attach(down);
+  return { up, down, sent, plis, advance: (ms: number) => (now += ms) };
+}
+
+describe('isKeyframeStart', () => {
+  it.each([
+    ['VP8 keyframe start', 'video/VP8', vp8Key([0x9d, 0x01, 0x2a]), true],
+    ['VP8 delta frame', 'video/VP8', vp8Delta([0, 0]), false],
+    ['VP8 continuation packet', 'video/VP8', vp8Continuation([0x10]), false],
+    ['VP8 short descriptor keyframe', 'video/VP8', Buffer.from([0x10, 0x10]), true],
+    ['H.264 IDR', 'video/H264', Buffer.from([0x65, 0x88]), true],
+    ['H.264 STAP-A with SPS', 'video/H264', Buffer.from([0x78, 0x00, 0x02, 0x67, 0x42]), true],
+    ['H.264 FU-A start of IDR', 'video/H264', Buffer.from([0x7c, 0x85, 0x00]), true],
+    ['H.264 non-IDR slice', 'video/H264', Buffer.from([0x41, 0x9a]), false],
+    ['Opus', 'audio/opus', Buffer.from([0xfc, 0x01]), true],
+  ])('%s', (_name, mime, payload, expected) => {
+    expect(isKeyframeStart(mime, payload)).toBe(expected);
+  });
+});
+
+describe('forwarder', () => {
+  it('waits for a keyframe, asking the publisher for one, before forwarding video', () => {
+    const { up, sent, plis } = setup('video', 'video/VP8');
+    up.onPacket('', packet(100, 9000, 0xaaaa, vp8Delta([1])));
+    expect(sent).toHaveLength(0);
+    expect(plis).toEqual([0xaaaa]);
+    up.onPacket('', packet(101, 12000, 0xaaaa, vp8Key([2])));
+    up.onPacket('', packet(102, 12000, 0xaaaa, vp8Continuation([3])));
+    expect(sent.map((p) => p.header.sequenceNumber)).toEqual([101, 102]);
+  });
+
+  it('keeps sequence numbers and timestamps continuous when the source layer changes', () => {
+    const { up, sent, plis, advance } = setup('video', 'video/VP8');
+    up.onPacket('q', packet(500, 1000, 0x1111, vp8Key([1])));
+    up.onPacket('q', packet(501, 4000, 0x1111, vp8Delta([2])));
+    expect(sent.map((p) => p.header.sequenceNumber)).toEqual([500, 501]);
+    // A better layer appears: the forwarder asks for its keyframe and switches only there.
+    advance(33);
+    up.onPacket('h', packet(60000, 777777, 0x2222, vp8Delta([3])));
+    expect(plis).toContain(0x2222);
+    up.onPacket('q', packet(502, 7000, 0x1111, vp8Delta([4])));
+    advance(33);
+    up.onPacket('h', packet(60001, 780000, 0x2222, vp8Key([5])));
+    up.onPacket('h', packet(60002, 783000, 0x2222, vp8Delta([6])));
+    up.onPacket('q', packet(503, 10000, 0x1111, vp8Delta([7])));
+    const seqs = sent.map((p) => p.header.sequenceNumber);
+    expect(seqs).toEqual([500, 501, 502, 503, 504]);
+    const ts = sent.map((p) => p.header.timestamp);
+    // After the switch the timestamp moves on by the elapsed time (33 ms at 90 kHz), no jump back.
+    expect(ts[3]! - ts[2]!).toBe(Math.round(0.033 * 90000));
+    expect(ts[4]! - ts[3]!).toBe(3000);
+    expect(sent[3]!.payload.equals(vp8Key([5]))).toBe(true);
+  });
+
+  it('wraps sequence numbers at 16 bits without a gap', () => {
+    const { up, sent } = setup('audio', 'audio/opus');
+    up.onPacket('', packet(65534, 1, 1, Buffer.from([1])));
+    up.onPacket('', packet(65535, 961, 1, Buffer.from([2])));
+    up.onPacket('', packet(0, 1921, 1, Buffer.from([3])));
+    expect(sent.map((p) => p.header.sequenceNumber)).toEqual([65534, 65535, 0]);
+  });
+
+  it('forwards nothing while disabled and resumes at a keyframe', () => {
+    const { up, down, sent, plis } = setup('video', 'video/VP8');
+    up.onPacket('', packet(1, 0, 9, vp8Key([1])));
+    down.setEnabled(false);
+    for (let i = 2; i < 50; i++) up.onPacket('', packet(i, i * 3000, 9, vp8Delta([i])));
+    expect(sent).toHaveLength(1);
+    down.setEnabled(true);
+    expect(plis.length).toBeGreaterThan(0);
+    up.onPacket('', packet(50, 150000, 9, vp8Delta([50])));
+    expect(sent).toHaveLength(1);
+    up.onPacket('', packet(51, 153000, 9, vp8Key([51])));
+    expect(sent).toHaveLength(2);
+    // Continuous for the subscriber although 49 packets were skipped.
+    expect(sent[1]!.header.sequenceNumber).toBe(2);
+  });
+
+  it('renumbers known header extensions and drops the rest', () => {
+    const { up, sent } = setup('audio', 'audio/opus');
+    up.onPacket(
+      '',
+      packet(10, 960, 5, Buffer.from([0xfc]), [
+        { id: 1, payload: Buffer.from([0x85]) },
+        { id: 3, payload: Buffer.from([1, 2, 3]) },
+      ]),
+    );
+    expect(sent[0]!.header.extensions).toEqual([{ id: 7, payload: Buffer.from([0x85]) }]);
+  });
+
+  it('gives every subscriber its own packet and never alters payload bytes', () => {
+    const { up, sent } = setup('video', 'video/VP8');
+    const other: RtpPacket[] = [];
+    up.attach(
+      new DownForwarder(up, { ready: () => true, send: (rtp) => other.push(rtp), extensionId: () => undefined }),
+    );
+    // An encrypted frame: clear VP8 header, then ciphertext, IV and trailer bytes.
+    const encrypted = vp8Key([0x9d, 0x01, 0x2a, 0xde, 0xad, 0xbe, 0xef, 0x00, 0x11, 0x0c, 0x00]);
+    const original = packet(1, 0, 3, encrypted);
+    up.onPacket('', original);
+    expect(sent[0]).not.toBe(other[0]);
+    expect(sent[0]).not.toBe(original);
+    expect(sent[0]!.payload.equals(encrypted)).toBe(true);
+    expect(other[0]!.payload.equals(encrypted)).toBe(true);
+    sent[0]!.header.sequenceNumber = 999;
+    expect(other[0]!.header.sequenceNumber).toBe(1);
+  });
+});
