@@ -53,6 +53,7 @@ async function setup(opts: { clock?: ManualClock; version?: string } = {}) {
 }
 
 const sortedKeys = (o: object) => Object.keys(o).toSorted();
+const strip = (s: string) => s.replace(/"age":\d+/g, '"age":0');
 
 describe('fake homeserver pushes like Synapse 1.132', () => {
   it('sends a call join with Synapse headers in order and compact sorted JSON, like transactions/02', async () => {
@@ -205,7 +206,6 @@ describe('fake homeserver retries like Synapse 1.132', () => {
     const paths = new Set(attempts().map((a) => a.path));
     expect(paths.size).toBe(1);
     // Only age differs between attempts (README rule 7).
-    const strip = (s: string) => s.replace(/"age":\d+/g, '"age":0');
     expect(new Set(attempts().map((a) => strip(a.rawBody))).size).toBe(1);
     const rec = loadTransactions('09b-retry-backoff');
     expect(rec.map((r) => r._meta.response_status)).toEqual([500, 503, 500, 200]);
