@@ -30,8 +30,9 @@ LIVEKIT_CONFIG (the whole YAML as text) replaces the file; LIVEKIT_KEYS ("key: s
 replaces keys. Every value below is the default; delete what you do not change.`;
 
 const SFU_NOTES: Record<string, string> = {
-  port: 'HTTP + WebSocket signalling and the Twirp RoomService API (/twirp/livekit.RoomService/*),\n' +
-    'plus /healthz and /metrics. Put TLS in front of it (wss://) with a reverse proxy (README).',
+  port: 'HTTP listener: WebSocket signalling (/rtc), /healthz, /metrics and the Twirp RoomService\n' +
+    'API (/twirp/livekit.RoomService/*; see README "Status"). Put TLS in front of it (wss://)\n' +
+    'with a reverse proxy (README "Reverse proxy").',
   bind_addresses: 'Addresses to listen on; empty = all (::). Only the first entry is used today.',
   prometheus_port: 'Extra listener serving only /metrics; 0 = none (/metrics is on `port` anyway).',
   keys: 'REQUIRED: API key -> secret. Secrets shorter than 32 characters are refused.\n' +
