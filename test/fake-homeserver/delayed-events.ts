@@ -50,6 +50,8 @@ export interface FakeClientServerApi {
   /** false: is_joined answers 404 M_UNRECOGNIZED like a homeserver without MSC4502. */
   setMsc4502(enabled: boolean): void;
   setIsJoinedFailure(status: number | undefined): void;
+  /** Status the per-id delayed-event look-up fails with (undefined = answer normally). */
+  setLookupFailure(status: number | undefined): void;
   addUserToken(accessToken: string, userId: string): void;
   /** MSC4512: where `…/rtc/livekit/…` requests are proxied. */
   setAppserviceProxy(proxyUrl: string, hsToken: string): void;
@@ -107,6 +109,7 @@ export async function startFakeClientServerApi(opts: { serverName?: string; asTo
   const actionLog: string[] = [];
   let msc4502 = true;
   let isJoinedFailure: number | undefined;
+  let lookupFailure: number | undefined;
   let proxy: { url: string; hsToken: string } | undefined;
   let serverName = opts.serverName ?? 'localhost';
 
@@ -154,6 +157,7 @@ export async function startFakeClientServerApi(opts: { serverName?: string; asTo
     const lookup = new RegExp(`^${MSC4140}/delayed_events/([^/]+)$`).exec(p);
     if (lookup && method === 'GET') {
       if (bearer(req) !== opts.asToken) return send(res, 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Unrecognised access token.' });
+      if (lookupFailure) return send(res, lookupFailure, { errcode: 'M_UNKNOWN', error: 'Bad gateway' });
       const e = delayed.get(decodeURIComponent(lookup[1]!));
       if (!e || (query.user_id && query.user_id !== e.userId)) {
         return send(res, 404, { errcode: 'M_NOT_FOUND', error: 'Delayed event not found' });
@@ -230,6 +234,9 @@ export async function startFakeClientServerApi(opts: { serverName?: string; asTo
     actions: () => [...actionLog],
     setJoined(roomId, who, v) {
       joined.set(`${roomId}|${who}`, v);
+    },
+    setLookupFailure(status) {
+      lookupFailure = status;
     },
     setMsc4502(enabled) {
       msc4502 = enabled;
