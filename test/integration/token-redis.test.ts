@@ -11,13 +11,13 @@ import { startRedisServer, type RunningRedis } from '../support/redis-server.ts'
 import { waitFor } from '../support/wait.ts';
 import { startFakeFederationServer } from '../fake-homeserver/federation.ts';
 import { startFakeClientServerApi } from '../fake-homeserver/delayed-events.ts';
-import { AS_TOKEN, startTokenHarness, type TokenHarness } from './token-harness.ts';
+import { AS_TOKEN, startTokenHarness } from './token-harness.ts';
 
 const ROOM = '!room:example.com';
 const LK_ROOM = liveKitRoomAlias(ROOM, 'm.call#');
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
+  for (const c of cleanups.splice(0).toReversed()) await c();
 });
 
 async function setup() {
