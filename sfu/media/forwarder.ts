@@ -41,6 +41,12 @@ export interface UpstreamOptions {
   /** Publisher's negotiated extension id → URI. */
   extensionUri: (id: number) => string | undefined;
   logger: Logger;
+  /** Observes payloads in and out (diagnostics and the passthrough test); off when absent. */
+  tap?: PacketTap | undefined;
+}
+
+export interface PacketTap {
+  (event: { direction: 'in' | 'out'; kind: 'audio' | 'video'; marker: boolean; payload: Buffer }): void;
 }
 
 interface LayerState {
@@ -116,6 +122,11 @@ export class Upstream {
     return this.opts.extensionUri(id);
   }
 
+  /** Reports a packet handed to a subscriber's sender (no-op without a tap). */
+  tapOut(rtp: RtpPacket): void {
+    this.opts.tap?.({ direction: 'out', kind: this.kind, marker: rtp.header.marker, payload: rtp.payload });
+  }
+
   /** Called by the transport for every packet of every layer (`rid` '' without simulcast). */
   onPacket(rid: string, rtp: RtpPacket): void {
     if (this.closed) return;
@@ -127,6 +138,7 @@ export class Upstream {
     }
     layer.ssrc = rtp.header.ssrc;
     layer.lastSeen = now;
+    this.opts.tap?.({ direction: 'in', kind: this.kind, marker: rtp.header.marker, payload: rtp.payload });
     if (this.downs.size === 0) return;
     const keyframe = this.kind === 'video' && isKeyframeStart(this.mimeType, rtp.payload);
     for (const down of this.downs) {
@@ -266,6 +278,7 @@ export class DownForwarder {
     }
     this.started = true;
     this.packetsSent++;
+    this.up.tapOut(out);
     this.opts.send(out);
   }
 

@@ -45,13 +45,15 @@ import type {
   SignalTarget,
   UpstreamTrack,
 } from '../rtc/types.ts';
-import { DownForwarder, Upstream } from './forwarder.ts';
+import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 
 export interface WeriftTransportConfig {
   portRange: [number, number];
   /** Address advertised in candidates; '' = every host address werift finds. */
   nodeIp: string;
+  /** Optional observer of forwarded payloads (tests, diagnostics). */
+  tap?: PacketTap;
 }
 
 /** LiveKit's canonical mime spellings (clients compare them, e.g. for E2EE). */
@@ -142,11 +144,13 @@ class WeriftTransport implements MediaTransport {
   private subConnected = false;
   private closed = false;
   private readonly clock: Clock;
+  private readonly tap: PacketTap | undefined;
 
   constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
     this.log = logger.child({ participant: opts.participantSid });
     this.events = opts.events;
     this.clock = clock;
+    this.tap = cfg.tap;
     this.pub = new RTCPeerConnection(peerConfig(cfg, 'publisher'));
     this.sub = new RTCPeerConnection(peerConfig(cfg, 'subscriber'));
 
@@ -359,6 +363,7 @@ class WeriftTransport implements MediaTransport {
       },
       extensionUri: (extId) => this.pub.extIdUriMap[extId],
       logger: this.log,
+      tap: this.tap,
     });
     this.upstreams.set(mid, upstream);
     this.log.debug({ mid, kind, mime: upstream.mimeType, msid: section.msidTrackId }, 'incoming media');

@@ -7,6 +7,8 @@ import { createSilentLogger, createLogger, type Logger } from '../../common/logg
 import { systemClock, type Clock } from '../../common/clock.ts';
 import { parseSfuConfig, type SfuConfig } from '../../sfu/config.ts';
 import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
+import { createWeriftTransportFactory } from '../../sfu/media/transport.ts';
+import type { PacketTap } from '../../sfu/media/forwarder.ts';
 
 export const TEST_API_KEY = 'testkey';
 export const TEST_API_SECRET = 'test-secret-0123456789abcdef-0123456789';
@@ -23,7 +25,7 @@ export interface TestSfu {
 }
 
 export async function startTestSfu(
-  opts: { room?: Record<string, unknown>; clock?: Clock; logger?: Logger } = {},
+  opts: { room?: Record<string, unknown>; clock?: Clock; logger?: Logger; tap?: PacketTap } = {},
 ): Promise<TestSfu> {
   const config = parseSfuConfig(
     {
@@ -38,7 +40,19 @@ export async function startTestSfu(
   );
   const logger =
     opts.logger ?? (process.env.SFU_TEST_LOG ? createLogger({ name: 'sfu', level: 'debug' }) : createSilentLogger());
-  const sfu = createSfuServer({ config, logger, clock: opts.clock ?? systemClock });
+  const clock = opts.clock ?? systemClock;
+  const transportFactory = opts.tap
+    ? createWeriftTransportFactory({
+        config: {
+          portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
+          nodeIp: config.rtc.node_ip,
+          tap: opts.tap,
+        },
+        logger,
+        clock,
+      })
+    : undefined;
+  const sfu = createSfuServer({ config, logger, clock, ...(transportFactory ? { transportFactory } : {}) });
   const { url } = await sfu.start();
   return {
     sfu,
