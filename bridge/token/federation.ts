@@ -9,7 +9,7 @@
  * bridge/config.ts). Resolutions are cached per server name on the injected clock.
  * Network timeouts run on real time (they bound real sockets), cache expiry on the clock.
  */
-import { request as httpsRequest } from 'node:https';
+import { Agent, request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
 import type { SrvRecord } from 'node:dns';
 import { Resolver } from 'node:dns/promises';
@@ -57,6 +57,8 @@ export class OpenIdVerificationError extends Error {
 }
 
 export interface FederationClient {
+  /** Closes idle keep-alive connections. */
+  close(): void;
   resolveServerName(serverName: string): Promise<ResolvedServer>;
   /** Returns the verified Matrix user id; throws OpenIdVerificationError. */
   verifyOpenIdToken(accessToken: string, matrixServerName: string): Promise<string>;
@@ -107,6 +109,13 @@ export function createFederationClient(deps: FederationClientDeps): FederationCl
   const resolver = new Resolver({ timeout: connectTimeoutMs, tries: 2 });
   const resolveSrv = deps.resolveSrv ?? ((name: string) => resolver.resolveSrv(name));
   const cache = new Map<string, { value: ResolvedServer; until: number }>();
+  // Keep-alive connections to homeservers (Node keys them by host, port, SNI and TLS options).
+  const agent = new Agent({
+    keepAlive: true,
+    maxSockets: 64,
+    rejectUnauthorized: !deps.insecureSkipVerifyTls,
+    ...(deps.tlsCa?.length ? { ca: deps.tlsCa } : {}),
+  });
 
   function getJson(target: ResolvedServer, path: string): Promise<HttpsJsonResult> {
     return new Promise((resolve, reject) => {
@@ -128,7 +137,7 @@ export function createFederationClient(deps: FederationClientDeps): FederationCl
         headers: { Host: target.hostHeader, Accept: 'application/json' },
         rejectUnauthorized: !deps.insecureSkipVerifyTls,
         ...(deps.tlsCa?.length ? { ca: deps.tlsCa } : {}),
-        agent: false,
+        agent,
       });
       const total = setTimeout(() => {
         req.destroy(new Error(`request to ${target.hostHeader} timed out after ${requestTimeoutMs} ms`));
@@ -137,8 +146,11 @@ export function createFederationClient(deps: FederationClientDeps): FederationCl
         req.destroy(new Error(`connecting to ${target.hostHeader} timed out after ${connectTimeoutMs} ms`));
       }, connectTimeoutMs);
       req.on('socket', (socket) => {
+        if (!socket.connecting) {
+          clearTimeout(connect); // a reused keep-alive connection
+          return;
+        }
         socket.once('secureConnect', () => clearTimeout(connect));
-        socket.once('connect', () => clearTimeout(connect));
       });
       req.on('error', (err) => finish(err));
       req.on('response', (res) => {
@@ -225,6 +237,7 @@ export function createFederationClient(deps: FederationClientDeps): FederationCl
   }
 
   return {
+    close: () => agent.destroy(),
     resolveServerName,
     getJson,
     async verifyOpenIdToken(accessToken, matrixServerName) {

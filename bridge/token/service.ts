@@ -184,6 +184,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     async close() {
       await delayedLeave.close();
       await store.close();
+      federation.close();
       if (ownRedis) ownRedis.disconnect();
     },
   };
