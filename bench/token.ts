@@ -10,6 +10,8 @@ const DURATION_MS = Number(process.env.BENCH_TOKEN_DURATION_MS ?? 5000);
 const CONCURRENCY = Number(process.env.BENCH_TOKEN_CONCURRENCY ?? 32);
 const ROOM = '!bench:example.com';
 
+const round = (x: number) => Math.round(x * 100) / 100;
+
 function percentile(sorted: number[], p: number): number {
   if (!sorted.length) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -43,7 +45,6 @@ export async function run(): Promise<object> {
     );
     const elapsedS = (performance.now() - started) / 1000;
     const sorted = latencies.toSorted((a, b) => a - b);
-    const round = (x: number) => Math.round(x * 100) / 100;
     return {
       endpoint: 'POST /sfu/get',
       concurrency: CONCURRENCY,
