@@ -9,7 +9,7 @@ import { ConfigError } from '../common/config.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { resolveBridgeConfig, type BridgeConfig } from './config.ts';
-import { createBridgeServer } from './server.ts';
+import { createBridge } from './bridge.ts';
 
 const USAGE = `usage: npm run bridge -- [--config FILE] [--validate]
   Token-service settings come from lk-jwt-service's variables (LIVEKIT_URL, LIVEKIT_KEY,
@@ -43,7 +43,16 @@ async function main(): Promise<number> {
     return 0;
   }
   const logger = createLogger({ name: 'bridge', level: config.logLevel });
-  const bridge = createBridgeServer({ config, logger, clock: systemClock });
+  let bridge;
+  try {
+    bridge = createBridge({ config, logger, clock: systemClock });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`bridge: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
   await bridge.start();
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);

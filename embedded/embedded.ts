@@ -7,7 +7,7 @@ import type { Clock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
 import { createMetricsRegistry } from '../common/metrics.ts';
 import { resolveBridgeConfig, type Env } from '../bridge/config.ts';
-import { createBridgeServer } from '../bridge/server.ts';
+import { createBridge } from '../bridge/bridge.ts';
 import { resolveSfuConfig } from '../sfu/config.ts';
 import { createSfuServer } from '../sfu/server.ts';
 import { loadOrCreateDevKeys } from './dev-keys.ts';
@@ -66,7 +66,7 @@ export function createEmbedded(opts: EmbeddedOptions): Embedded {
     clock: opts.clock,
     metrics: sfuMetrics,
   });
-  const bridge = createBridgeServer({
+  const bridge = createBridge({
     config: bridgeConfig,
     logger: opts.logger.child({ component: 'bridge' }),
     clock: opts.clock,
