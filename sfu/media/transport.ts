@@ -269,6 +269,9 @@ class WeriftTransport implements MediaTransport {
     this.negotiate();
     let closed = false;
     return {
+      get packetsSent() {
+        return forwarder.packetsSent;
+      },
       setEnabled: (enabled) => forwarder.setEnabled(enabled),
       close: () => {
         if (closed) return;

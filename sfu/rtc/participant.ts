@@ -57,7 +57,7 @@ interface PendingTrack {
   info: TrackInfo;
 }
 
-interface Subscription {
+export interface Subscription {
   down: DownTrack;
   publisher: ParticipantSid;
   disabled: boolean;

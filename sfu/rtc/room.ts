@@ -17,6 +17,7 @@ import {
   DisconnectReason,
   ICEServer,
   JoinResponse,
+  LeaveRequest_Action,
   ParticipantInfo,
   ParticipantInfo_State,
   ParticipantUpdate,
@@ -140,7 +141,8 @@ export class Room {
         onConnected: () => this.hooks.onActive(p),
         onFailed: (reason) => {
           plog.info({ reason }, 'transport failed');
-          p.close(DisconnectReason.STATE_MISMATCH);
+          // RECONNECT: the client rejoins from scratch instead of giving up.
+          p.close(DisconnectReason.STATE_MISMATCH, true, LeaveRequest_Action.RECONNECT);
         },
         onSignal: (msg) => p.send(msg),
         onIncomingMedia: (media) => p.handleIncomingMedia(media),

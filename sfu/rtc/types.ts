@@ -58,6 +58,8 @@ export interface UpstreamTrack {
 
 /** A subscriber's copy of an upstream track. Owned by the subscriber's transport. */
 export interface DownTrack {
+  /** Packets handed to the subscriber so far. */
+  readonly packetsSent: number;
   setEnabled(enabled: boolean): void;
   close(): void;
 }

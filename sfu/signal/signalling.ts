@@ -26,6 +26,8 @@ import { JoinRefusedError, type ParticipantSession, type RoomManager } from '../
 import type { JoinRequest } from '../rtc/types.ts';
 
 export const WS_PING_INTERVAL_MS = 10_000;
+/** A client that sent nothing (not even its pings, every 5 s) for this long is gone. */
+export const CLIENT_SILENCE_TIMEOUT_MS = 30_000;
 /** LiveKit refreshes tokens every 5 minutes. */
 export const TOKEN_REFRESH_INTERVAL_MS = 5 * 60_000;
 const MAX_FRAME_BYTES = 1 << 20;
@@ -227,8 +229,17 @@ function runSocket(ws: WebSocket, auth: Authorized, deps: SignallingDeps): void 
     return;
   }
 
+  let lastHeard = deps.clock.now();
+  ws.on('pong', () => {
+    lastHeard = deps.clock.now();
+  });
   const ping = () => {
     if (closed) return;
+    if (deps.clock.now() - lastHeard > CLIENT_SILENCE_TIMEOUT_MS) {
+      log.info('client silent too long; closing its signal connection');
+      ws.terminate();
+      return;
+    }
     ws.ping();
     pingTimer = deps.clock.setTimeout(ping, WS_PING_INTERVAL_MS);
   };
@@ -250,6 +261,7 @@ function runSocket(ws: WebSocket, auth: Authorized, deps: SignallingDeps): void 
   void refresh();
 
   ws.on('message', (data: RawData, isBinary: boolean) => {
+    lastHeard = deps.clock.now();
     let req: SignalRequest;
     try {
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);

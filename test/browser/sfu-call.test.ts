@@ -125,3 +125,58 @@ describe('sfu call between two livekit-client browsers', () => {
     );
   });
 });
+
+describe('sfu adaptive stream settings', () => {
+  let sfu: TestSfu | undefined;
+  const pages: BrowserPage[] = [];
+
+  afterEach(async () => {
+    for (const p of pages) await leaveFromPage(p.page);
+    for (const p of pages.splice(0)) await p.close();
+    await sfu?.stop();
+    sfu = undefined;
+  });
+
+  it('stops forwarding a track the subscriber disabled and resumes decoding when re-enabled', async () => {
+    sfu = await startTestSfu();
+    const alice = await openBrowserPage();
+    pages.push(alice);
+    const bob = await openBrowserPage();
+    pages.push(bob);
+    await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'));
+    await joinFromPage(bob.page, sfu.wsUrl, await sfu.token('bob'));
+    await publishCameraAndMic(alice.page);
+    await waitForMediaFrom(bob.page, 'alice');
+
+    const setVideoEnabled = (enabled: boolean) =>
+      bob.page.evaluate((on) => {
+        const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
+        const alicePart = room.remoteParticipants.get('alice');
+        for (const pub of alicePart?.videoTrackPublications.values() ?? []) pub.setEnabled(on);
+      }, enabled);
+    const room = sfu.sfu.rooms.getRoom('test-room')!;
+    const bobState = room.participants.get('bob' as never)!;
+    const aliceState = room.participants.get('alice' as never)!;
+    const videoSid = [...aliceState.published.values()].find((t) => t.info.mimeType === 'video/VP8')!.info.sid;
+    const audioSid = [...aliceState.published.values()].find((t) => t.info.mimeType === 'audio/opus')!.info.sid;
+
+    await setVideoEnabled(false);
+    const videoSub = await waitFor('video disabled at the SFU', () => {
+      const sub = bobState.subscriptions.get(videoSid as never);
+      return sub?.disabled ? sub : undefined;
+    });
+    const videoSent = videoSub.down.packetsSent;
+    const audioSub = bobState.subscriptions.get(audioSid as never)!;
+    const audioSent = audioSub.down.packetsSent;
+    // Audio goes on (time passes, media flows) while not one more video packet goes out.
+    await waitFor('more audio forwarded', () => audioSub.down.packetsSent >= audioSent + 50);
+    expect(videoSub.down.packetsSent).toBe(videoSent);
+
+    const decodedBefore = (await receivedStats(bob.page)).find((s) => s.kind === 'video')!.framesDecoded;
+    await setVideoEnabled(true);
+    await waitFor('decoding resumed', async () => {
+      const v = (await receivedStats(bob.page)).find((s) => s.kind === 'video');
+      return v && v.framesDecoded >= decodedBefore + 10;
+    });
+  });
+});
