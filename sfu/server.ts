@@ -17,6 +17,9 @@ import { createRoomManager, type RoomManager } from './rtc/room-manager.ts';
 import type { MediaTransportFactory } from './rtc/types.ts';
 import { createWeriftTransportFactory } from './media/transport.ts';
 import { attachSignalling, registerSignalRoutes } from './signal/signalling.ts';
+import { attachSfuEventMetrics, createSfuMetrics, type SfuMetrics } from './metrics.ts';
+import { createRoomServiceHandler } from './twirp/router.ts';
+import { createWebhookNotifier, type WebhookNotifier, type WebhookNotifierOptions } from './webhook/notifier.ts';
 
 export interface SfuDeps {
   config: SfuConfig;
@@ -26,12 +29,18 @@ export interface SfuDeps {
   metrics?: Registry;
   /** Media transports; werift with rtc.* from the config when absent. */
   transportFactory?: MediaTransportFactory;
+  /** Webhook delivery tuning (retries, backoff, queue bound); URLs and key come from config.webhook. */
+  webhook?: Partial<Pick<WebhookNotifierOptions, 'maxQueue' | 'maxAttempts' | 'initialBackoffMs' | 'maxBackoffMs' | 'requestTimeoutMs' | 'fetch'>>;
 }
 
 export interface SfuServer {
   readonly metrics: Registry;
   /** Rooms of this node: the RoomService backend and the SFU event source. */
   readonly rooms: RoomManager;
+  /** The SFU metric set on `metrics` (hot-path counters for the media layer; see sfu/metrics.ts). */
+  readonly sfuMetrics: SfuMetrics;
+  /** Present when config.webhook.urls is set. */
+  readonly webhooks: WebhookNotifier | undefined;
   /** Binds the listeners; resolves with the signalling/API URL (http://host:port). */
   start(): Promise<{ url: string; address: AddressInfo }>;
   stop(): Promise<void>;
@@ -57,6 +66,27 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
       clock: deps.clock,
     });
   const rooms = createRoomManager({ config, logger, clock: deps.clock, transportFactory });
+
+  // RoomService (Twirp), webhooks and session metrics: edges over the room manager.
+  const sfuMetrics = createSfuMetrics(metrics);
+  const detachEventMetrics = attachSfuEventMetrics(rooms, sfuMetrics, deps.clock);
+  app.use(
+    '/twirp',
+    createRoomServiceHandler({ backend: rooms, keys: config.keys, clock: deps.clock, logger, metrics: sfuMetrics.twirp }),
+  );
+  let webhooks: WebhookNotifier | undefined;
+  if (config.webhook.urls.length > 0) {
+    webhooks = createWebhookNotifier({
+      ...deps.webhook,
+      urls: config.webhook.urls,
+      apiKey: config.webhook.api_key,
+      apiSecret: config.keys[config.webhook.api_key] ?? '',
+      clock: deps.clock,
+      logger,
+      metrics: sfuMetrics.webhook,
+    });
+    webhooks.attach(rooms);
+  }
   const signalDeps = { keys: config.keys, rooms, logger: logger.child({ component: 'signal' }), clock: deps.clock };
   registerSignalRoutes(app, signalDeps);
 
@@ -67,6 +97,8 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
   return {
     metrics,
     rooms,
+    sfuMetrics,
+    webhooks,
     async start() {
       const host = config.bind_addresses[0] ?? '::';
       if (config.bind_addresses.length > 1) {
@@ -90,6 +122,9 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     async stop() {
       rooms.close();
       signalling.close();
+      detachEventMetrics();
+      // room_finished / participant_left from the close above still go out, briefly.
+      await webhooks?.stop({ drainMs: 2000 });
       await closeServer(server);
       if (metricsServer) await closeServer(metricsServer);
     },

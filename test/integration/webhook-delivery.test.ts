@@ -1,0 +1,127 @@
+/**
+ * Webhooks from a real SFU (session layer + notifier wired in sfu/server.ts) to a receiver on
+ * 127.0.0.1 that checks each one with livekit-server-sdk's WebhookReceiver, as lk-jwt-service
+ * does: a real @livekit/rtc-node participant joins, publishes, unpublishes and leaves, and the
+ * events arrive in that order; a receiver answering 500 gets the same event again.
+ */
+import { DisconnectReason as ProtoDisconnectReason } from '@livekit/protocol';
+import { AccessToken, RoomServiceClient, type WebhookEvent } from 'livekit-server-sdk';
+import { afterEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../../common/clock.ts';
+import { createSilentLogger } from '../../common/logger.ts';
+import { parseSfuConfig } from '../../sfu/config.ts';
+import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
+import { startTestWebhookReceiver, type TestWebhookReceiver } from '../../sfu/webhook/test-receiver.ts';
+import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
+import { waitFor } from '../support/wait.ts';
+
+const KEY = 'hookapikey';
+const SECRET = 'webhook-secret-0123456789abcdef-0123456789';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).toReversed()) await c();
+});
+
+async function setup(respond?: (n: number) => number | 'hang') {
+  const receiver: TestWebhookReceiver = await startTestWebhookReceiver({
+    apiKey: KEY,
+    apiSecret: SECRET,
+    ...(respond ? { respond } : {}),
+  });
+  cleanups.push(() => receiver.stop());
+  const config = parseSfuConfig(
+    {
+      port: 0,
+      bind_addresses: ['127.0.0.1'],
+      keys: { [KEY]: SECRET },
+      rtc: { node_ip: '127.0.0.1', port_range_start: 40000, port_range_end: 49999 },
+      webhook: { api_key: KEY, urls: [receiver.url] },
+    },
+    'test',
+  );
+  const sfu: SfuServer = createSfuServer({
+    config,
+    logger: createSilentLogger(),
+    clock: systemClock,
+    webhook: { initialBackoffMs: 20, maxBackoffMs: 100 },
+  });
+  const { url } = await sfu.start();
+  cleanups.push(() => sfu.stop());
+  const api = new RoomServiceClient(url, KEY, SECRET);
+  const join = async (room: string, identity: string): Promise<RtcNodeClient> => {
+    const at = new AccessToken(KEY, SECRET, { identity, ttl: '10m' });
+    at.addGrant({ roomJoin: true, room });
+    const client = await connectRtcNode(url.replace(/^http/, 'ws'), await at.toJwt());
+    cleanups.push(() => client.disconnect());
+    return client;
+  };
+  const eventsOf = (room: string): WebhookEvent[] => receiver.accepted().filter((e) => e.room?.name === room);
+  return { receiver, sfu, api, join, eventsOf };
+}
+
+describe('webhooks from a real SFU', () => {
+  it('a participant who joins, publishes, unpublishes and leaves produces verified webhooks in order', async () => {
+    const { api, join, eventsOf, receiver } = await setup();
+    const room = 'hook-room-1';
+    await api.createRoom({ name: room });
+    const alice = await join(room, 'alice');
+    const tone = await alice.publishTone(440);
+    const trackSid = tone.publication.sid!;
+    await waitFor('track_published', () => eventsOf(room).some((e) => e.event === 'track_published'));
+    await tone.stop();
+    await alice.room.localParticipant!.unpublishTrack(trackSid);
+    await waitFor('track_unpublished', () => eventsOf(room).some((e) => e.event === 'track_unpublished'));
+    await alice.disconnect();
+    await waitFor('participant_left', () => eventsOf(room).some((e) => e.event === 'participant_left'));
+    await api.deleteRoom(room);
+    await waitFor('room_finished', () => eventsOf(room).some((e) => e.event === 'room_finished'));
+
+    expect(receiver.requests.filter((r) => r.error)).toEqual([]);
+    const got = eventsOf(room);
+    expect(got.map((e) => e.event)).toEqual([
+      'room_started',
+      'participant_joined',
+      'track_published',
+      'track_unpublished',
+      'participant_left',
+      'room_finished',
+    ]);
+    const [, joined, published, unpublished, left] = got;
+    expect(joined!.participant?.identity).toBe('alice');
+    expect(published!.track?.sid).toBe(trackSid);
+    expect(unpublished!.track?.sid).toBe(trackSid);
+    expect(left!.participant?.identity).toBe('alice');
+    expect(left!.participant?.disconnectReason).toBe(ProtoDisconnectReason.CLIENT_INITIATED);
+    expect(new Set(got.map((e) => e.id)).size).toBe(got.length);
+    for (const e of got) expect(e.id).toMatch(/^EV_/);
+  });
+
+  it('retries a receiver that answers 500 and still delivers every event once accepted, in order', async () => {
+    // The first two requests fail: the first event is sent three times.
+    const { api, join, eventsOf, receiver } = await setup((n) => (n <= 2 ? 500 : 200));
+    const room = 'hook-room-2';
+    await api.createRoom({ name: room });
+    const bob = await join(room, 'bob');
+    await waitFor('participant_joined', () => eventsOf(room).some((e) => e.event === 'participant_joined'));
+    await bob.disconnect();
+    await waitFor('participant_left', () => eventsOf(room).some((e) => e.event === 'participant_left'));
+
+    const first = receiver.requests.slice(0, 3).map((r) => r.event);
+    expect(first.map((e) => e?.event)).toEqual(['room_started', 'room_started', 'room_started']);
+    expect(new Set(first.map((e) => e?.id)).size).toBe(1);
+    expect(eventsOf(room).map((e) => e.event)).toEqual(['room_started', 'participant_joined', 'participant_left']);
+  });
+
+  it('counts deliveries and failed attempts on /metrics without room or user labels', async () => {
+    const { api, sfu, eventsOf } = await setup((n) => (n === 1 ? 500 : 200));
+    const room = 'hook-room-3';
+    await api.createRoom({ name: room });
+    await waitFor('room_started', () => eventsOf(room).length === 1);
+    const text = await sfu.metrics.metrics();
+    expect(text).toMatch(/matrixrtc_sfu_webhook_deliveries_total\{event="room_started"\} 1/);
+    expect(text).toMatch(/matrixrtc_sfu_webhook_attempt_failures_total\{reason="status"\} 1/);
+    expect(text).toMatch(/^livekit_room_total 1$/m);
+    expect(text).not.toContain(room);
+  });
+});
