@@ -10,7 +10,16 @@
  *   back to back; a successful ping (`ping()`) forces the retry at once;
  * - `restart()` simulates a Synapse restart: the sequence restarts at max(pending) + 1 (1 when
  *   nothing is pending), nothing is retried until the next event, and pending events are
- *   rebuilt without `prev_content` (rule 7).
+ *   rebuilt without `prev_content` (rule 7);
+ * - ephemeral data (`enqueueEphemeral`, `enqueueToDevice`) only for a registration with
+ *   `receive_ephemeral` (keys `ephemeral` + `de.sorunome.msc2409.to_device`) or the legacy
+ *   `de.sorunome.msc2409.push_ephemeral` (keys `de.sorunome.msc2409.ephemeral` + `…to_device`),
+ *   to-device only with the homeserver flag `msc2409ToDevice` (synapse/appservice/api.py
+ *   `push_bulk`, synapse/handlers/appservice.py); a retry is rebuilt from stored event ids, so it
+ *   carries them empty, and while DOWN ephemeral-only data is dropped (scheduler.py `send`);
+ * - `enqueue(ev, queryUsers)` first asks `GET {url}/_matrix/app/v1/users/{userId}` for each
+ *   unknown namespaced user, in order, before the event can be pushed (handlers/appservice.py
+ *   `_check_user_exists`).
  * Timers use the injected clock; `backoffBaseMs` lets tests shorten the 1 s unit.
  */
 import { request } from 'node:http';
@@ -18,6 +27,7 @@ import type { Clock, TimerHandle } from '../../common/clock.ts';
 import { compactSortedJson } from './canonical-json.ts';
 import { formatEvent } from './event-format.ts';
 import type { StoredEvent } from './model.ts';
+import { createInterest, type Interest, type RoomFacts } from './registration.ts';
 
 export interface AppserviceRegistration {
   id: string;
@@ -27,6 +37,19 @@ export interface AppserviceRegistration {
   sender_localpart: string;
   namespaces: { users: { regex: string; exclusive: boolean }[]; aliases: { regex: string; exclusive: boolean }[]; rooms: { regex: string; exclusive: boolean }[] };
   rate_limited?: boolean;
+  protocols?: string[];
+  /** MSC2409 stable flag (spec v1.13): `ephemeral` + `de.sorunome.msc2409.to_device`. */
+  receive_ephemeral?: boolean;
+  /** MSC2409 legacy flag: `de.sorunome.msc2409.ephemeral` + `de.sorunome.msc2409.to_device`. */
+  'de.sorunome.msc2409.push_ephemeral'?: boolean;
+}
+
+export type Edu = Record<string, unknown>;
+
+export interface UserQuery {
+  userId: string;
+  status: number | 'error';
+  at: number;
 }
 
 export interface PushAttempt {
@@ -45,12 +68,24 @@ export interface PingResult {
 interface PendingTxn {
   id: number;
   events: StoredEvent[];
+  /** Sent on the first attempt only: Synapse stores event ids, not ephemeral data. */
+  ephemeral: Edu[];
+  toDevice: Edu[];
   /** Rebuilt from the database after a restart: no prev_content. */
   rebuilt: boolean;
 }
 
 export interface AppservicePusher {
-  enqueue(ev: StoredEvent): void;
+  /** Queues an event; `queryUsers` are asked about (user query API) before it may be pushed. */
+  enqueue(ev: StoredEvent, queryUsers?: readonly string[]): void;
+  /** Typing / receipt / presence EDUs (dropped unless the registration asks for ephemeral). */
+  enqueueEphemeral(edus: readonly Edu[]): void;
+  /** MSC2409/MSC4203 to-device messages with `to_user_id` / `to_device_id`. */
+  enqueueToDevice(messages: readonly Edu[]): void;
+  /** Every user query made, in order. */
+  readonly userQueries: UserQuery[];
+  /** Ephemeral and to-device items dropped because the service was DOWN. */
+  droppedEphemeral(): number;
   ping(transactionId: unknown): Promise<PingResult>;
   restart(): void;
   /** Every PUT attempt, in order (retries included). */
@@ -58,12 +93,15 @@ export interface AppservicePusher {
   /** True while transactions are waiting for the recoverer. */
   isDown(): boolean;
   pendingCount(): number;
-  /** Synapse's interest rules (§3): sender, member target, room namespace, or a joined user in namespace. */
-  interested(ev: StoredEvent, joinedMembers: () => string[]): boolean;
+  /** Synapse's interest rules (§3): sender, member target, room namespace/alias, or a joined local user of interest. */
+  interested(ev: StoredEvent, facts: () => RoomFacts): boolean;
+  readonly interest: Interest;
   stop(): void;
 }
 
 export const MAX_EVENTS_PER_TXN = 100;
+export const MAX_EPHEMERAL_PER_TXN = 100;
+export const MAX_TO_DEVICE_PER_TXN = 100;
 export const MAX_BACKOFF_EXPONENT = 9;
 
 /** The request headers Synapse sends, in its order (rule 1). */
@@ -116,13 +154,24 @@ export function createAppservicePusher(deps: {
   clock: Clock;
   backoffBaseMs?: number;
   timeoutMs?: number;
+  /** Defaults to the registration's rules on server `localhost`. */
+  interest?: Interest;
+  /** Homeserver `experimental_features.msc2409_to_device_messages_enabled`. */
+  msc2409ToDevice?: boolean;
 }): AppservicePusher {
   const { registration: reg, clock } = deps;
   const base = deps.backoffBaseMs ?? 1000;
   const timeoutMs = deps.timeoutMs ?? 60_000;
+  const interest = deps.interest ?? createInterest(reg, 'localhost');
+  const stableEphemeral = reg.receive_ephemeral === true;
+  const legacyEphemeral = !stableEphemeral && reg['de.sorunome.msc2409.push_ephemeral'] === true;
+  const wantsEphemeral = stableEphemeral || legacyEphemeral;
   const attempts: PushAttempt[] = [];
+  const userQueries: UserQuery[] = [];
   let nextTxnId = 1;
   let queue: StoredEvent[] = [];
+  let ephemeralQueue: Edu[] = [];
+  let toDeviceQueue: Edu[] = [];
   const pending: PendingTxn[] = [];
   let inFlight = false;
   let down = false;
@@ -130,13 +179,31 @@ export function createAppservicePusher(deps: {
   let recoverTimer: TimerHandle | undefined;
   let recovering = false;
   let stopped = false;
+  let dropped = 0;
   /** After a restart the scheduler starts only with the next event (rule 10). */
   let dormant = false;
+  /** Events waiting behind user queries (kept in order). */
+  let gate: Promise<void> = Promise.resolve();
+  let gated = 0;
+
+  function txnBody(txn: PendingTxn, now: number): string {
+    const body: Record<string, unknown> = { events: txn.events.map((e) => formatEvent(e, now, { withoutPrev: txn.rebuilt })) };
+    if (stableEphemeral) {
+      body.ephemeral = txn.ephemeral;
+      body['de.sorunome.msc2409.to_device'] = txn.toDevice;
+    } else if (legacyEphemeral) {
+      body['de.sorunome.msc2409.ephemeral'] = txn.ephemeral;
+      body['de.sorunome.msc2409.to_device'] = txn.toDevice;
+    }
+    return compactSortedJson(body);
+  }
 
   async function send(txn: PendingTxn): Promise<boolean> {
     if (!reg.url) return true;
-    const now = clock.now();
-    const body = compactSortedJson({ events: txn.events.map((e) => formatEvent(e, now, { withoutPrev: txn.rebuilt })) });
+    const body = txnBody(txn, clock.now());
+    // A retry is rebuilt from the stored event ids: no ephemeral or to-device data (rule 9 of §9).
+    txn.ephemeral = [];
+    txn.toDevice = [];
     const target = new URL(`${reg.url.replace(/\/+$/, '')}/_matrix/app/v1/transactions/${txn.id}`);
     let ok = false;
     let status: number | 'error' = 'error';
@@ -171,66 +238,117 @@ export function createAppservicePusher(deps: {
           return;
         }
         pending.shift();
+        // Synapse resets its counter to 1 after each success: a later failure waits 4 s.
+        backoffN = 1;
       }
       down = false;
       backoffN = 0;
     } finally {
       recovering = false;
     }
-    if (queue.length) void flush();
+    if (queue.length || ephemeralQueue.length || toDeviceQueue.length) void flush();
   }
 
   async function flush(): Promise<void> {
-    if (inFlight || down || stopped || dormant || queue.length === 0) return;
+    if (inFlight || down || stopped || dormant) return;
+    if (queue.length === 0 && ephemeralQueue.length === 0 && toDeviceQueue.length === 0) return;
     inFlight = true;
     const events = queue.slice(0, MAX_EVENTS_PER_TXN);
     queue = queue.slice(events.length);
-    const txn: PendingTxn = { id: nextTxnId++, events, rebuilt: false };
+    const ephemeral = ephemeralQueue.slice(0, MAX_EPHEMERAL_PER_TXN);
+    ephemeralQueue = ephemeralQueue.slice(ephemeral.length);
+    const toDevice = toDeviceQueue.slice(0, MAX_TO_DEVICE_PER_TXN);
+    toDeviceQueue = toDeviceQueue.slice(toDevice.length);
+    const txn: PendingTxn = { id: nextTxnId++, events, ephemeral, toDevice, rebuilt: false };
     pending.push(txn);
     const ok = await send(txn);
     inFlight = false;
     if (ok) {
       pending.splice(pending.indexOf(txn), 1);
       void flush();
-    } else {
-      down = true;
-      // While DOWN every queued event becomes its own stored transaction (rule 8).
-      for (const ev of queue) pending.push({ id: nextTxnId++, events: [ev], rebuilt: false });
-      queue = [];
-      scheduleRecovery();
+      return;
     }
+    down = true;
+    // An ephemeral-only transaction is not stored while DOWN (scheduler.py `send`).
+    if (txn.events.length === 0) pending.splice(pending.indexOf(txn), 1);
+    // While DOWN every queued event becomes its own stored transaction (rule 8); queued
+    // ephemeral data is lost.
+    for (const ev of queue) pending.push({ id: nextTxnId++, events: [ev], ephemeral: [], toDevice: [], rebuilt: false });
+    dropped += ephemeralQueue.length + toDeviceQueue.length;
+    queue = [];
+    ephemeralQueue = [];
+    toDeviceQueue = [];
+    scheduleRecovery();
   }
 
-  function interested(ev: StoredEvent, joined: () => string[]): boolean {
-    const re = reg.namespaces.users.map((n) => new RegExp(`^(?:${n.regex})`));
-    const bot = `@${reg.sender_localpart}:`;
-    const matches = (u: string) => u.startsWith(bot) || re.some((r) => r.test(u));
-    if (matches(ev.sender)) return true;
-    if (ev.type === 'm.room.member' && ev.state_key && matches(ev.state_key)) return true;
-    if (reg.namespaces.rooms.some((n) => new RegExp(`^(?:${n.regex})`).test(ev.room_id))) return true;
-    return joined().some(matches);
+  async function queryUser(userId: string): Promise<void> {
+    if (!reg.url || stopped) return;
+    const target = new URL(`${reg.url.replace(/\/+$/, '')}/_matrix/app/v1/users/${encodeURIComponent(userId)}`);
+    let status: number | 'error' = 'error';
+    try {
+      status = (await postRaw('GET', target, '', reg.hs_token, timeoutMs)).status;
+    } catch {
+      status = 'error';
+    }
+    userQueries.push({ userId, status, at: clock.now() });
+  }
+
+  function accept(ev: StoredEvent): void {
+    if (stopped) return;
+    if (dormant) {
+      dormant = false;
+      if (pending.length) {
+        down = true;
+        pending.push({ id: nextTxnId++, events: [ev], ephemeral: [], toDevice: [], rebuilt: false });
+        scheduleRecovery();
+        return;
+      }
+    }
+    if (down) {
+      pending.push({ id: nextTxnId++, events: [ev], ephemeral: [], toDevice: [], rebuilt: false });
+      return;
+    }
+    queue.push(ev);
+    void flush();
+  }
+
+  /** Ephemeral data: dropped while DOWN (or DOWN across a restart), else queued. */
+  function acceptEphemeral(into: 'ephemeral' | 'toDevice', items: readonly Edu[]): void {
+    if (stopped || items.length === 0) return;
+    if (down || (dormant && pending.length)) {
+      dropped += items.length;
+      return;
+    }
+    dormant = false;
+    if (into === 'ephemeral') ephemeralQueue.push(...items);
+    else toDeviceQueue.push(...items);
+    void flush();
   }
 
   return {
     attempts,
-    enqueue(ev) {
+    userQueries,
+    interest,
+    enqueue(ev, queryUsers = []) {
       if (stopped) return;
-      if (dormant) {
-        dormant = false;
-        if (pending.length) {
-          down = true;
-          pending.push({ id: nextTxnId++, events: [ev], rebuilt: false });
-          scheduleRecovery();
-          return;
-        }
-      }
-      if (down) {
-        pending.push({ id: nextTxnId++, events: [ev], rebuilt: false });
-        return;
-      }
-      queue.push(ev);
-      void flush();
+      if (queryUsers.length === 0 && gated === 0) return accept(ev);
+      gated++;
+      gate = gate
+        .then(async () => {
+          for (const u of queryUsers) await queryUser(u);
+        })
+        .then(() => {
+          gated--;
+          accept(ev);
+        });
     },
+    enqueueEphemeral(edus) {
+      if (wantsEphemeral) acceptEphemeral('ephemeral', edus);
+    },
+    enqueueToDevice(messages) {
+      if (wantsEphemeral && deps.msc2409ToDevice) acceptEphemeral('toDevice', messages);
+    },
+    droppedEphemeral: () => dropped,
     async ping(transactionId) {
       if (!reg.url) return { status: 400, body: { errcode: 'M_URL_NOT_SET', error: 'Application service URL is not set' } };
       const started = clock.now();
@@ -245,7 +363,8 @@ export function createAppservicePusher(deps: {
         if (msg === 'timeout') return { status: 504, body: { errcode: 'M_CONNECTION_TIMEOUT', error: 'Connection to application service timed out' } };
         return { status: 502, body: { errcode: 'M_CONNECTION_FAILED', error: 'ConnectionRefusedError: Connection was refused by other side: 111: Connection refused.' } };
       }
-      // A successful ping forces the recoverer to retry now (not when dormant after a restart).
+      // A successful ping forces the recoverer to retry now (not when dormant after a restart:
+      // no recoverer runs until the next event).
       if (down && !dormant && !recovering) {
         clock.clearTimeout(recoverTimer);
         recoverTimer = undefined;
@@ -256,9 +375,15 @@ export function createAppservicePusher(deps: {
     restart() {
       clock.clearTimeout(recoverTimer);
       recoverTimer = undefined;
-      for (const ev of queue) pending.push({ id: nextTxnId++, events: [ev], rebuilt: false });
+      for (const ev of queue) pending.push({ id: nextTxnId++, events: [ev], ephemeral: [], toDevice: [], rebuilt: false });
       queue = [];
-      for (const t of pending) t.rebuilt = true;
+      ephemeralQueue = [];
+      toDeviceQueue = [];
+      for (const t of pending) {
+        t.rebuilt = true;
+        t.ephemeral = [];
+        t.toDevice = [];
+      }
       nextTxnId = pending.length ? Math.max(...pending.map((t) => t.id)) + 1 : 1;
       inFlight = false;
       recovering = false;
@@ -267,11 +392,13 @@ export function createAppservicePusher(deps: {
       dormant = true;
     },
     isDown: () => down || (dormant && pending.length > 0),
-    pendingCount: () => pending.length + queue.length,
+    pendingCount: () => pending.length + queue.length + ephemeralQueue.length + toDeviceQueue.length + gated,
     stop() {
       stopped = true;
       clock.clearTimeout(recoverTimer);
     },
-    interested,
+    interested(ev, facts) {
+      return interest.isInterestedInEvent(ev, facts);
+    },
   };
 }

@@ -4,7 +4,9 @@
  * `prev_sender` / `replaces_state` for replaced state plus top-level `prev_content` and
  * `replaces_state` (not `prev_sender`), `redacts` at top level, and invite stripped state at
  * both levels (README rules 11-14). `withoutPrev` gives the shape of an event Synapse reloaded
- * from its database after a restart (rule 7): only `replaces_state` survives.
+ * from its database after a restart (rule 7): only `replaces_state` survives. A redacted event
+ * has `unsigned.redacted_by` / `redacted_because` and a top-level `redacted_because`, and no
+ * `prev_content` (cs-api/state-as-alice-msc3757.json).
  */
 import type { StoredEvent } from './model.ts';
 
@@ -24,10 +26,16 @@ export function formatEvent(ev: StoredEvent, now: number, opts: { withoutPrev?: 
   };
   if (ev.state_key !== undefined) out.state_key = ev.state_key;
   if (ev.redacts !== undefined) out.redacts = ev.redacts;
+  if (ev.redacted_because) {
+    const because = formatEvent(ev.redacted_because, now);
+    unsigned.redacted_by = ev.redacted_because.event_id;
+    unsigned.redacted_because = because;
+    out.redacted_because = because;
+  }
   if (ev.prev) {
     unsigned.replaces_state = ev.prev.event_id;
     out.replaces_state = ev.prev.event_id;
-    if (!opts.withoutPrev) {
+    if (!opts.withoutPrev && !ev.redacted_because) {
       unsigned.prev_content = ev.prev.content;
       unsigned.prev_sender = ev.prev.sender;
       out.prev_content = ev.prev.content;
@@ -40,7 +48,10 @@ export function formatEvent(ev: StoredEvent, now: number, opts: { withoutPrev?: 
   return out;
 }
 
-/** `?format=event` on `/state/{type}/{key}`: the event with `unsigned: {age_ts}` and no `age` (rule 30). */
+/**
+ * `?format=event` on `/state/{type}/{key}`: the event with `unsigned: {age_ts}`, and no `age`,
+ * `event_id` or `user_id` (rule 30; cs-api/state-call-member-bob-msc3757-format-event.json).
+ */
 export function formatStateEventQuirk(ev: StoredEvent): Record<string, unknown> {
   const out: Record<string, unknown> = {
     type: ev.type,
@@ -50,8 +61,6 @@ export function formatStateEventQuirk(ev: StoredEvent): Record<string, unknown> 
     state_key: ev.state_key,
     origin_server_ts: ev.origin_server_ts,
     unsigned: { age_ts: ev.origin_server_ts },
-    event_id: ev.event_id,
-    user_id: ev.sender,
   };
   return out;
 }

@@ -5,7 +5,10 @@
  * checked like synapse/event_auth.py (sender joined, power level for the event type, the
  * `@`-owned state key rule, MSC3757's "strictly higher power level" rule); identical state
  * re-sends are no-ops returning the existing event id (README rule 17); redactions empty the
- * content. Every persisted event is reported to `onEvent` listeners (the appservice pusher).
+ * content (keeping the keys the redaction algorithm keeps) and mark the event
+ * `redacted_because`. The state right after each membership event is kept, so a user who left
+ * reads the state at their leave (`stateAfter`). Every persisted event is reported to `onEvent`
+ * listeners (the appservice pusher).
  */
 import { randomBytes } from 'node:crypto';
 import type { Clock } from '../../common/clock.ts';
@@ -22,6 +25,8 @@ export interface StoredEvent {
   /** The state this event replaced, when there was one. */
   prev?: { event_id: string; content: Record<string, unknown>; sender: string };
   invite_room_state?: Record<string, unknown>[];
+  /** The redaction that emptied this event. */
+  redacted_because?: StoredEvent;
 }
 
 export interface FakeRoom {
@@ -30,6 +35,10 @@ export interface FakeRoom {
   /** `${type}\0${state_key}` -> event id */
   state: Map<string, string>;
   events: Map<string, StoredEvent>;
+  /** membership event id -> the room state right after it (state at a leave). */
+  memberSnapshots: Map<string, Map<string, string>>;
+  /** Published aliases (`#a:hs`), for the appservice `aliases` namespace. */
+  aliases: string[];
 }
 
 export interface FakeUser {
@@ -82,6 +91,11 @@ export interface HomeserverModel {
   redact(sender: string, roomId: string, eventId: string, reason?: string): string;
   stateEvent(roomId: string, type: string, stateKey: string): StoredEvent | undefined;
   currentState(roomId: string): StoredEvent[];
+  /** The state right after a membership event (undefined for other events). */
+  stateAfter(roomId: string, memberEventId: string): StoredEvent[] | undefined;
+  /** Joined members whose server is this homeserver. */
+  localJoinedMembers(roomId: string): string[];
+  addAlias(roomId: string, alias: string): void;
   powerLevel(roomId: string, userId: string): number;
   onEvent(listener: (ev: StoredEvent) => void): () => void;
   room(roomId: string): FakeRoom;
@@ -144,6 +158,7 @@ export function createHomeserverModel(deps: { serverName: string; clock: Clock }
       const prev = prevId ? r.events.get(prevId) : undefined;
       if (prev) stored.prev = { event_id: prev.event_id, content: prev.content, sender: prev.sender };
       r.state.set(stateKeyOf(ev.type, ev.state_key), stored.event_id);
+      if (ev.type === 'm.room.member') r.memberSnapshots.set(stored.event_id, new Map(r.state));
     }
     r.events.set(stored.event_id, stored);
     for (const l of listeners) {
@@ -204,7 +219,7 @@ export function createHomeserverModel(deps: { serverName: string; clock: Clock }
       const version = opts.version ?? '10';
       if (!KNOWN_VERSIONS.has(version)) throw new MatrixApiError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Your homeserver does not support the features required to interact with this room`);
       const roomId = `!${randomLetters(18)}:${serverName}`;
-      rooms.set(roomId, { roomId, version, state: new Map(), events: new Map() });
+      rooms.set(roomId, { roomId, version, state: new Map(), events: new Map(), memberSnapshots: new Map(), aliases: [] });
       const createContent: Record<string, unknown> = MSC3757_VERSIONS.has(version) || version === '11'
         ? { room_version: version }
         : { creator, room_version: version };
@@ -316,14 +331,25 @@ export function createHomeserverModel(deps: { serverName: string; clock: Clock }
       const content: Record<string, unknown> = { redacts: eventId };
       if (reason !== undefined) content.reason = reason;
       const ev = persist({ type: 'm.room.redaction', room_id: roomId, sender, content, redacts: eventId });
-      // The redaction algorithm keeps no content keys for these event types.
-      target.content = {};
+      target.content = redactContent(target.type, target.content, r.version);
+      target.redacted_because = ev;
       return ev.event_id;
     },
     stateEvent,
     currentState(roomId) {
       const r = room(roomId);
       return [...r.state.values()].map((id) => r.events.get(id)!);
+    },
+    stateAfter(roomId, memberEventId) {
+      const r = room(roomId);
+      const snap = r.memberSnapshots.get(memberEventId);
+      return snap ? [...snap.values()].map((id) => r.events.get(id)!) : undefined;
+    },
+    localJoinedMembers(roomId) {
+      return model.joinedMembers(roomId).filter((u) => u.endsWith(`:${serverName}`));
+    },
+    addAlias(roomId, alias) {
+      room(roomId).aliases.push(alias);
     },
     powerLevel,
     onEvent(listener) {
@@ -338,4 +364,20 @@ function sortDeep(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(sortDeep);
   if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).toSorted().map((k) => [k, sortDeep((v as Record<string, unknown>)[k])]));
   return v;
+}
+
+/** Content keys the redaction algorithm keeps (room versions 10/11; the spec's redaction rules). */
+const KEPT_KEYS: Record<string, string[]> = {
+  'm.room.member': ['membership', 'join_authorised_via_users_server'],
+  'm.room.join_rules': ['join_rule', 'allow'],
+  'm.room.history_visibility': ['history_visibility'],
+  'm.room.power_levels': ['ban', 'events', 'events_default', 'kick', 'redact', 'state_default', 'users', 'users_default'],
+  'm.room.create': ['creator'],
+};
+
+function redactContent(type: string, content: Record<string, unknown>, version: string): Record<string, unknown> {
+  const v11 = version === '11' || version === 'org.matrix.msc3757.11';
+  if (type === 'm.room.create' && v11) return content;
+  const keep = [...(KEPT_KEYS[type] ?? []), ...(v11 && type === 'm.room.power_levels' ? ['invite'] : [])];
+  return Object.fromEntries(Object.entries(content).filter(([k]) => keep.includes(k)));
 }
