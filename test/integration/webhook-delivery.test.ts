@@ -4,7 +4,8 @@
  * does: a real @livekit/rtc-node participant joins, publishes, unpublishes and leaves, and the
  * events arrive in that order; a receiver answering 500 gets the same event again.
  */
-import { DisconnectReason as ProtoDisconnectReason } from '@livekit/protocol';
+import { DisconnectReason as ProtoDisconnectReason, SignalResponse } from '@livekit/protocol';
+import WebSocket from 'ws';
 import { AccessToken, RoomServiceClient, type WebhookEvent } from 'livekit-server-sdk';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../common/clock.ts';
@@ -57,7 +58,12 @@ async function setup(respond?: (n: number) => number | 'hang') {
     return client;
   };
   const eventsOf = (room: string): WebhookEvent[] => receiver.accepted().filter((e) => e.room?.name === room);
-  return { receiver, sfu, api, join, eventsOf };
+  const token = async (room: string, identity: string) => {
+    const at = new AccessToken(KEY, SECRET, { identity, ttl: '10m' });
+    at.addGrant({ roomJoin: true, room });
+    return await at.toJwt();
+  };
+  return { receiver, sfu, url, api, join, token, eventsOf };
 }
 
 describe('webhooks from a real SFU', () => {
@@ -111,6 +117,28 @@ describe('webhooks from a real SFU', () => {
     expect(first.map((e) => e?.event)).toEqual(['room_started', 'room_started', 'room_started']);
     expect(new Set(first.map((e) => e?.id)).size).toBe(1);
     expect(eventsOf(room).map((e) => e.event)).toEqual(['room_started', 'participant_joined', 'participant_left']);
+  });
+
+  it('a participant whose media never connects is reported as participant_connection_aborted, not left', async () => {
+    const { url, token, eventsOf } = await setup();
+    const room = 'hook-room-aborted';
+    // Signalling only: join over the WebSocket, read the JoinResponse, go away without any ICE.
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/rtc?access_token=${await token(room, 'ghost')}`);
+    cleanups.push(async () => ws.terminate());
+    await new Promise<void>((resolve, reject) => {
+      ws.on('message', (data: Buffer) => {
+        if (SignalResponse.fromBinary(new Uint8Array(data)).message.case === 'join') resolve();
+      });
+      ws.once('error', reject);
+    });
+    ws.close();
+    await waitFor('participant_connection_aborted', () =>
+      eventsOf(room).some((e) => e.event === 'participant_connection_aborted'),
+    );
+    const events = eventsOf(room).map((e) => e.event);
+    expect(events).not.toContain('participant_joined');
+    expect(events).not.toContain('participant_left');
+    expect(eventsOf(room).find((e) => e.event === 'participant_connection_aborted')?.participant?.identity).toBe('ghost');
   });
 
   it('counts deliveries and failed attempts on /metrics without room or user labels', async () => {
