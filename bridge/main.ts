@@ -5,7 +5,7 @@
  * bridge file that reads env or exits.
  */
 import { parseCommonArgs } from '../common/cli.ts';
-import { ConfigError } from '../common/config.ts';
+import { runMain, untilShutdownSignal } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { resolveBridgeConfig, type BridgeConfig } from './config.ts';
@@ -28,47 +28,17 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  let config: BridgeConfig;
-  try {
-    config = resolveBridgeConfig(process.env, args.config);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`bridge: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  }
+  const config: BridgeConfig = resolveBridgeConfig(process.env, args.config);
   if (args.validate) {
     console.log('bridge: configuration is valid');
     return 0;
   }
   const logger = createLogger({ name: 'bridge', level: config.logLevel });
-  let bridge;
-  try {
-    bridge = createBridge({ config, logger, clock: systemClock });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`bridge: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  }
+  const bridge = createBridge({ config, logger, clock: systemClock });
   await bridge.start();
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  logger.info('shutting down');
+  logger.info({ signal: await untilShutdownSignal() }, 'shutting down');
   await bridge.stop();
   return 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error('bridge: fatal:', err);
-    process.exitCode = 1;
-  },
-);
+runMain('bridge', main);

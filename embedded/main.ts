@@ -5,6 +5,7 @@
 import { resolve } from 'node:path';
 import { parseCommonArgs } from '../common/cli.ts';
 import { ConfigError } from '../common/config.ts';
+import { runMain, untilShutdownSignal } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { createEmbedded } from './embedded.ts';
@@ -36,9 +37,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const logger = createLogger({ name: 'embedded', level: (process.env.LIVEKIT_LOG_LEVEL as 'info') || 'info' });
-  let embedded;
-  try {
-    embedded = createEmbedded({
+  const embedded = createEmbedded({
       dataDir: resolve(typeof args.rest['data-dir'] === 'string' ? args.rest['data-dir'] : '.data'),
       sfuPort: portArg(args.rest['sfu-port'], 7880, 'sfu-port'),
       bridgePort: portArg(args.rest['bridge-port'], 8080, 'bridge-port'),
@@ -47,13 +46,6 @@ async function main(): Promise<number> {
       clock: systemClock,
       env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('BRIDGE_'))),
     });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`embedded: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  }
   if (args.validate) {
     console.log('embedded: configuration is valid');
     return 0;
@@ -71,20 +63,9 @@ Next: point Element Call's livekit_service_url at ${urls.bridgeUrl}, or mint a t
 livekit-server-sdk using the dev key and join ${urls.livekitUrl}. README.md explains how to
 register the appservice with Synapse. Ctrl-C stops.
 `);
-  await new Promise<void>((resolveStop) => {
-    process.once('SIGINT', resolveStop);
-    process.once('SIGTERM', resolveStop);
-  });
+  await untilShutdownSignal();
   await embedded.stop();
   return 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error('embedded: fatal:', err);
-    process.exitCode = 1;
-  },
-);
+runMain('embedded', main);

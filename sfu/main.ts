@@ -4,7 +4,7 @@
  * the server and stops it on SIGINT/SIGTERM. The only SFU file that reads env or exits.
  */
 import { parseCommonArgs } from '../common/cli.ts';
-import { ConfigError } from '../common/config.ts';
+import { runMain, untilShutdownSignal } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { resolveSfuConfig, type SfuConfig } from './config.ts';
@@ -26,20 +26,11 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  let config: SfuConfig;
-  try {
-    config = resolveSfuConfig({
-      configFile: args.config,
-      configBody: process.env.LIVEKIT_CONFIG,
-      keysEnv: process.env.LIVEKIT_KEYS,
-    });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`sfu: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  }
+  const config: SfuConfig = resolveSfuConfig({
+    configFile: args.config,
+    configBody: process.env.LIVEKIT_CONFIG,
+    keysEnv: process.env.LIVEKIT_KEYS,
+  });
   if (args.validate) {
     console.log('sfu: configuration is valid');
     return 0;
@@ -47,21 +38,9 @@ async function main(): Promise<number> {
   const logger = createLogger({ name: 'sfu', level: config.logging.level });
   const sfu = createSfuServer({ config, logger, clock: systemClock });
   await sfu.start();
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  logger.info('shutting down');
+  logger.info({ signal: await untilShutdownSignal() }, 'shutting down');
   await sfu.stop();
   return 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error('sfu: fatal:', err);
-    process.exitCode = 1;
-  },
-);
+runMain('sfu', main);
