@@ -5,36 +5,13 @@
  * `video.roomJoin` and a room. Every refusal is an `AuthError` carrying LiveKit's HTTP status
  * and plain-text body. Also mints the `refresh_token` LiveKit sends to connected clients.
  */
-import { SignJWT, decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { SignJWT, type JWTPayload } from 'jose';
+import { AuthError, verifyAccessToken, type VideoGrant } from '../access-token.ts';
 
-export const TOKEN_LEEWAY_S = 60;
 /** LiveKit's tokenDefaultTTL for refreshed tokens. */
 export const REFRESH_TOKEN_TTL_S = 10 * 60;
 
-export class AuthError extends Error {
-  readonly status: number;
-  constructor(status: number, message: string) {
-    super(message);
-    this.name = 'AuthError';
-    this.status = status;
-  }
-}
-
-export interface VideoGrant {
-  roomJoin?: boolean;
-  room?: string;
-  roomCreate?: boolean;
-  roomAdmin?: boolean;
-  roomList?: boolean;
-  canPublish?: boolean;
-  canSubscribe?: boolean;
-  canPublishData?: boolean;
-  canPublishSources?: string[];
-  canUpdateOwnMetadata?: boolean;
-  hidden?: boolean;
-  recorder?: boolean;
-  agent?: boolean;
-}
+export { AuthError, type VideoGrant } from '../access-token.ts';
 
 export interface JoinClaims {
   apiKey: string;
@@ -74,47 +51,6 @@ export function permissionsOf(video: VideoGrant): JoinPermissions {
     recorder: video.recorder ?? false,
     agent: video.agent ?? false,
   };
-}
-
-function describe(err: unknown): string {
-  if (err instanceof joseErrors.JWTExpired) return 'token is expired (exp)';
-  if (err instanceof joseErrors.JWTClaimValidationFailed) {
-    if (err.claim === 'nbf') return 'token is not valid yet (nbf)';
-    if (err.claim === 'exp') return 'token has no expiry (exp)';
-    return `invalid claim ${err.claim}`;
-  }
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'signature is invalid';
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'unexpected signing algorithm';
-  if (err instanceof joseErrors.JOSEError) return err.message;
-  return String(err);
-}
-
-/** Verifies a token's signature and times; throws AuthError(401). */
-export async function verifyAccessToken(
-  token: string,
-  keys: Readonly<Record<string, string>>,
-  nowMs: number,
-): Promise<{ apiKey: string; payload: JWTPayload }> {
-  let unverified: JWTPayload;
-  try {
-    unverified = decodeJwt(token);
-  } catch (err) {
-    throw new AuthError(401, `invalid authorization token: ${describe(err)}`);
-  }
-  const apiKey = typeof unverified.iss === 'string' ? unverified.iss : '';
-  const secret = Object.hasOwn(keys, apiKey) ? keys[apiKey] : undefined;
-  if (!apiKey || secret === undefined) throw new AuthError(401, 'invalid API key');
-  try {
-    const { payload } = await jwtVerify(token, new TextEncoder().encode(secret), {
-      algorithms: ['HS256'],
-      clockTolerance: TOKEN_LEEWAY_S,
-      currentDate: new Date(nowMs),
-      requiredClaims: ['exp'],
-    });
-    return { apiKey, payload };
-  } catch (err) {
-    throw new AuthError(401, `invalid authorization token: ${describe(err)}`);
-  }
 }
 
 function stringMap(value: unknown): Record<string, string> {

@@ -2,22 +2,18 @@
  * API token checks for the RoomService edge, as LiveKit's HTTP middleware and grant checks do
  * them (livekit pkg/service/auth.go, protocol auth/verifier.go): HS256 only, `iss` names the API
  * key whose secret verifies it, `exp` required, 60 s leeway, time from the injected clock.
+ * Verification itself is sfu/access-token.ts, shared with signalling.
  * A present but bad token is an `AuthRejection` (plain-text 401 before Twirp); a missing token
  * gives empty grants, so the method's grant check answers Twirp `unauthenticated`.
  */
-import { decodeJwt, errors as joseErrors, jwtVerify } from 'jose';
+import { AuthError, verifyAccessToken, type VideoGrant as FullVideoGrant } from '../access-token.ts';
 import type { Clock } from '../../common/clock.ts';
 import { TwirpError } from './errors.ts';
 
 /** The `video` grant fields the RoomService checks (protocol auth/grants.go). */
-export interface VideoGrant {
-  roomCreate?: boolean;
-  roomList?: boolean;
-  roomAdmin?: boolean;
-  roomJoin?: boolean;
+export type VideoGrant = Pick<FullVideoGrant, 'roomCreate' | 'roomList' | 'roomAdmin' | 'roomJoin' | 'room'> & {
   roomRecord?: boolean;
-  room?: string;
-}
+};
 
 export interface ApiGrants {
   /** The API key (`iss`) that signed the token, or undefined without a token. */
@@ -33,7 +29,6 @@ export class AuthRejection extends Error {
   }
 }
 
-export const LEEWAY_SECONDS = 60;
 const BEARER = 'Bearer ';
 
 export interface TokenVerifier {
@@ -56,8 +51,6 @@ function parseVideoGrant(raw: unknown): VideoGrant | undefined {
 }
 
 export function createTokenVerifier(deps: { keys: Record<string, string>; clock: Clock }): TokenVerifier {
-  const encoder = new TextEncoder();
-  const secrets = new Map(Object.entries(deps.keys).map(([k, s]) => [k, encoder.encode(s)]));
   return {
     async verify(authorization, queryToken) {
       let token: string;
@@ -71,34 +64,12 @@ export function createTokenVerifier(deps: { keys: Record<string, string>; clock:
       } else {
         return {};
       }
-      let iss: unknown;
       try {
-        iss = decodeJwt(token).iss;
-      } catch {
-        throw new AuthRejection('invalid authorization token');
-      }
-      if (typeof iss !== 'string' || !iss) throw new AuthRejection('invalid authorization token: no issuer');
-      const secret = secrets.get(iss);
-      if (!secret) throw new AuthRejection('invalid API key');
-      try {
-        const { payload } = await jwtVerify(token, secret, {
-          algorithms: ['HS256'],
-          clockTolerance: LEEWAY_SECONDS,
-          currentDate: new Date(deps.clock.now()),
-          requiredClaims: ['exp'],
-          issuer: iss,
-        });
-        return { apiKey: iss, video: parseVideoGrant(payload.video) };
+        const { apiKey, payload } = await verifyAccessToken(token, deps.keys, deps.clock.now());
+        return { apiKey, video: parseVideoGrant(payload.video) };
       } catch (err) {
-        const detail =
-          err instanceof joseErrors.JWTExpired
-            ? 'token is expired'
-            : err instanceof joseErrors.JWTClaimValidationFailed
-              ? err.message
-              : err instanceof joseErrors.JWSSignatureVerificationFailed
-                ? 'signature is invalid'
-                : 'token could not be verified';
-        throw new AuthRejection(`invalid authorization token: ${detail}`);
+        if (err instanceof AuthError) throw new AuthRejection(err.message);
+        throw err;
       }
     },
   };
