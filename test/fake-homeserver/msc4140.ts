@@ -80,7 +80,7 @@ export function createDelayedEvents(deps: { model: HomeserverModel; clock: Clock
   // Another user's state write at the same key cancels pending delayed state events.
   model.onEvent((ev) => {
     if (ev.state_key === undefined) return;
-    for (const e of [...pending.values()]) {
+    for (const e of Array.from(pending.values())) {
       if (e.roomId === ev.room_id && e.type === ev.type && e.stateKey === ev.state_key && e.userId !== ev.sender) {
         clock.clearTimeout(e.timer);
         pending.delete(e.delayId);

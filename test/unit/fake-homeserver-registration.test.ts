@@ -10,6 +10,8 @@ import { FIXTURES_DIR } from '../fake-homeserver/fixtures.ts';
 import { createInterest, RegistrationError, validateRegistration, validateRegistrations } from '../fake-homeserver/registration.ts';
 import { startFakeHomeserver, testRegistration } from '../fake-homeserver/server.ts';
 
+const noFacts = () => ({ localJoined: [], aliases: [] });
+const msgIn = (room: string) => ({ type: 'm.room.message', sender: '@carol:localhost', room_id: room });
 const recordedRegistration = () => parse(readFileSync(`${FIXTURES_DIR}registration.yaml`, 'utf8')) as Record<string, unknown>;
 const without = (key: string) => Object.fromEntries(Object.entries(recordedRegistration()).filter(([k]) => k !== key));
 
@@ -72,21 +74,19 @@ describe('namespace regexes and interest (synapse/appservice/__init__.py)', () =
 
   it('is interested in the bot, in namespaced senders and in namespaced member targets', () => {
     const i = createInterest(reg('@irc_.*'), 'localhost');
-    const facts = () => ({ localJoined: [], aliases: [] });
-    expect(i.isInterestedInEvent({ type: 'm.room.message', sender: '@rtcbot:localhost', room_id: '!r:localhost' }, facts)).toBe(true);
-    expect(i.isInterestedInEvent({ type: 'm.room.message', sender: '@irc_a:localhost', room_id: '!r:localhost' }, facts)).toBe(true);
-    expect(i.isInterestedInEvent({ type: 'm.room.member', sender: '@carol:localhost', state_key: '@irc_a:localhost', room_id: '!r:localhost' }, facts)).toBe(true);
-    expect(i.isInterestedInEvent({ type: 'm.room.topic', sender: '@carol:localhost', state_key: '@irc_a:localhost', room_id: '!r:localhost' }, facts)).toBe(false);
-    expect(i.isInterestedInEvent({ type: 'm.room.message', sender: '@carol:localhost', room_id: '!r:localhost' }, facts)).toBe(false);
+    expect(i.isInterestedInEvent({ type: 'm.room.message', sender: '@rtcbot:localhost', room_id: '!r:localhost' }, noFacts)).toBe(true);
+    expect(i.isInterestedInEvent({ type: 'm.room.message', sender: '@irc_a:localhost', room_id: '!r:localhost' }, noFacts)).toBe(true);
+    expect(i.isInterestedInEvent({ type: 'm.room.member', sender: '@carol:localhost', state_key: '@irc_a:localhost', room_id: '!r:localhost' }, noFacts)).toBe(true);
+    expect(i.isInterestedInEvent({ type: 'm.room.topic', sender: '@carol:localhost', state_key: '@irc_a:localhost', room_id: '!r:localhost' }, noFacts)).toBe(false);
+    expect(i.isInterestedInEvent({ type: 'm.room.message', sender: '@carol:localhost', room_id: '!r:localhost' }, noFacts)).toBe(false);
   });
 
   it('is interested in rooms by id, by alias, and by any joined local user of interest', () => {
     const i = createInterest(reg('@irc_.*', ['!calls'], ['#irc_']), 'localhost');
-    const ev = (room: string) => ({ type: 'm.room.message', sender: '@carol:localhost', room_id: room });
-    expect(i.isInterestedInEvent(ev('!calls1:localhost'), () => ({ localJoined: [], aliases: [] }))).toBe(true);
-    expect(i.isInterestedInEvent(ev('!other:localhost'), () => ({ localJoined: [], aliases: ['#irc_x:localhost'] }))).toBe(true);
-    expect(i.isInterestedInEvent(ev('!other:localhost'), () => ({ localJoined: ['@carol:localhost', '@irc_a:localhost'], aliases: [] }))).toBe(true);
-    expect(i.isInterestedInEvent(ev('!other:localhost'), () => ({ localJoined: ['@carol:localhost'], aliases: ['#main:localhost'] }))).toBe(false);
+    expect(i.isInterestedInEvent(msgIn('!calls1:localhost'), () => ({ localJoined: [], aliases: [] }))).toBe(true);
+    expect(i.isInterestedInEvent(msgIn('!other:localhost'), () => ({ localJoined: [], aliases: ['#irc_x:localhost'] }))).toBe(true);
+    expect(i.isInterestedInEvent(msgIn('!other:localhost'), () => ({ localJoined: ['@carol:localhost', '@irc_a:localhost'], aliases: [] }))).toBe(true);
+    expect(i.isInterestedInEvent(msgIn('!other:localhost'), () => ({ localJoined: ['@carol:localhost'], aliases: ['#main:localhost'] }))).toBe(false);
   });
 
   it('counts only local joined users: a remote user matching the regex makes no interest', async () => {

@@ -33,7 +33,7 @@ async function setup(opts: { clock?: ManualClock; flags?: Partial<AppserviceRegi
 }
 
 const bodyOf = (t: ReceivedRequest) => t.body as Record<string, unknown> & { events: Record<string, unknown>[] };
-const api = (path: string, token: string, body: unknown, method = 'PUT') =>
+const api = (path: string, token: string, body: unknown, method: 'PUT' | 'POST' = 'PUT') =>
   fetch(`${hs!.url}/_matrix/client/v3${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
 
 describe('user query before pushing (handlers/appservice.py _check_user_exists)', () => {
