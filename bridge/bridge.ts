@@ -13,9 +13,9 @@ import { ConfigError } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
 import { createRedisConnection, type RedisClient } from '../common/redis.ts';
 import { APPSERVICE_PREFIX, createAppservice, type Appservice } from './appservice/appservice.ts';
-import { createHomeserverClient } from './appservice/homeserver-client.ts';
+import { createAppserviceClient } from './homeserver/client.ts';
 import type { BridgeConfig } from './config.ts';
-import { createLivekitSfuApi } from './lifecycle/sfu-api.ts';
+import { createSfuRoomService } from './sfu/room-service.ts';
 import { createMemoryStore } from './store/memory-store.ts';
 import { createRedisStore } from './store/redis-store.ts';
 import { createBridgeServer } from './server.ts';
@@ -49,6 +49,8 @@ export function createBridge(deps: BridgeProcessDeps): Bridge {
     : undefined;
   const store = redis ? createRedisStore({ redis }) : createMemoryStore({ clock });
 
+  // One RoomService client for both halves (token service and room lifecycle).
+  const sfu = createSfuRoomService({ url: config.livekit.url, key: config.livekit.key, secret: config.livekit.secret });
   let appservice: Appservice | undefined;
   if (config.appservice) {
     appservice = createAppservice({
@@ -56,8 +58,8 @@ export function createBridge(deps: BridgeProcessDeps): Bridge {
       appserviceId: config.appservice.id,
       serverName: config.appservice.serverName,
       store,
-      sfu: createLivekitSfuApi({ url: config.livekit.url, key: config.livekit.key, secret: config.livekit.secret }),
-      homeserver: createHomeserverClient({ baseUrl: config.homeserver_url, asToken: config.appservice.asToken }),
+      sfu,
+      homeserver: createAppserviceClient({ baseUrl: config.homeserver_url, asToken: config.appservice.asToken }),
       clock,
       logger,
       registry: server.metrics,
@@ -73,6 +75,7 @@ export function createBridge(deps: BridgeProcessDeps): Bridge {
     clock,
     metrics: server.metrics,
     membershipOracle: appservice?.oracle,
+    sfu,
     redis,
   });
   server.app.use(token.router);

@@ -9,9 +9,11 @@
  * txn ids after a restart. One bad event never fails a transaction; a store failure does (500),
  * so the homeserver retries it.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import type { Logger } from '../../common/logger.ts';
+import { MatrixError, sendMatrixError } from '../http/matrix-error.ts';
+import { bearerToken, tokenMatches } from '../http/secrets.ts';
 import type { BridgeStore } from '../store/store.ts';
 import type { BridgeMetrics } from './metrics.ts';
 
@@ -35,24 +37,12 @@ export interface AppserviceApiDeps {
 }
 
 function matrixError(res: Response, status: number, errcode: string, error: string): void {
-  res.status(status).json({ errcode, error });
-}
-
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
-
-/** Constant-time token comparison (hashing first makes the lengths equal). */
-export function tokenMatches(given: string, expected: string): boolean {
-  return timingSafeEqual(sha256(given), sha256(expected));
+  sendMatrixError(res, new MatrixError(status, errcode, error));
 }
 
 function tokenOf(req: Request): string | undefined {
-  const h = req.headers.authorization;
-  if (typeof h === 'string') {
-    const m = /^Bearer\s+(.+)$/i.exec(h.trim());
-    if (m) return m[1];
-  }
+  const fromHeader = bearerToken(req.headers.authorization);
+  if (fromHeader !== undefined) return fromHeader;
   const q = req.query.access_token;
   return typeof q === 'string' && q !== '' ? q : undefined;
 }

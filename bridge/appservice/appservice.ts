@@ -12,12 +12,12 @@ import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import { createRoomLifecycle, type RoomLifecycle } from '../lifecycle/lifecycle.ts';
 import { createReconciler, type ReconcileReport, type Reconciler } from '../lifecycle/reconcile.ts';
-import type { SfuRoomApi } from '../lifecycle/sfu-api.ts';
+import type { SfuRoomService } from '../sfu/room-service.ts';
 import { createMembershipOracle, type MembershipOracle } from '../membership/oracle.ts';
 import { createMembershipTracker, type MembershipTracker } from '../membership/tracker.ts';
 import type { BridgeStore } from '../store/store.ts';
 import { createAppserviceRouter } from './api.ts';
-import type { HomeserverClient } from './homeserver-client.ts';
+import type { AppserviceClient } from '../homeserver/client.ts';
 import { createBridgeMetrics, type BridgeMetrics } from './metrics.ts';
 
 export { APPSERVICE_PREFIX } from './api.ts';
@@ -28,8 +28,8 @@ export interface AppserviceDeps {
   appserviceId?: string;
   serverName: string;
   store: BridgeStore;
-  sfu: SfuRoomApi;
-  homeserver: HomeserverClient;
+  sfu: SfuRoomService;
+  homeserver: AppserviceClient;
   clock: Clock;
   logger: Logger;
   registry: Registry;

@@ -23,7 +23,7 @@ import {
   type LiveKitIdentity,
   type LiveKitRoomName,
 } from '../token/names.ts';
-import type { SfuRoomApi } from './sfu-api.ts';
+import type { SfuRoomService } from '../sfu/room-service.ts';
 
 /**
  * Every identity the token service may have issued to this device: `<mxid>:<device>` from
@@ -58,7 +58,7 @@ export interface RoomLifecycle extends MembershipListener {
 
 export interface RoomLifecycleDeps {
   store: BridgeStore;
-  sfu: SfuRoomApi;
+  sfu: SfuRoomService;
   clock: Clock;
   logger: Logger;
   metrics: BridgeMetrics;

@@ -12,13 +12,13 @@
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { BridgeMetrics } from '../appservice/metrics.ts';
-import { HomeserverError, type HomeserverClient } from '../appservice/homeserver-client.ts';
+import { HomeserverError, type AppserviceClient } from '../homeserver/client.ts';
 import { interpretEvent, asMatrixEvent } from '../membership/parse.ts';
 import type { MembershipTracker } from '../membership/tracker.ts';
 import type { BridgeStore, CallMembership } from '../store/store.ts';
 import { LEGACY_SLOT_ID, liveKitRoomAlias } from '../token/names.ts';
 import { identitiesFor, sfuRoomOf, userOfLegacyIdentity, type RoomLifecycle } from './lifecycle.ts';
-import type { SfuParticipantInfo, SfuRoomApi, SfuRoomInfo } from './sfu-api.ts';
+import type { SfuParticipantInfo, SfuRoomService, SfuRoomInfo } from '../sfu/room-service.ts';
 
 export interface ReconcileReport {
   outcome: 'ok' | 'partial' | 'failed';
@@ -41,8 +41,8 @@ export interface ReconcilerDeps {
   store: BridgeStore;
   tracker: MembershipTracker;
   lifecycle: RoomLifecycle;
-  sfu: SfuRoomApi;
-  homeserver: HomeserverClient;
+  sfu: SfuRoomService;
+  homeserver: AppserviceClient;
   clock: Clock;
   logger: Logger;
   metrics: BridgeMetrics;
@@ -70,6 +70,10 @@ export function membershipsFromState(state: unknown[], now: number): CallMembers
   return out;
 }
 
+function emptyReport(outcome: ReconcileReport['outcome']): ReconcileReport {
+  return { outcome, roomsChecked: 0, roomsUncertain: [], adopted: 0, dropped: 0, participantsRemoved: 0, roomsCreated: 0, orphansScheduled: 0 };
+}
+
 export function createReconciler(deps: ReconcilerDeps): Reconciler {
   const { store, tracker, lifecycle, sfu, homeserver, clock, logger, metrics } = deps;
   const log = logger.child({ component: 'reconcile' });
@@ -93,16 +97,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   }
 
   async function pass(): Promise<ReconcileReport> {
-    const report: ReconcileReport = {
-      outcome: 'ok',
-      roomsChecked: 0,
-      roomsUncertain: [],
-      adopted: 0,
-      dropped: 0,
-      participantsRemoved: 0,
-      roomsCreated: 0,
-      orphansScheduled: 0,
-    };
+    const report = emptyReport('ok');
     let discoveryComplete = true;
 
     let sfuRooms: SfuRoomInfo[] | undefined;
@@ -246,16 +241,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     running = pass().catch((err: unknown) => {
       metrics.reconcileRuns.inc({ outcome: 'failed' });
       log.error({ err }, 'reconcile pass failed; nothing more was changed');
-      return {
-        outcome: 'failed' as const,
-        roomsChecked: 0,
-        roomsUncertain: [],
-        adopted: 0,
-        dropped: 0,
-        participantsRemoved: 0,
-        roomsCreated: 0,
-        orphansScheduled: 0,
-      };
+      return emptyReport('failed');
     });
     try {
       return await running;

@@ -6,10 +6,16 @@ import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { DelayedLeaveManager } from './delayed-leave.ts';
 import type { FederationClient } from './federation.ts';
-import type { CsApiResolver, HomeserverClient } from './homeserver-client.ts';
+import type { HomeserverClient } from '../homeserver/client.ts';
+import type { CsApiResolver } from './cs-api-resolver.ts';
 import type { TokenMinter } from './jwt.ts';
 import type { MembershipChecker } from './membership.ts';
-import type { SfuRoomApi } from './sfu-api.ts';
+import { roomCreationFailed } from './errors.ts';
+import type { LiveKitRoomName } from './names.ts';
+import type { SfuRoomService } from '../sfu/room-service.ts';
+
+/** What the token service asks of the SFU. */
+export type TokenSfuApi = Pick<SfuRoomService, 'createRoom' | 'participantExists'>;
 
 /** Who may publish: everyone (lk-jwt-service Go HEAD) or full-access users only (Rust PR #222). */
 export type PublishPolicy = 'everyone' | 'full_access';
@@ -24,7 +30,7 @@ export interface TokenContext {
   csApi: CsApiResolver;
   homeserver: HomeserverClient;
   minter: TokenMinter;
-  sfu: SfuRoomApi;
+  sfu: TokenSfuApi;
   membership: MembershipChecker;
   delayedLeave: DelayedLeaveManager;
   appservice?: { asToken: string; hsToken: string; serverName: string };
@@ -43,4 +49,14 @@ export function isFullAccess(ctx: TokenContext, serverName: string): boolean {
 export async function ownCsApi(ctx: TokenContext, serverName: string): Promise<string> {
   if (ctx.homeserverUrl) return ctx.homeserverUrl.replace(/\/+$/, '');
   return ctx.csApi.resolve(serverName);
+}
+
+/** CreateRoom on the SFU for a full-access user; a failure is lk-jwt-service's 500. */
+export async function createSfuRoom(ctx: TokenContext, room: LiveKitRoomName): Promise<void> {
+  try {
+    await ctx.sfu.createRoom(room);
+  } catch (err) {
+    ctx.logger.error({ room, err: (err as Error).message }, 'CreateRoom on the SFU failed');
+    throw roomCreationFailed();
+  }
 }

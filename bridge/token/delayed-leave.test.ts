@@ -2,10 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createManualClock, type ManualClock } from '../../common/clock.ts';
 import { createSilentLogger } from '../../common/logger.ts';
 import { createDelayedLeaveManager, type DelayedLeaveManager } from './delayed-leave.ts';
-import type { ActionOutcome, CsApiResolver, DelayedEventAction, HomeserverClient } from './homeserver-client.ts';
-import { CsApiUnresolvableError } from './homeserver-client.ts';
+import type { ActionOutcome, DelayedEventAction, HomeserverClient } from '../homeserver/client.ts';
+import { CsApiUnresolvableError, type CsApiResolver } from './cs-api-resolver.ts';
 import { createMemoryJobStore, type DelayedLeaveJobStore, type JobParams } from './job-store.ts';
-import type { SfuRoomApi } from './sfu-api.ts';
+import type { TokenSfuApi } from './context.ts';
 
 const flush = async () => {
   for (let i = 0; i < 10; i++) await new Promise<void>((r) => setImmediate(r));
@@ -48,7 +48,7 @@ function harness(opts: { sanityMs?: number; store?: DelayedLeaveJobStore; clock?
     joinedMembers: async () => new Set(),
     fedProxy: async () => ({ status: 200, content: {} }),
   };
-  const sfu: SfuRoomApi = {
+  const sfu: TokenSfuApi = {
     createRoom: async () => {},
     participantExists: async (room, identity) => h.present.has(`${room}|${identity}`),
   };

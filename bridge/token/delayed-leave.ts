@@ -21,10 +21,11 @@
  */
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
-import type { CsApiResolver, DelayedEventAction, HomeserverClient } from './homeserver-client.ts';
+import type { DelayedEventAction, HomeserverClient } from '../homeserver/client.ts';
+import type { CsApiResolver } from './cs-api-resolver.ts';
 import type { DelayedLeaveJobStore, JobParams } from './job-store.ts';
 import { jobField } from './job-store.ts';
-import type { SfuRoomApi } from './sfu-api.ts';
+import type { SfuRoomService } from '../sfu/room-service.ts';
 
 export type JobState = 'waiting' | 'connected' | 'disconnected' | 'aborted' | 'replaced';
 
@@ -79,7 +80,7 @@ export interface DelayedLeaveManagerDeps {
   clock: Clock;
   logger: Logger;
   store: DelayedLeaveJobStore;
-  sfu: SfuRoomApi;
+  sfu: Pick<SfuRoomService, 'participantExists'>;
   homeserver: HomeserverClient;
   csApi: CsApiResolver;
   /** Appservice as_token, for jobs with `asUserId`. */

@@ -1,21 +1,14 @@
 /**
- * Errors on the token service's wire. Every Matrix-style failure is a `MatrixError` carrying its
- * status, errcode and verbatim text (matrixrtc-auth-service.md §3, §12-§15); handlers throw them
- * and one function writes them. The legacy endpoints wrap every response, errors and 405s too,
- * in lk-jwt-service's CORS JSON headers; JSON bodies end in `\n` as Go's encoder writes them.
+ * Errors on the token service's wire: the verbatim Matrix errors of matrixrtc-auth-service.md
+ * (§3, §12-§15) as `MatrixError`s (../http/matrix-error.ts, shared with the appservice API);
+ * handlers throw them and `sendMatrixError` writes them. The legacy endpoints wrap every
+ * response, errors and 405s too, in lk-jwt-service's CORS JSON headers.
  */
 import type { Response } from 'express';
+import type { TokenContext } from './context.ts';
+import { MatrixError, sendJson, sendMatrixError, setHeaders } from '../http/matrix-error.ts';
 
-export class MatrixError extends Error {
-  readonly status: number;
-  readonly errcode: string;
-  constructor(status: number, errcode: string, message: string) {
-    super(message);
-    this.name = 'MatrixError';
-    this.status = status;
-    this.errcode = errcode;
-  }
-}
+export { MatrixError, sendJson, sendMatrixError, setHeaders } from '../http/matrix-error.ts';
 
 /** The request body was not JSON of the expected shape. */
 export const notJson = (): MatrixError => new MatrixError(400, 'M_NOT_JSON', 'Error reading request');
@@ -46,24 +39,32 @@ export const PROXIED_CORS_HEADERS: Readonly<Record<string, string>> = {
   'Access-Control-Allow-Headers': 'Authorization, Content-Type, X-Matrix-User-Identifier',
 };
 
-/** Sets headers verbatim (express's `res.set` would append a charset to Content-Type). */
-export function setHeaders(res: Response, headers: Readonly<Record<string, string>>): void {
-  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-}
-
-export function sendJson(res: Response, status: number, body: unknown, headers: Readonly<Record<string, string>> = {}): void {
-  setHeaders(res, { ...headers, 'Content-Type': 'application/json' });
-  res.status(status);
-  res.end(`${JSON.stringify(body)}\n`);
-}
-
-export function sendMatrixError(res: Response, err: MatrixError, headers: Readonly<Record<string, string>> = {}): void {
-  sendJson(res, err.status, { errcode: err.errcode, error: err.message }, headers);
-}
-
 /** Go's `http.NotFound`, which lk-jwt-service's mux answers for unknown paths. */
 export function sendGoNotFound(res: Response): void {
   setHeaders(res, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
   res.status(404);
   res.end('404 page not found\n');
+}
+
+/**
+ * Runs one token endpoint's handler and answers: its result as 200 JSON, a `MatrixError` as
+ * itself, anything else as 500 (logged); each answer counted under `name`.
+ */
+export async function respond(
+  ctx: Pick<TokenContext, 'logger' | 'countRequest'>,
+  res: Response,
+  name: string,
+  headers: Readonly<Record<string, string>>,
+  handle: () => Promise<unknown>,
+): Promise<void> {
+  try {
+    const body = await handle();
+    sendJson(res, 200, body, headers);
+    ctx.countRequest(name, 200);
+  } catch (err) {
+    const e = err instanceof MatrixError ? err : internalError();
+    if (!(err instanceof MatrixError)) ctx.logger.error({ err, endpoint: name }, 'token request failed unexpectedly');
+    sendMatrixError(res, e, headers);
+    ctx.countRequest(name, e.status);
+  }
 }

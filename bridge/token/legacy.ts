@@ -8,7 +8,7 @@
  */
 import type { Request, RequestHandler, Response } from 'express';
 import { decodeBody, GET_TOKEN_SPEC, readBody, SFU_GET_SPEC } from './body.ts';
-import { isFullAccess, type TokenContext } from './context.ts';
+import { createSfuRoom, isFullAccess, type TokenContext } from './context.ts';
 import { JobRejectedError, ShuttingDownError } from './delayed-leave.ts';
 import {
   badJson,
@@ -16,9 +16,7 @@ import {
   internalError,
   LEGACY_CORS_HEADERS,
   MatrixError,
-  roomCreationFailed,
-  sendJson,
-  sendMatrixError,
+  respond,
   setHeaders,
   shuttingDown,
   unauthorised,
@@ -48,16 +46,7 @@ export function legacyEndpoint(ctx: TokenContext, name: string, handle: (req: Re
       res.status(405).end();
       return;
     }
-    try {
-      const body = await handle(req);
-      sendJson(res, 200, body, LEGACY_CORS_HEADERS);
-      ctx.countRequest(name, 200);
-    } catch (err) {
-      const e = err instanceof MatrixError ? err : internalError();
-      if (!(err instanceof MatrixError)) ctx.logger.error({ err, endpoint: name }, 'token request failed unexpectedly');
-      sendMatrixError(res, e, LEGACY_CORS_HEADERS);
-      ctx.countRequest(name, e.status);
-    }
+    await respond(ctx, res, name, LEGACY_CORS_HEADERS, () => handle(req));
   };
 }
 
@@ -91,14 +80,6 @@ async function mint(ctx: TokenContext, room: LiveKitRoomName, identity: LiveKitI
   }
 }
 
-async function createRoom(ctx: TokenContext, room: LiveKitRoomName): Promise<void> {
-  try {
-    await ctx.sfu.createRoom(room);
-  } catch (err) {
-    ctx.logger.error({ room, err: (err as Error).message }, 'CreateRoom on the SFU failed');
-    throw roomCreationFailed();
-  }
-}
 
 async function resolveCsApi(ctx: TokenContext, serverName: string): Promise<void> {
   try {
@@ -131,7 +112,7 @@ async function issue(
   const jwt = await mint(ctx, o.room, o.identity, fullAccess);
   if (fullAccess) {
     if (delegated) await resolveCsApi(ctx, o.serverName);
-    await createRoom(ctx, o.room);
+    await createSfuRoom(ctx, o.room);
     if (delegated) {
       await addJob(ctx, {
         delayId: o.delayId,

@@ -7,8 +7,8 @@
  */
 import type { Logger } from '../../common/logger.ts';
 import { membershipUnverifiable, notAMember } from './errors.ts';
-import type { CsApiResolver, HomeserverClient } from './homeserver-client.ts';
-import { HomeserverRequestError } from './homeserver-client.ts';
+import { HomeserverError, type HomeserverClient } from '../homeserver/client.ts';
+import type { CsApiResolver } from './cs-api-resolver.ts';
 
 /** Answers from tracked state; `undefined` = unknown (ask the homeserver). */
 export interface RoomMembershipOracle {
@@ -49,7 +49,7 @@ export function createMembershipChecker(deps: MembershipCheckerDeps): Membership
       return await deps.homeserver.isJoined(cs, as.asToken, roomId, { mxid: userId });
     } catch (err) {
       // Homeservers without MSC4502 answer 404 M_UNRECOGNIZED (or 400/405): use joined_members.
-      const status = err instanceof HomeserverRequestError ? err.status : undefined;
+      const status = err instanceof HomeserverError ? err.status : undefined;
       if (status !== 404 && status !== 400 && status !== 405) throw err;
     }
     const members = await deps.homeserver.joinedMembers(cs, as.asToken, roomId);

@@ -8,10 +8,9 @@
  * publish; federated users subscribe only. A remote `server_name` is relayed to that server
  * through our homeserver's `fed_proxy`.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler, Response } from 'express';
 import { decodeBody, PROXIED_SPEC, readBody, type ProxiedBody } from './body.ts';
-import { isFullAccess, ownCsApi, type TokenContext } from './context.ts';
+import { createSfuRoom, isFullAccess, ownCsApi, type TokenContext } from './context.ts';
 import { JobRejectedError, ShuttingDownError } from './delayed-leave.ts';
 import {
   badJson,
@@ -19,13 +18,13 @@ import {
   internalError,
   MatrixError,
   PROXIED_CORS_HEADERS,
-  roomCreationFailed,
-  sendJson,
   sendMatrixError,
+  respond,
   setHeaders,
   shuttingDown,
 } from './errors.ts';
-import { HomeserverRequestError } from './homeserver-client.ts';
+import { HomeserverError } from '../homeserver/client.ts';
+import { bearerToken, tokenMatches } from '../http/secrets.ts';
 import {
   liveKitIdentityForMember,
   liveKitIdentityForMemberId,
@@ -40,15 +39,10 @@ export const SS_GET_TOKEN_PATH = '/_matrix/federation/unstable/io.element.msc419
 const urlMismatch = () => new MatrixError(400, 'M_INVALID_PARAM', "The request `url` does not match this service's LiveKit URL");
 const malformedUser = () => new MatrixError(400, 'M_INVALID_PARAM', 'Malformed user identifier');
 
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
-
 function checkHsToken(ctx: TokenContext, req: Request): void {
-  const header = req.get('authorization') ?? '';
-  const m = /^Bearer\s+(.+)$/i.exec(header.trim());
-  if (!m) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing homeserver access token');
-  if (!timingSafeEqual(digest(m[1]!), digest(ctx.appservice!.hsToken))) {
+  const token = bearerToken(req.get('authorization'));
+  if (token === undefined) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing homeserver access token');
+  if (!tokenMatches(token, ctx.appservice!.hsToken)) {
     throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unrecognised homeserver access token');
   }
 }
@@ -71,17 +65,10 @@ export function proxiedEndpoint(
       sendMatrixError(res, new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request'), headers);
       return;
     }
-    try {
+    await respond(ctx, res, name, headers, () => {
       checkHsToken(ctx, req);
-      const body = await handle(req);
-      sendJson(res, 200, body, headers);
-      ctx.countRequest(name, 200);
-    } catch (err) {
-      const e = err instanceof MatrixError ? err : internalError();
-      if (!(err instanceof MatrixError)) ctx.logger.error({ err, endpoint: name }, 'proxied token request failed unexpectedly');
-      sendMatrixError(res, e, headers);
-      ctx.countRequest(name, e.status);
-    }
+      return handle(req);
+    });
   };
 }
 
@@ -130,14 +117,7 @@ async function mintAndCreate(ctx: TokenContext, b: ProxiedBody, userId: string, 
     ctx.logger.error({ err: (err as Error).message }, 'could not mint a LiveKit token');
     throw internalError();
   }
-  if (createRoom) {
-    try {
-      await ctx.sfu.createRoom(room);
-    } catch (err) {
-      ctx.logger.error({ room, err: (err as Error).message }, 'CreateRoom on the SFU failed');
-      throw roomCreationFailed();
-    }
-  }
+  if (createRoom) await createSfuRoom(ctx, room);
   return { jwt };
 }
 
@@ -205,7 +185,7 @@ export async function handleCsDelegateDelayedLeave(ctx: TokenContext, req: Reque
       found = await ctx.homeserver.lookupDelayedEvent(cs, b.delay_id, as);
     } catch (err) {
       ctx.logger.warn({ err: (err as Error).message }, 'delayed event look-up failed');
-      if (err instanceof HomeserverRequestError) throw new MatrixError(503, 'M_UNKNOWN', 'Unable to look up the delayed event');
+      if (err instanceof HomeserverError) throw new MatrixError(503, 'M_UNKNOWN', 'Unable to look up the delayed event');
       throw err;
     }
     if (!found || found.roomId !== b.room_id) throw new MatrixError(400, 'M_INVALID_PARAM', 'Unknown `delay_id`');

@@ -17,17 +17,18 @@ import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import { createRedisConnection, type RedisClient } from '../../common/redis.ts';
 import type { BridgeConfig } from '../config.ts';
-import type { PublishPolicy, TokenContext } from './context.ts';
+import type { PublishPolicy, TokenContext, TokenSfuApi } from './context.ts';
 import { createDelayedLeaveManager, type DelayedLeaveManager } from './delayed-leave.ts';
 import { sendGoNotFound } from './errors.ts';
 import { createFederationClient, type FederationClientDeps } from './federation.ts';
-import { createCsApiResolver, createHomeserverClient, type Fetch } from './homeserver-client.ts';
+import { createHomeserverClient, type Fetch } from '../homeserver/client.ts';
+import { createCsApiResolver } from './cs-api-resolver.ts';
 import { createMemoryJobStore, createRedisJobStore, type DelayedLeaveJobStore } from './job-store.ts';
 import { createTokenMinter } from './jwt.ts';
 import { handleDelegateDelayedLeave, handleGetToken, handleSfuGet, legacyEndpoint } from './legacy.ts';
 import { createMembershipChecker, type RoomMembershipOracle } from './membership.ts';
 import { CS_PREFIX, handleCsDelegateDelayedLeave, handleCsGetToken, handleSsGetToken, proxiedEndpoint, SS_GET_TOKEN_PATH } from './proxied.ts';
-import { createSfuRoomApi, type SfuRoomApi } from './sfu-api.ts';
+import { createSfuRoomService } from '../sfu/room-service.ts';
 
 export type { RoomMembershipOracle } from './membership.ts';
 
@@ -45,7 +46,7 @@ export interface TokenServiceDeps {
   /** Federation-client overrides (test CA, SRV resolver, well-known port). */
   federation?: Pick<FederationClientDeps, 'tlsCa' | 'resolveSrv' | 'wellKnownPort' | 'connectTimeoutMs' | 'requestTimeoutMs'>;
   /** SFU RoomService; default livekit-server-sdk's RoomServiceClient on `config.livekit.url`. */
-  sfu?: SfuRoomApi;
+  sfu?: TokenSfuApi;
   /** Default: `config.publish_policy` when present, else 'everyone' (lk-jwt-service Go HEAD). */
   publishPolicy?: PublishPolicy;
   random?: () => number;
@@ -82,8 +83,8 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     ...deps.federation,
   });
   const csApi = createCsApiResolver({ clock, logger, federation, overrides });
-  const homeserver = createHomeserverClient({ logger, fetch: deps.fetch });
-  const sfu = deps.sfu ?? createSfuRoomApi({ livekitUrl: config.livekit.url, apiKey: config.livekit.key, apiSecret: config.livekit.secret });
+  const homeserver = createHomeserverClient({ fetch: deps.fetch });
+  const sfu = deps.sfu ?? createSfuRoomService({ url: config.livekit.url, key: config.livekit.key, secret: config.livekit.secret });
 
   let ownRedis: RedisClient | undefined;
   let store: DelayedLeaveJobStore;

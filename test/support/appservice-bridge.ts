@@ -2,7 +2,7 @@
  * Test harness for the bridge's appservice half: builds it exactly as bridge/main.ts should
  * (createAppservice + router mounted at APPSERVICE_PREFIX on an express listener) against a
  * given homeserver URL, store and SFU RoomService API, and stops it again. Also a recording
- * in-memory `SfuRoomApi` for tests that run before the SFU exists: it keeps rooms and
+ * in-memory `SfuRoomService` for tests that run before the SFU exists: it keeps rooms and
  * participants and records every call, nothing more.
  */
 import { createServer } from 'node:http';
@@ -12,8 +12,8 @@ import { closeServer, listen, urlOf } from '../../common/http.ts';
 import type { Clock } from '../../common/clock.ts';
 import { createSilentLogger } from '../../common/logger.ts';
 import { APPSERVICE_PREFIX, createAppservice, type Appservice } from '../../bridge/appservice/appservice.ts';
-import { createHomeserverClient } from '../../bridge/appservice/homeserver-client.ts';
-import type { SfuRoomApi } from '../../bridge/lifecycle/sfu-api.ts';
+import { createAppserviceClient } from '../../bridge/homeserver/client.ts';
+import type { SfuRoomService } from '../../bridge/sfu/room-service.ts';
 import type { BridgeStore } from '../../bridge/store/store.ts';
 import type { Registry } from 'prom-client';
 
@@ -31,7 +31,7 @@ export async function startAppserviceBridge(opts: {
   appserviceId?: string;
   serverName?: string;
   store: BridgeStore;
-  sfu: SfuRoomApi;
+  sfu: SfuRoomService;
   clock: Clock;
   graceSeconds?: number;
   reconcileIntervalSeconds?: number;
@@ -46,7 +46,7 @@ export async function startAppserviceBridge(opts: {
     serverName: opts.serverName ?? 'localhost',
     store: opts.store,
     sfu: opts.sfu,
-    homeserver: createHomeserverClient({ baseUrl: opts.homeserverUrl, asToken: opts.asToken }),
+    homeserver: createAppserviceClient({ baseUrl: opts.homeserverUrl, asToken: opts.asToken }),
     clock: opts.clock,
     logger: createSilentLogger(),
     registry,
@@ -70,7 +70,7 @@ export async function startAppserviceBridge(opts: {
   };
 }
 
-export interface RecordingSfu extends SfuRoomApi {
+export interface RecordingSfu extends SfuRoomService {
   rooms: Map<string, { createdAtMs: number; participants: Map<string, number> }>;
   calls: string[];
   /** Puts a participant in a room (what a client connecting with a token would do). */
@@ -101,6 +101,9 @@ export function createRecordingSfu(clock: Clock): RecordingSfu {
     },
     async listParticipants(name) {
       return [...(sfu.rooms.get(name)?.participants ?? [])].map(([identity, joinedAtMs]) => ({ identity, joinedAtMs }));
+    },
+    async participantExists(name, identity) {
+      return sfu.rooms.get(name)?.participants.has(identity) ?? false;
     },
     async removeParticipant(name, identity) {
       if (sfu.gate) await sfu.gate;

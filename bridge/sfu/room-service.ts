@@ -1,0 +1,105 @@
+/**
+ * The bridge's one client of the SFU's RoomService API (Twirp, via livekit-server-sdk's
+ * RoomServiceClient), so the bridge drives our SFU and a LiveKit cluster the same way. Both
+ * halves use it: the token service creates rooms for full-access users and asks whether a
+ * participant is present (delayed leave); the appservice's room lifecycle and reconcile create,
+ * list and delete rooms and remove participants. Rooms are created with lk-jwt-service's
+ * settings (empty timeout 300 s, departure timeout 20 s, no participant limit) because the SFU
+ * runs with `room.auto_create: false`. Twirp `not_found` answers are results, not errors
+ * (removing someone already gone is success); everything else throws. Consumers that need only
+ * part of it depend on a `Pick<SfuRoomService, ...>`.
+ */
+import { RoomServiceClient } from 'livekit-server-sdk';
+
+export const ROOM_EMPTY_TIMEOUT_SECONDS = 300;
+export const ROOM_DEPARTURE_TIMEOUT_SECONDS = 20;
+
+export interface SfuRoomInfo {
+  name: string;
+  /** Epoch ms the SFU created the room (0 when it does not say). */
+  createdAtMs: number;
+  numParticipants: number;
+}
+
+export interface SfuParticipantInfo {
+  identity: string;
+  /** Epoch ms the participant joined (0 when unknown). */
+  joinedAtMs: number;
+}
+
+export interface SfuRoomService {
+  /** Creates the room (300 s / 20 s); creating an existing room is not an error. */
+  createRoom(name: string): Promise<void>;
+  deleteRoom(name: string): Promise<'deleted' | 'absent'>;
+  listRooms(): Promise<SfuRoomInfo[]>;
+  /** An absent room has no participants. */
+  listParticipants(name: string): Promise<SfuParticipantInfo[]>;
+  removeParticipant(name: string, identity: string): Promise<'removed' | 'absent'>;
+  /** true present, false confirmed absent; throws on transport or other errors. */
+  participantExists(room: string, identity: string): Promise<boolean>;
+}
+
+export interface SfuRoomServiceOptions {
+  /** LIVEKIT_URL; ws(s):// is turned into http(s)://. */
+  url: string;
+  key: string;
+  secret: string;
+  /** Seconds per request (default 10). */
+  requestTimeoutSeconds?: number;
+}
+
+/** Twirp `not_found` (or a bare 404) from the SFU. */
+export function isNotFound(err: unknown): boolean {
+  const e = err as { status?: unknown; code?: unknown } | null;
+  return typeof e === 'object' && e !== null && (e.code === 'not_found' || e.status === 404);
+}
+
+export function httpUrlOf(url: string): string {
+  return url.replace(/^ws(s?):\/\//, 'http$1://');
+}
+
+async function absentOnNotFound<T, A>(fn: () => Promise<T>, absent: A): Promise<T | A> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isNotFound(err)) return absent;
+    throw err;
+  }
+}
+
+export function createSfuRoomService(opts: SfuRoomServiceOptions): SfuRoomService {
+  const client = new RoomServiceClient(httpUrlOf(opts.url), opts.key, opts.secret, {
+    requestTimeout: opts.requestTimeoutSeconds ?? 10,
+    // Region failover is for LiveKit Cloud; against one SFU it would only replay requests.
+    failover: false,
+  });
+  return {
+    async createRoom(name) {
+      await client.createRoom({
+        name,
+        emptyTimeout: ROOM_EMPTY_TIMEOUT_SECONDS,
+        departureTimeout: ROOM_DEPARTURE_TIMEOUT_SECONDS,
+        maxParticipants: 0,
+      });
+    },
+    deleteRoom: (name) => absentOnNotFound(async () => (await client.deleteRoom(name), 'deleted' as const), 'absent' as const),
+    async listRooms() {
+      const rooms = await client.listRooms();
+      return rooms.map((r) => ({
+        name: r.name,
+        createdAtMs: Number(r.creationTimeMs || 0n) || Number(r.creationTime || 0n) * 1000,
+        numParticipants: r.numParticipants,
+      }));
+    },
+    async listParticipants(name) {
+      const ps = await absentOnNotFound(() => client.listParticipants(name), []);
+      return ps.map((p) => ({
+        identity: p.identity,
+        joinedAtMs: Number(p.joinedAtMs || 0n) || Number(p.joinedAt || 0n) * 1000,
+      }));
+    },
+    removeParticipant: (name, identity) =>
+      absentOnNotFound(async () => (await client.removeParticipant(name, identity), 'removed' as const), 'absent' as const),
+    participantExists: (room, identity) => absentOnNotFound(async () => (await client.getParticipant(room, identity), true), false),
+  };
+}
