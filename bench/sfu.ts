@@ -1,0 +1,209 @@
+/**
+ * `npm run bench -- sfu`: the SFU under load, in its own process (`node sfu/main.ts`, generated
+ * LIVEKIT_CONFIG on loopback), driven by real clients in other processes so its CPU is measured
+ * alone (/proc utime+stime, see ../shared/reference/werift-and-machine-notes.md §3):
+ * 1. werift baseline: publisher → subscriber directly, the network part of packet latency;
+ * 2. audio fan-out (SFU run with --cpu-prof): join time, then subscribers added in steps until
+ *    the SFU saturates a core or the clients become the bottleneck; per step forwarded packets/s,
+ *    CPU µs per packet, time a packet spends in the SFU (werift stamps minus the baseline), RSS;
+ * 3. a video room on a fresh SFU: simulcast publishers, subscribers asking for different sizes.
+ * Writes bench/results/sfu-fanout.svg, sfu-fanout.cpuprofile (cut to the measurement windows
+ * when summarised) and, through the runner, bench/results/sfu.json. Figures only: nothing
+ * passes or fails on time. Knobs: BENCH_SFU_STEPS="2,5,10", BENCH_SFU_WINDOW_MS, BENCH_SFU_PUBLISHERS.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadavg } from 'node:os';
+import { ProcessSet, ask, forkWorker, repoRoot, round, sampleProc, startSfuProcess, stopChild, type SfuProcess } from './_sfu-procs.ts';
+import { runFanout, type FanoutResult } from './_sfu-fanout.ts';
+import { runVideoRoom } from './_sfu-video.ts';
+import { fanoutSvg } from './_sfu-svg.ts';
+import { formatProfileSummary, summariseCpuProfile, type ProfileSummary } from './_profile-summary.ts';
+
+const resultsDir = join(repoRoot, 'bench', 'results');
+const PROFILE_NAME = 'sfu-fanout.cpuprofile';
+const env = process.env;
+const STEPS = (env.BENCH_SFU_STEPS ?? '2,5,10,20,40,60,80,100,130,160').split(',').map(Number).filter((n) => n > 0);
+const WINDOW_MS = Number(env.BENCH_SFU_WINDOW_MS ?? 4000);
+const PUBLISHERS = Number(env.BENCH_SFU_PUBLISHERS ?? 2);
+const SUBSCRIBER_WORKERS = 4;
+
+// Disjoint UDP port ranges per role (and away from the tests' 40000-49999).
+const SFU_PORTS: [number, number] = [31000, 33999];
+const WERIFT_PORTS: [number, number] = [34000, 34999];
+
+const log = (line: string) => console.log(`[sfu bench] ${line}`);
+const rtcWorker = (procs: ProcessSet) => forkWorker(procs, '_sfu-rtc-worker.ts', { NODE_ENV: 'production' });
+
+async function closeWorkers(workers: ChildProcess[]): Promise<void> {
+  await Promise.all(workers.map((w) => ask(w, { type: 'close' }, 15_000).catch(() => undefined)));
+  await Promise.all(workers.map((w) => stopChild(w, 3000)));
+}
+
+async function stopSfu(sfu: SfuProcess): Promise<void> {
+  // Long grace: with --cpu-prof the profile is written at exit.
+  await stopChild(sfu.child, 30_000);
+}
+
+export async function run(): Promise<object> {
+  const t0 = performance.now();
+  const loadAtStart = loadavg().map((x) => round(x, 2));
+  mkdirSync(resultsDir, { recursive: true });
+  const profilePath = join(resultsDir, PROFILE_NAME);
+  if (existsSync(profilePath)) rmSync(profilePath);
+  const procs = new ProcessSet();
+  try {
+    // 1. Network baseline for the latency figure (no SFU involved).
+    const werift = forkWorker(procs, '_sfu-werift-worker.ts');
+    const baseline = await ask<{ samples: number; p50Ms: number; p99Ms: number; maxMs: number }>(
+      werift,
+      { type: 'baseline', durationMs: 5000, portRange: WERIFT_PORTS },
+      30_000,
+    );
+    log(`werift direct baseline: p50 ${baseline.p50Ms} ms, p99 ${baseline.p99Ms} ms`);
+
+    // 2. Audio fan-out on a profiled SFU.
+    const sfu = await startSfuProcess(procs, { portRange: SFU_PORTS, cpuProfileDir: resultsDir, cpuProfileName: PROFILE_NAME });
+    let fanout: FanoutResult;
+    const idleRss = sampleProc(sfu.pid)?.rssBytes ?? 0;
+    try {
+      await ask(werift, { type: 'latencyStart', wsUrl: sfu.wsUrl, room: 'latency', portRange: WERIFT_PORTS }, 40_000);
+      const publisher = rtcWorker(procs);
+      const subscribers = Array.from({ length: SUBSCRIBER_WORKERS }, () => rtcWorker(procs));
+      try {
+        fanout = await runFanout(
+          sfu,
+          { publisher, subscribers, latency: werift },
+          {
+            publishers: PUBLISHERS,
+            steps: STEPS,
+            warmupMs: 3000,
+            windowMs: WINDOW_MS,
+            windows: 3,
+            saturatePercent: 90,
+            budgetMs: 300_000,
+            joinProbes: 7,
+          },
+          log,
+        );
+      } finally {
+        await closeWorkers([publisher, ...subscribers]);
+        await ask(werift, { type: 'close' }, 15_000).catch(() => undefined);
+      }
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\nSFU output: ${sfu.tail().slice(-2000)}`, { cause: err });
+    } finally {
+      await stopSfu(sfu);
+    }
+
+    let profile: ProfileSummary | undefined;
+    let profileAll: ProfileSummary | undefined;
+    const written = readdirSync(resultsDir).find((f) => f === PROFILE_NAME);
+    if (written) {
+      profile = summariseCpuProfile(profilePath, { windows: fanout.monoWindows });
+      profileAll = summariseCpuProfile(profilePath, { topN: 10 });
+      log(`CPU profile of the fan-out steady-state windows (${profilePath}):\n${formatProfileSummary(profile)}`);
+    } else log('no CPU profile was written');
+
+    const points = fanout.steps.map((s) => ({ subscribers: s.subscribers, forwardedPps: s.forwardedPps, cpuPercent: s.median.sfuCpuPercent }));
+    const svgPath = join(resultsDir, 'sfu-fanout.svg');
+    writeFileSync(svgPath, fanoutSvg(points, `SFU audio fan-out: ${PUBLISHERS} publishers, forwarded packets/s vs CPU`));
+    log(`wrote ${svgPath}`);
+
+    // 3. Video room on a fresh SFU (no profiler).
+    const sfu2 = await startSfuProcess(procs, { portRange: SFU_PORTS });
+    let video: Record<string, unknown>;
+    try {
+      const camWorker = rtcWorker(procs);
+      const viewerWorker = rtcWorker(procs);
+      const weriftVideo = forkWorker(procs, '_sfu-werift-worker.ts');
+      try {
+        video = await runVideoRoom(
+          sfu2,
+          { publisher: camWorker, subscriber: viewerWorker, werift: weriftVideo },
+          {
+            publishers: 2,
+            rtcNodeSubscribers: 2,
+            sizes: [
+              { label: 'small', width: 160, height: 90 },
+              { label: 'small', width: 160, height: 90 },
+              { label: 'medium', width: 320, height: 180 },
+              { label: 'medium', width: 320, height: 180 },
+              { label: 'large', width: 1280, height: 720 },
+              { label: 'large', width: 1280, height: 720 },
+            ],
+            video: { width: 960, height: 540, fps: 15, maxBitrate: 1_200_000 },
+            warmupMs: 6000,
+            windowMs: WINDOW_MS,
+            windows: 3,
+            portRange: WERIFT_PORTS,
+          },
+          log,
+        );
+      } finally {
+        await closeWorkers([camWorker, viewerWorker]);
+        await ask(weriftVideo, { type: 'close' }, 15_000).catch(() => undefined);
+      }
+    } finally {
+      await stopSfu(sfu2);
+    }
+
+    const top = fanout.steps.at(-1);
+    const inSfu = (p: 'p50Ms' | 'p99Ms') =>
+      fanout.steps.map((s) => ({
+        subscribers: s.subscribers,
+        ms: s.latencyThroughSfu ? round(s.latencyThroughSfu[p] - baseline[p], 3) : null,
+      }));
+    const result = {
+      summary: {
+        audioFanout: fanout.steps.map((s) => ({
+          publishers: PUBLISHERS,
+          subscribers: s.subscribers,
+          forwardedPps: s.forwardedPps,
+          deliveryRatio: s.deliveryRatio,
+          sfuCpuPercent: s.median.sfuCpuPercent,
+          usPerForwardedPacket: s.usPerForwardedPacket,
+          usPerPacketInOut: s.usPerPacketInOut,
+          clientCpuPercent: s.median.clientCpuPercent,
+          sfuRssMB: s.median.sfuRssMB,
+          latencyP50Ms: s.latencyThroughSfu?.p50Ms ?? null,
+          latencyP99Ms: s.latencyThroughSfu?.p99Ms ?? null,
+        })),
+        stoppedBecause: fanout.stoppedBecause,
+        peakForwardedPps: top?.forwardedPps ?? 0,
+        usPerForwardedPacketAtPeak: top?.usPerForwardedPacket ?? null,
+        projectedForwardedPpsPerCore: top && top.usPerForwardedPacket > 0 ? Math.round(1e6 / top.usPerForwardedPacket) : null,
+        liveKitReferencePpsPerCore: 60_000,
+        timeInSfuMs: {
+          method:
+            'werift publisher stamps performance.now() into the payload, werift subscriber in the same process reads it; minus the same path without an SFU (direct werift PC pair), per percentile',
+          baselineDirect: baseline,
+          p50ByStep: inSfu('p50Ms'),
+          p99ByStep: inSfu('p99Ms'),
+          sfuHistogram: top?.sfuHistogramLatencyMs ?? 'livekit_forward_latency_seconds not populated by the SFU',
+        },
+        joinTime: fanout.joinTime,
+        memory: {
+          idleRssMB: round(idleRss / 2 ** 20),
+          rssPerParticipantMB: fanout.rssPerParticipantMB,
+          rssInterceptMB: fanout.rssInterceptMB,
+          method: 'least-squares slope of the SFU RSS (median per step) against participants in the SFU',
+        },
+        video: Object.fromEntries(Object.entries(video).filter(([k]) => k !== 'windows')),
+        benchmarkSeconds: 0,
+        /** 1/5/15-minute load averages: other work on the machine skews every figure above. */
+        machineLoad: { atStart: loadAtStart, atEnd: loadavg().map((x) => round(x, 2)) },
+      },
+      profile: profile ? { file: profilePath, steadyStateWindows: profile, wholeRun: profileAll } : null,
+      chart: svgPath,
+      fanoutSteps: fanout.steps,
+      video,
+    };
+    result.summary.benchmarkSeconds = round((performance.now() - t0) / 1000);
+    log(`done in ${result.summary.benchmarkSeconds} s`);
+    return result;
+  } finally {
+    await procs.killAll();
+  }
+}
