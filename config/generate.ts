@@ -62,8 +62,10 @@ const SFU_NOTES: Record<string, string> = {
     '  - http://bridge:8080/sfu_webhook',
   'logging.level': 'debug, info, warn or error. JSON lines on stdout when json is true.',
   turn: 'The embedded TURN server is not supported: run coturn and list it under rtc.turn_servers.',
-  connectivity_page: 'Ours, not LiveKit\'s: serve the connectivity test page on /test. Keep it off in\n' +
-    'production (`npm start` turns it on).',
+  connectivity_page: 'Ours, not LiveKit\'s: serve the connectivity test page on /test (join yourself through\n' +
+    'the SFU, read ICE candidate type, RTT, loss, bitrate). DEVELOPMENT AID: whoever reaches /test can\n' +
+    'mint join tokens (POST /test/token, rooms connectivity-test-* only, signed with the first key).\n' +
+    'Keep it off in production, or on only briefly behind access control (`npm start` turns it on).',
 };
 
 const BRIDGE_HEADER = `

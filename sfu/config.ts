@@ -85,7 +85,7 @@ export const sfuConfigSchema = z
         }).default(false),
       })
       .prefault({}),
-    /** Ours, not LiveKit's: serve the connectivity test page on `/test` (off in production). */
+    /** Ours, not LiveKit's: serve the connectivity test page and its dev-token endpoint on `/test` (sfu/connectivity; off in production). */
     connectivity_page: z.boolean().default(false),
   });
 

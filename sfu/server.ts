@@ -20,6 +20,7 @@ import { attachSignalling, registerSignalRoutes } from './signal/signalling.ts';
 import { attachSfuEventMetrics, createSfuMetrics, type SfuMetrics } from './metrics.ts';
 import { createRoomServiceHandler } from './twirp/router.ts';
 import { createWebhookNotifier, type WebhookNotifier, type WebhookNotifierOptions } from './webhook/notifier.ts';
+import { createConnectivityRouter } from './connectivity/router.ts';
 
 export interface SfuDeps {
   config: SfuConfig;
@@ -89,6 +90,10 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
   }
   const signalDeps = { keys: config.keys, rooms, logger: logger.child({ component: 'signal' }), clock: deps.clock };
   registerSignalRoutes(app, signalDeps);
+  // The connectivity test page (a development aid): only when the config turns it on.
+  if (config.connectivity_page) {
+    app.use('/test', createConnectivityRouter({ keys: config.keys, clock: deps.clock, logger }));
+  }
 
   const server: Server = createServer(app);
   const signalling = attachSignalling(server, signalDeps);

@@ -35,6 +35,30 @@ export async function openBrowserPage(): Promise<BrowserPage> {
   };
 }
 
+/**
+ * A fresh context + page in the shared Chromium on any URL (e.g. a page our server serves),
+ * with camera and microphone allowed (fake devices). `close()` as for `openBrowserPage`.
+ */
+export async function openUrl(url: string): Promise<BrowserPage> {
+  const browser = await chromium.connect(inject('chromiumWsEndpoint'));
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+  const page = await context.newPage();
+  const consoleLines: string[] = [];
+  page.on('console', (msg) => consoleLines.push(`[${msg.type()}] ${msg.text()}`));
+  page.on('pageerror', (err) => consoleLines.push(`[pageerror] ${err.message}`));
+  const close = async () => {
+    await context.close().catch(() => undefined);
+    await browser.close().catch(() => undefined);
+  };
+  try {
+    await page.goto(url);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { page, context, consoleLines, close };
+}
+
 /** URL of the bundled livekit-client E2EE worker, for `new Worker(url, {type: 'module'})`. */
 export function e2eeWorkerUrl(): string {
   return new URL('/e2ee-worker.js', inject('browserPageUrl')).toString();
