@@ -57,6 +57,7 @@ MatrixRTC backend (embedded: SFU + bridge in one process, in-memory state, loopb
   SFU (LiveKit protocol)   ${urls.livekitUrl}      health ${urls.sfuUrl}/healthz
   Token service + bridge   ${urls.bridgeUrl}       health ${urls.bridgeUrl}/healthz
   Metrics                  ${urls.bridgeUrl}/metrics
+  Connectivity test page   ${urls.sfuUrl}/test/   (see and hear yourself through the SFU)
   Dev API key              ${urls.apiKey}  (secret in ${urls.keysFile}${urls.keysCreated ? ', just created' : ''})
 
 Next: point Element Call's livekit_service_url at ${urls.bridgeUrl}, or mint a token with

@@ -101,6 +101,8 @@ describe('embedded default', () => {
       expect(out).toContain(`ws://127.0.0.1:${sfuPort}`);
       expect(out).toContain(`http://127.0.0.1:${bridgePort}`);
       expect(out).toContain('dev-keys.yaml, just created');
+      expect(out).toContain(`http://127.0.0.1:${sfuPort}/test/`);
+      expect((await fetch(`http://127.0.0.1:${sfuPort}/test/`)).status).toBe(200);
     } finally {
       child.kill('SIGTERM');
     }
