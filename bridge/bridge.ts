@@ -19,7 +19,7 @@ import { createSfuRoomService } from './sfu/room-service.ts';
 import { createMemoryStore } from './store/memory-store.ts';
 import { createRedisStore } from './store/redis-store.ts';
 import { createBridgeServer } from './server.ts';
-import { createTokenService, tokenNotFoundHandler } from './token/service.ts';
+import { createTokenService, tokenNotFoundHandler, type TokenServiceDeps } from './token/service.ts';
 
 export interface BridgeProcessDeps {
   config: BridgeConfig;
@@ -28,6 +28,8 @@ export interface BridgeProcessDeps {
   metrics?: Registry;
   /** Extra registries served on `/metrics` (embedded mode: the SFU's). */
   extraMetrics?: Registry[];
+  /** Token-service overrides: federation TLS trust and resolution (tests, private CAs), HTTP. */
+  token?: Pick<TokenServiceDeps, 'federation' | 'fetch'>;
 }
 
 export interface Bridge {
@@ -76,6 +78,7 @@ export function createBridge(deps: BridgeProcessDeps): Bridge {
     metrics: server.metrics,
     membershipOracle: appservice?.oracle,
     sfu,
+    ...deps.token,
     redis,
   });
   server.app.use(token.router);

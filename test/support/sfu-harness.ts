@@ -25,7 +25,14 @@ export interface TestSfu {
 }
 
 export async function startTestSfu(
-  opts: { room?: Record<string, unknown>; clock?: Clock; logger?: Logger; tap?: PacketTap } = {},
+  opts: {
+    room?: Record<string, unknown>;
+    /** The SFU's `webhook` section (`api_key`, `urls`). */
+    webhook?: Record<string, unknown>;
+    clock?: Clock;
+    logger?: Logger;
+    tap?: PacketTap;
+  } = {},
 ): Promise<TestSfu> {
   const config = parseSfuConfig(
     {
@@ -34,6 +41,7 @@ export async function startTestSfu(
       keys: { [TEST_API_KEY]: TEST_API_SECRET },
       rtc: { node_ip: '127.0.0.1', port_range_start: 40000, port_range_end: 49999 },
       room: opts.room ?? {},
+      ...(opts.webhook ? { webhook: opts.webhook } : {}),
       logging: { level: 'warn' },
     },
     'test',
