@@ -93,7 +93,9 @@ describe('forwarder', () => {
     // After the switch the timestamp moves on by the elapsed time (33 ms at 90 kHz), no jump back.
     expect(ts[3]! - ts[2]!).toBe(Math.round(0.033 * 90000));
     expect(ts[4]! - ts[3]!).toBe(3000);
-    expect(sent[3]!.payload.equals(vp8Key([5]))).toBe(true);
+    // The new layer's picture ids continue the old ones (0x124 was last): only the descriptor changes.
+    expect([...sent[3]!.payload]).toEqual([0x90, 0x80, 0x81, 0x25, 0x10, 5]);
+    expect([...sent[4]!.payload]).toEqual([0x90, 0x80, 0x81, 0x26, 0x11, 6]);
   });
 
   it('wraps sequence numbers at 16 bits without a gap', () => {
@@ -148,5 +150,86 @@ describe('forwarder', () => {
     expect(other[0]!.payload.equals(encrypted)).toBe(true);
     sent[0]!.header.sequenceNumber = 999;
     expect(other[0]!.header.sequenceNumber).toBe(1);
+  });
+});
+
+describe('layer selection and loss recovery', () => {
+  it('forwards the best layer not above the subscriber limit and moves at the next keyframe when the limit changes', () => {
+    const { up, down, sent, plis, advance } = setup('video', 'video/VP8');
+    down.setMaxRank(1); // LOW: rid q
+    up.onPacket('q', packet(100, 1000, 0x1111, vp8Key([2])));
+    up.onPacket('h', packet(9000, 1000, 0x2222, vp8Key([1])));
+    expect(sent.map((p) => p.payload.at(-1))).toEqual([2]);
+    expect(down.currentLayer).toBe('q');
+    down.setMaxRank(3); // HIGH: best available, h
+    expect(plis).toContain(0x2222);
+    advance(33);
+    up.onPacket('h', packet(9001, 4000, 0x2222, vp8Delta([3])));
+    up.onPacket('q', packet(101, 4000, 0x1111, vp8Delta([4])));
+    up.onPacket('h', packet(9002, 7000, 0x2222, vp8Key([5])));
+    up.onPacket('q', packet(102, 7000, 0x1111, vp8Delta([6])));
+    expect(sent.map((p) => p.payload.at(-1))).toEqual([2, 4, 5]);
+    expect(down.currentLayer).toBe('h');
+    expect(sent.map((p) => p.header.sequenceNumber)).toEqual([100, 101, 102]);
+  });
+
+  it('falls back to a live layer when the wanted one stops', () => {
+    const { up, down, sent, advance } = setup('video', 'video/VP8');
+    up.onPacket('h', packet(1, 0, 2, vp8Key([1])));
+    expect(down.currentLayer).toBe('h');
+    advance(2000); // h went quiet (dynacast or congestion at the publisher)
+    up.onPacket('q', packet(50, 0, 1, vp8Key([2])));
+    expect(down.currentLayer).toBe('q');
+    expect(sent).toHaveLength(2);
+  });
+
+  it("answers a subscriber's NACK from the track cache with the offsets in force when the packet first went out", () => {
+    const { up, down, sent, advance } = setup('video', 'video/VP8');
+    down.setMaxRank(1);
+    up.onPacket('q', packet(500, 1000, 0x1111, vp8Key([1])));
+    up.onPacket('q', packet(501, 4000, 0x1111, vp8Delta([2])));
+    down.setMaxRank(2);
+    advance(33);
+    up.onPacket('h', packet(7000, 90000, 0x2222, vp8Key([3])));
+    up.onPacket('h', packet(7001, 93000, 0x2222, vp8Delta([4])));
+    expect(sent.map((p) => p.header.sequenceNumber)).toEqual([500, 501, 502, 503]);
+    // Packet 501 (layer q, before the switch) and 503 (layer h, after it).
+    const old = down.retransmit(501)!;
+    expect(old.header.sequenceNumber).toBe(501);
+    expect(old.header.timestamp).toBe(sent[1]!.header.timestamp);
+    expect(old.payload.equals(sent[1]!.payload)).toBe(true);
+    const recent = down.retransmit(503)!;
+    expect(recent.header.timestamp).toBe(sent[3]!.header.timestamp);
+    expect(recent.payload.equals(sent[3]!.payload)).toBe(true);
+    // Never sent (future) or before the first packet: nothing.
+    expect(down.retransmit(600)).toBeUndefined();
+    expect(down.packetsRetransmitted).toBe(2);
+    expect(down.retransmitMisses).toBe(1);
+  });
+
+  it('NACKs gaps in the uplink once, then again after the retry interval, and counts recovered packets', () => {
+    let now = 0;
+    const nacks: number[][] = [];
+    const up = new Upstream({
+      kind: 'video',
+      mimeType: 'video/VP8',
+      clockRate: 90000,
+      now: () => now,
+      sendPli: () => undefined,
+      sendNack: (_ssrc, seqs) => nacks.push([...seqs]),
+      extensionUri: () => undefined,
+      logger: createSilentLogger(),
+    });
+    up.onPacket('', packet(10, 0, 1, vp8Key([1])));
+    up.onPacket('', packet(13, 0, 1, vp8Delta([2]))); // 11, 12 lost
+    now += 10;
+    up.onPacket('', packet(14, 0, 1, vp8Delta([3])));
+    expect(nacks).toEqual([[11, 12]]);
+    now += 5;
+    up.onPacket('', packet(11, 0, 1, vp8Delta([4]))); // retransmission arrives
+    now += 50;
+    up.onPacket('', packet(15, 0, 1, vp8Delta([5])));
+    expect(nacks).toEqual([[11, 12], [12]]);
+    expect(up.uplinkNackStats).toEqual({ missed: 2, recovered: 1 });
   });
 });

@@ -17,8 +17,14 @@
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import {
+  GenericNack,
   MediaStream,
+  PictureLossIndication,
   RTCPeerConnection,
+  RTCRtpCodecParameters,
+  RtcpPayloadSpecificFeedback,
+  RtcpTransportLayerFeedback,
+  wrapRtx,
   useAbsSendTime,
   useAudioLevelIndication,
   useOPUS,
@@ -29,7 +35,10 @@ import {
   type MediaStreamTrack,
   type PeerConfig,
   type RTCDataChannel,
+  type RTCRtpSender,
   type RTCRtpTransceiver,
+  type RtcpPacket,
+  type RtpPacket,
 } from 'werift';
 import { SessionDescription, SignalResponse, SignalTarget as ProtoSignalTarget, TrickleRequest } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
@@ -37,6 +46,7 @@ import type { Clock } from '../../common/clock.ts';
 import type {
   DataChannelKind,
   DownTrack,
+  DownTrackStats,
   IceCandidateInit,
   MediaTransport,
   MediaTransportEvents,
@@ -46,6 +56,7 @@ import type {
   UpstreamTrack,
 } from '../rtc/types.ts';
 import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
+import type { RtcpMetrics, PacketMetrics } from '../metrics.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 
 export interface WeriftTransportConfig {
@@ -54,7 +65,24 @@ export interface WeriftTransportConfig {
   nodeIp: string;
   /** Optional observer of forwarded payloads (tests, diagnostics). */
   tap?: PacketTap;
+  /**
+   * Test hook on the send path to subscribers: returning true drops that packet (first
+   * transmissions only; retransmissions answering NACKs always go out). Simulates downlink loss.
+   */
+  dropOutgoing?: (packet: { subscriber: string; kind: 'audio' | 'video'; sequenceNumber: number }) => boolean;
+  /** SFU metrics (sfu/metrics.ts) for NACK/PLI/retransmission counts; optional. */
+  metrics?: { rtcp: RtcpMetrics; packets: PacketMetrics };
 }
+
+/** werift RTCRtpSender fields the retransmission path needs (private in its typings). */
+interface SenderInternals {
+  rtxPayloadType?: number;
+  rtxSequenceNumber: number;
+}
+
+const RTX_ENABLED = true;
+/** RTCP PSFB format of a Full Intra Request (RFC 5104); werift does not export its class. */
+const FIR_FMT = 4;
 
 /** LiveKit's canonical mime spellings (clients compare them, e.g. for E2EE). */
 export function canonicalMime(mime: string): string {
@@ -76,8 +104,13 @@ function isLocalAddress(ip: string): boolean {
 }
 
 export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subscriber'): Partial<PeerConfig> {
+  // RTX only towards subscribers: werift cannot route rid-simulcast RTX from publishers.
+  const video =
+    role === 'subscriber' && RTX_ENABLED
+      ? [useVP8(), new RTCRtpCodecParameters({ mimeType: 'video/rtx', clockRate: 90000 })]
+      : [useVP8()];
   const base: Partial<PeerConfig> = {
-    codecs: { audio: [useOPUS()], video: [useVP8()] },
+    codecs: { audio: [useOPUS()], video },
     headerExtensions:
       role === 'publisher'
         ? {
@@ -145,16 +178,25 @@ class WeriftTransport implements MediaTransport {
   private closed = false;
   private readonly clock: Clock;
   private readonly tap: PacketTap | undefined;
+  private readonly dropOutgoing: WeriftTransportConfig['dropOutgoing'];
+  private readonly metrics: WeriftTransportConfig['metrics'];
+  private readonly participantSid: string;
 
   constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
     this.log = logger.child({ participant: opts.participantSid });
     this.events = opts.events;
     this.clock = clock;
     this.tap = cfg.tap;
+    this.dropOutgoing = cfg.dropOutgoing;
+    this.metrics = cfg.metrics;
+    this.participantSid = opts.participantSid;
     this.pub = new RTCPeerConnection(peerConfig(cfg, 'publisher'));
     this.sub = new RTCPeerConnection(peerConfig(cfg, 'subscriber'));
 
     this.pub.onRemoteTransceiverAdded.subscribe((transceiver) => {
+      // werift's NACK generator tracks one sequence space per receiver, which simulcast's
+      // several SSRCs garble (bogus NACK storms); Upstream tracks loss per layer instead.
+      Object.defineProperty(transceiver.receiver, 'nackEnabled', { get: () => undefined, configurable: true });
       transceiver.onTrack.subscribe((track) => this.onPublisherTrack(transceiver, track));
     });
     this.pub.onDataChannel.subscribe((channel) => {
@@ -168,7 +210,7 @@ class WeriftTransport implements MediaTransport {
       if (state === 'connected' && !this.subConnected) {
         this.subConnected = true;
         this.log.debug('subscriber transport connected');
-        for (const down of this.downs) down.upstream.requestKeyframe();
+        for (const down of this.downs) down.forwarder.requestKeyframe();
         this.safely('connected', () => this.events.onConnected());
       } else if (state === 'failed' && !this.closed) {
         this.safely('failed', () => this.events.onFailed('subscriber transport failed'));
@@ -254,14 +296,21 @@ class WeriftTransport implements MediaTransport {
       streams: [new MediaStream({ id: streamId })],
     });
     const sender = transceiver.sender;
+    const kind = upstream.kind;
+    const drop = this.dropOutgoing;
+    const subscriber = this.participantSid;
+    const metrics = this.metrics;
     const forwarder = new DownForwarder(upstream, {
       ready: () => this.subConnected && sender.codec !== undefined,
       send: (rtp) => {
+        if (drop?.({ subscriber, kind, sequenceNumber: rtp.header.sequenceNumber })) return;
+        metrics?.packets.outgoing(rtp.payload.length);
         sender.sendRtp(rtp).catch((err: unknown) => this.log.debug({ err }, 'sendRtp failed'));
       },
       extensionId: (uri) => transceiver.headerExtensions.find((e) => e.uri === uri)?.id,
     });
-    sender.onPictureLossIndication.subscribe(() => upstream.requestKeyframe());
+    const counts = { nacks: 0, keyframeRequests: 0 };
+    this.takeOverSenderFeedback(sender, forwarder, counts);
     const entry: DownEntry = { transceiver, forwarder, upstream };
     this.downs.add(entry);
     upstream.attach(forwarder);
@@ -272,7 +321,18 @@ class WeriftTransport implements MediaTransport {
       get packetsSent() {
         return forwarder.packetsSent;
       },
+      stats: (): DownTrackStats => ({
+        packetsSent: forwarder.packetsSent,
+        packetsRetransmitted: forwarder.packetsRetransmitted,
+        retransmitMisses: forwarder.retransmitMisses,
+        nacksReceived: counts.nacks,
+        keyframeRequestsReceived: counts.keyframeRequests,
+        layer: forwarder.currentLayer,
+        layerSwitches: forwarder.switches,
+      }),
       setEnabled: (enabled) => forwarder.setEnabled(enabled),
+      // VideoQuality LOW/MEDIUM/HIGH = rid q/h/f = layer rank 1/2/3.
+      setMaxQuality: (quality) => forwarder.setMaxRank(quality + 1),
       close: () => {
         if (closed) return;
         closed = true;
@@ -287,6 +347,68 @@ class WeriftTransport implements MediaTransport {
         this.negotiate();
       },
     };
+  }
+
+  /**
+   * Subscriber feedback for one sender goes to the forwarder instead of werift: NACKs are
+   * answered from the track's shared cache (werift's own 128-packet per-sender cache would
+   * also answer them, twice), PLI/FIR become one rate-limited keyframe request of the layer
+   * this subscriber receives. Other RTCP (receiver reports, REMB) still reaches werift.
+   */
+  private takeOverSenderFeedback(
+    sender: RTCRtpSender,
+    forwarder: DownForwarder,
+    counts: { nacks: number; keyframeRequests: number },
+  ): void {
+    const original = sender.handleRtcpPacket.bind(sender);
+    const metrics = this.metrics;
+    sender.handleRtcpPacket = (packet: RtcpPacket) => {
+      try {
+        if (packet instanceof RtcpTransportLayerFeedback && packet.feedback instanceof GenericNack) {
+          counts.nacks++;
+          metrics?.rtcp.nack('incoming');
+          for (const seq of packet.feedback.lost) {
+            const rtp = forwarder.retransmit(seq);
+            if (rtp) this.sendRetransmission(sender, rtp);
+          }
+          sender.onRtcp.execute(packet);
+          return;
+        }
+        if (packet instanceof RtcpPayloadSpecificFeedback) {
+          const fb = packet.feedback;
+          const fir = fb.count === FIR_FMT;
+          if (fb instanceof PictureLossIndication || fir) {
+            counts.keyframeRequests++;
+            if (fir) metrics?.rtcp.fir('incoming');
+            else metrics?.rtcp.pli('incoming');
+            forwarder.requestKeyframe();
+            sender.onRtcp.execute(packet);
+            return;
+          }
+        }
+      } catch (err) {
+        this.log.debug({ err }, 'subscriber feedback failed');
+        return;
+      }
+      original(packet);
+    };
+  }
+
+  /** Sends a cached packet again on `sender`'s stream (RTX-wrapped when negotiated). */
+  private sendRetransmission(sender: RTCRtpSender, rtp: RtpPacket): void {
+    const codec = sender.codec;
+    const dtls = sender.dtlsTransport;
+    if (!codec || !dtls || sender.stopped || !this.subConnected) return;
+    rtp.header.ssrc = sender.ssrc;
+    rtp.header.payloadType = codec.payloadType;
+    let out = rtp;
+    const internals = sender as unknown as SenderInternals;
+    if (internals.rtxPayloadType !== undefined) {
+      out = wrapRtx(rtp, internals.rtxPayloadType, internals.rtxSequenceNumber, sender.rtxSsrc);
+      internals.rtxSequenceNumber = (internals.rtxSequenceNumber + 1) & 0xffff;
+    }
+    this.metrics?.packets.outgoing(out.payload.length, true);
+    dtls.sendRtp(out.payload, out.header).catch((err: unknown) => this.log.debug({ err }, 'retransmission failed'));
   }
 
   sendData(kind: DataChannelKind, bytes: Uint8Array): void {
@@ -341,6 +463,7 @@ class WeriftTransport implements MediaTransport {
     track.onReceiveRtp.subscribe((rtp) => {
       const mid = transceiver.mid;
       if (mid === null) return;
+      this.metrics?.packets.incoming(rtp.payload.length);
       this.upstreams.get(mid)?.onPacket(rid, rtp);
     });
     // A track that shows up after SRD (no a=ssrc, first packet) is announced here.
@@ -362,7 +485,17 @@ class WeriftTransport implements MediaTransport {
       clockRate: codec.clockRate,
       now: () => this.clock.now(),
       sendPli: (ssrc) => {
+        this.metrics?.rtcp.pli('outgoing');
         transceiver.receiver.sendRtcpPLI(ssrc).catch((err: unknown) => this.log.debug({ err }, 'PLI failed'));
+      },
+      sendNack: (ssrc, seqs) => {
+        const receiver = transceiver.receiver;
+        if (!receiver.dtlsTransport) return;
+        this.metrics?.rtcp.nack('outgoing');
+        const feedback = new GenericNack({ senderSsrc: receiver.rtcpSsrc, mediaSourceSsrc: ssrc, lost: seqs.slice() });
+        receiver.dtlsTransport
+          .sendRtcp([new RtcpTransportLayerFeedback({ feedback })])
+          .catch((err: unknown) => this.log.debug({ err }, 'NACK failed'));
       },
       extensionUri: (extId) => this.pub.extIdUriMap[extId],
       logger: this.log,

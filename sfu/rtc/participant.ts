@@ -30,6 +30,8 @@ import {
   Pong,
   RequestResponse,
   RequestResponse_Reason,
+  VideoQuality,
+  type UpdateTrackSettings,
 } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
 import type { Clock } from '../../common/clock.ts';
@@ -44,11 +46,15 @@ import type {
   UpstreamTrack,
 } from './types.ts';
 import type { JoinPermissions } from '../signal/auth.ts';
+import { DynacastState } from './dynacast.ts';
+import { maxQualityFor, subscribedQualityUpdate, type TrackSettings } from './layers.ts';
 
 export interface PublishedTrack {
   info: TrackInfo;
   upstream: UpstreamTrack;
   mid: string;
+  /** Video only: which qualities the publisher should keep encoding. */
+  dynacast: DynacastState | undefined;
 }
 
 interface PendingTrack {
@@ -60,7 +66,10 @@ interface PendingTrack {
 export interface Subscription {
   down: DownTrack;
   publisher: ParticipantSid;
+  track: PublishedTrack;
   disabled: boolean;
+  /** Highest quality this subscriber wants (OFF while disabled). */
+  quality: VideoQuality;
 }
 
 /** What a participant asks of its room. */
@@ -71,6 +80,8 @@ export interface ParticipantHooks {
   onTrackUnpublished(p: Participant, track: PublishedTrack): void;
   onData(p: Participant, packet: DataPacket, kind: DataChannelKind): void;
   onSubscriptionRequest(p: Participant, trackSids: string[], subscribe: boolean): void;
+  /** A subscription of `p` to `trackSid` came, went or changed its wanted quality. */
+  onSubscriptionChanged(p: Participant, trackSid: TrackSid): void;
   onUpdateMetadata(p: Participant, name: string | undefined, metadata: string | undefined, attrs: Record<string, string>): void;
   onClosed(p: Participant, reason: DisconnectReason): void;
 }
@@ -116,7 +127,8 @@ export class Participant {
   readonly subscriptions = new Map<TrackSid, Subscription>();
   /** Explicit UpdateSubscription choices, which win over auto-subscribe. */
   readonly subscriptionChoices = new Map<TrackSid, boolean>();
-  private readonly disabledTracks = new Set<TrackSid>();
+  /** UpdateTrackSettings per track, kept for subscriptions made later. */
+  private readonly trackSettings = new Map<TrackSid, TrackSettings>();
   private readonly sink: SignalSink;
   private transport: MediaTransport | undefined;
   private readonly hooks: ParticipantHooks;
@@ -240,7 +252,7 @@ export class Participant {
         return;
       }
       case 'trackSetting':
-        for (const sid of m.value.trackSids) this.setTrackDisabled(sid as TrackSid, m.value.disabled);
+        this.applyTrackSettings(m.value);
         return;
       case 'leave':
         this.close(DisconnectReason.CLIENT_INITIATED, false);
@@ -338,7 +350,20 @@ export class Participant {
     const info = pending!.info;
     info.mimeType = media.mimeType;
     info.mid = media.mid;
-    const track: PublishedTrack = { info, upstream: media.source, mid: media.mid };
+    const sid = info.sid;
+    const dynacast =
+      media.kind === 'video'
+        ? new DynacastState({
+            clock: this.clock,
+            send: (maxWanted) =>
+              this.send(
+                new SignalResponse({
+                  message: { case: 'subscribedQualityUpdate', value: subscribedQualityUpdate(sid, info.mimeType, maxWanted) },
+                }),
+              ),
+          })
+        : undefined;
+    const track: PublishedTrack = { info, upstream: media.source, mid: media.mid, dynacast };
     this.published.set(info.sid as TrackSid, track);
     this.bumpVersion();
     this.log.info({ track: info.sid, mime: info.mimeType, encryption: Encryption_Type[info.encryption] }, 'track published');
@@ -356,6 +381,7 @@ export class Participant {
     if (!track) return undefined;
     this.published.delete(sid);
     track.upstream.close();
+    track.dynacast?.close();
     this.bumpVersion();
     this.log.info({ track: sid }, 'track unpublished');
     this.hooks.onTrackUnpublished(this, track);
@@ -407,10 +433,11 @@ export class Participant {
     const sid = track.info.sid as TrackSid;
     if (this.closed || !this.transport || this.subscriptions.has(sid)) return;
     const down = this.transport.subscribe(track.upstream, `${publisher.sid}|${sid}`, sid);
-    const disabled = this.disabledTracks.has(sid);
-    if (disabled) down.setEnabled(false);
-    this.subscriptions.set(sid, { down, publisher: publisher.sid, disabled });
+    const sub: Subscription = { down, publisher: publisher.sid, track, disabled: false, quality: VideoQuality.HIGH };
+    this.subscriptions.set(sid, sub);
+    this.applySettingsTo(sub, this.trackSettings.get(sid));
     this.log.debug({ track: sid, publisher: publisher.identity }, 'subscribed');
+    this.hooks.onSubscriptionChanged(this, sid);
   }
 
   unsubscribe(sid: TrackSid): void {
@@ -419,15 +446,32 @@ export class Participant {
     this.subscriptions.delete(sid);
     sub.down.close();
     this.log.debug({ track: sid }, 'unsubscribed');
+    this.hooks.onSubscriptionChanged(this, sid);
   }
 
-  private setTrackDisabled(sid: TrackSid, disabled: boolean): void {
-    if (disabled) this.disabledTracks.add(sid);
-    else this.disabledTracks.delete(sid);
-    const sub = this.subscriptions.get(sid);
-    if (!sub || sub.disabled === disabled) return;
-    sub.disabled = disabled;
-    sub.down.setEnabled(!disabled);
+  /** Adaptive stream / manual quality: enable, disable, cap the simulcast layer. */
+  private applyTrackSettings(req: UpdateTrackSettings): void {
+    const settings: TrackSettings = { disabled: req.disabled, width: req.width, height: req.height, quality: req.quality };
+    for (const raw of req.trackSids) {
+      const sid = raw as TrackSid;
+      this.trackSettings.set(sid, settings);
+      const sub = this.subscriptions.get(sid);
+      if (!sub) continue;
+      const before = sub.quality;
+      this.applySettingsTo(sub, settings);
+      if (sub.quality !== before) this.hooks.onSubscriptionChanged(this, sid);
+    }
+  }
+
+  private applySettingsTo(sub: Subscription, settings: TrackSettings | undefined): void {
+    const disabled = settings?.disabled ?? false;
+    const quality = settings ? maxQualityFor(settings, sub.track.info.layers) : VideoQuality.HIGH;
+    if (sub.disabled !== disabled) {
+      sub.disabled = disabled;
+      sub.down.setEnabled(!disabled);
+    }
+    sub.quality = disabled ? VideoQuality.OFF : quality;
+    if (!disabled && quality !== VideoQuality.OFF && sub.track.info.type === TrackType.VIDEO) sub.down.setMaxQuality(quality);
   }
 
   // ---- end ----
@@ -450,8 +494,12 @@ export class Participant {
       const sub = this.subscriptions.get(sid);
       this.subscriptions.delete(sid);
       sub?.down.close();
+      this.hooks.onSubscriptionChanged(this, sid);
     }
-    for (const track of this.published.values()) track.upstream.close();
+    for (const track of this.published.values()) {
+      track.upstream.close();
+      track.dynacast?.close();
+    }
     this.transport?.close();
     try {
       this.sink.close();

@@ -27,6 +27,7 @@ import {
   ServerInfo_Edition,
   SignalResponse,
   UserPacket,
+  type VideoQuality,
 } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
 import type { Clock, TimerHandle } from '../../common/clock.ts';
@@ -34,6 +35,7 @@ import type { SfuEvent } from '../room-service-api.ts';
 import { newParticipantSid, type ParticipantIdentity, type RoomName, type RoomSid, type TrackSid } from './ids.ts';
 import { Participant, type ParticipantHooks, type PublishedTrack } from './participant.ts';
 import type { DataChannelKind, JoinRequest, MediaTransportFactory, SignalSink } from './types.ts';
+import { highestWanted } from './layers.ts';
 
 export const SERVER_VERSION = '1.9.0';
 export const PROTOCOL_VERSION = 16;
@@ -87,6 +89,7 @@ export class Room {
       onTrackUnpublished: (p, t) => this.onTrackUnpublished(p, t),
       onData: (p, packet, kind) => this.routeData(p, packet, kind),
       onSubscriptionRequest: (p, sids, subscribe) => this.updateSubscriptions(p, sids, subscribe),
+      onSubscriptionChanged: (_p, sid) => this.refreshDynacast(sid),
       onUpdateMetadata: (p, name, metadata, attrs) => this.updateParticipant(p, { name, metadata, attributes: attrs }),
       onClosed: (p, reason) => this.onParticipantClosed(p, reason),
     };
@@ -231,6 +234,8 @@ export class Room {
     for (const other of this.participants.values()) {
       if (other !== p) this.maybeSubscribe(other, p, track);
     }
+    // Nobody subscribed yet: the publisher need not encode anything (dynacast).
+    this.refreshDynacast(track.info.sid as TrackSid);
   }
 
   private onTrackUnpublished(p: Participant, track: PublishedTrack): void {
@@ -243,6 +248,19 @@ export class Room {
     if (subscriber.isClosed || subscriber.state !== ParticipantInfo_State.ACTIVE) return;
     if (!subscriber.wantsTrack(track.info.sid as TrackSid)) return;
     subscriber.subscribe(publisher, track);
+  }
+
+  /** Tells a video track's publisher the highest quality any subscriber now wants (dynacast). */
+  private refreshDynacast(sid: TrackSid): void {
+    const found = this.findTrack(sid);
+    const dynacast = found?.track.dynacast;
+    if (!dynacast) return;
+    const wanted: VideoQuality[] = [];
+    for (const p of this.participants.values()) {
+      const sub = p.subscriptions.get(sid);
+      if (sub && !p.isClosed) wanted.push(sub.quality);
+    }
+    dynacast.update(highestWanted(wanted));
   }
 
   private findTrack(sid: string): { publisher: Participant; track: PublishedTrack } | undefined {

@@ -56,11 +56,29 @@ export interface UpstreamTrack {
   close(): void;
 }
 
+/** Loss-recovery and layer figures of one downtrack (tests, diagnostics). */
+export interface DownTrackStats {
+  packetsSent: number;
+  /** Packets resent from the track's cache for this subscriber's NACKs. */
+  packetsRetransmitted: number;
+  /** NACKed packets that were no longer (or never) in the cache. */
+  retransmitMisses: number;
+  nacksReceived: number;
+  /** PLI + FIR received from this subscriber. */
+  keyframeRequestsReceived: number;
+  /** Simulcast rid forwarded now ('' without simulcast), undefined before the first keyframe. */
+  layer: string | undefined;
+  layerSwitches: number;
+}
+
 /** A subscriber's copy of an upstream track. Owned by the subscriber's transport. */
 export interface DownTrack {
   /** Packets handed to the subscriber so far. */
   readonly packetsSent: number;
+  stats(): DownTrackStats;
   setEnabled(enabled: boolean): void;
+  /** Highest simulcast quality to forward (livekit VideoQuality: 0 LOW, 1 MEDIUM, 2 HIGH). */
+  setMaxQuality(quality: number): void;
   close(): void;
 }
 

@@ -27,11 +27,14 @@ export interface JoinOptions {
   /** Shared E2EE passphrase; the page uses the bundled worker. */
   e2eeKey?: string;
   workerUrl?: string;
+  /** livekit-client Room options (both off unless set). */
+  adaptiveStream?: boolean;
+  dynacast?: boolean;
 }
 
 export async function joinFromPage(page: Page, url: string, token: string, opts: JoinOptions = {}): Promise<string> {
   return await page.evaluate(
-    async ({ serverUrl, accessToken, e2eeKey, workerUrl }) => {
+    async ({ serverUrl, accessToken, e2eeKey, workerUrl, adaptiveStream, dynacast }) => {
       const LK = window.LivekitClient;
       const { Room, RoomEvent } = LK;
       const events: PageEvent[] = [];
@@ -41,7 +44,7 @@ export async function joinFromPage(page: Page, url: string, token: string, opts:
         keyProvider = new LK.ExternalE2EEKeyProvider();
         e2ee = { e2ee: { keyProvider, worker: new Worker(workerUrl, { type: 'module' }) } };
       }
-      const room = new Room({ adaptiveStream: false, dynacast: false, ...e2ee });
+      const room = new Room({ adaptiveStream, dynacast, ...e2ee });
       const push = (e: PageEvent) => events.push(e);
       room.on(RoomEvent.ParticipantConnected, (p) => push({ type: 'participantConnected', identity: p.identity }));
       room.on(RoomEvent.ParticipantDisconnected, (p) => push({ type: 'participantDisconnected', identity: p.identity }));
@@ -79,7 +82,14 @@ export async function joinFromPage(page: Page, url: string, token: string, opts:
       await room.connect(serverUrl, accessToken);
       return room.localParticipant.sid;
     },
-    { serverUrl: url, accessToken: token, e2eeKey: opts.e2eeKey, workerUrl: opts.workerUrl },
+    {
+      serverUrl: url,
+      accessToken: token,
+      e2eeKey: opts.e2eeKey,
+      workerUrl: opts.workerUrl,
+      adaptiveStream: opts.adaptiveStream ?? false,
+      dynacast: opts.dynacast ?? false,
+    },
   );
 }
 

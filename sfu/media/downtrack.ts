@@ -1,0 +1,240 @@
+/**
+ * One subscriber's copy of an upstream track (`DownForwarder`): picks the simulcast layer to
+ * forward (the best live one not above the subscriber's limit, `setMaxRank`), switches only at
+ * a keyframe of the new layer (asking the publisher for one, rate-limited by the Upstream), and
+ * rewrites what the subscriber sees so it is one continuous stream: sequence numbers,
+ * timestamps and VP8 PictureID/TL0PICIDX/KEYIDX get per-switch offsets. Answers the
+ * subscriber's NACKs by translating its sequence numbers back through the last few switch
+ * points into the track's shared packet cache.
+ *
+ * - Header extensions: publisher ids mean nothing on the subscriber's PC, so only a few known
+ *   URIs are carried over, renumbered; the sender adds its own (mid, abs-send-time).
+ * - Each subscriber gets its own packet object (werift's sender mutates what it is given);
+ *   payload bytes are shared and never changed, except VP8 descriptor counters after a layer
+ *   switch, which go into a copy.
+ *
+ * Lifecycle: made and attached by the subscriber's transport; `setEnabled`, `setMaxRank`,
+ * `requestKeyframe` and `retransmit` come from the transport / session layer; the transport
+ * detaches it on unsubscribe.
+ */
+import type { RtpPacket } from 'werift';
+import type { LayerState, PacketSink, Upstream } from './upstream.ts';
+import { Vp8Munger, newVp8Descriptor, parseVp8Descriptor, type Vp8Descriptor, type Vp8Offsets } from './vp8.ts';
+
+/** Extensions worth carrying from publisher to subscriber. */
+export const FORWARDED_EXTENSION_URIS = new Set([
+  'urn:ietf:params:rtp-hdrext:ssrc-audio-level',
+  'urn:3gpp:video-orientation',
+]);
+
+const NO_EXTENSIONS: { id: number; payload: Buffer }[] = [];
+/** Switch points remembered for NACK translation (a power of two). */
+const SEGMENTS = 4;
+
+export interface DownForwarderOptions {
+  /** Whether the subscriber's sender can send yet (negotiated and connected). */
+  ready: () => boolean;
+  send: (rtp: RtpPacket) => void;
+  /** Subscriber's negotiated id for an extension URI. */
+  extensionId: (uri: string) => number | undefined;
+}
+
+/** One stretch of output between two layer switches. */
+interface Segment {
+  used: boolean;
+  rid: string;
+  /** First output sequence number of the stretch. */
+  outStart: number;
+  seqOffset: number;
+  tsOffset: number;
+  vp8: Vp8Offsets;
+}
+
+export class DownForwarder implements PacketSink {
+  private readonly up: Upstream;
+  private readonly opts: DownForwarderOptions;
+  private enabled = true;
+  private maxRank = Number.POSITIVE_INFINITY;
+  private currentRid: string | undefined;
+  private readonly segments: Segment[] = [];
+  private segIndex = 0;
+  /** First input sequence number forwarded from the current source. */
+  private sourceStartSeq = 0;
+  /** Packets forwarded since the last switch; the late-packet check only matters early on. */
+  private sinceSwitch = 0;
+  private lastOutSeq = 0;
+  private lastOutTs = 0;
+  private lastOutAt = 0;
+  private started = false;
+  private readonly munger = new Vp8Munger();
+  private readonly rtxDesc: Vp8Descriptor = newVp8Descriptor();
+  packetsSent = 0;
+  /** Packets resent from the cache for the subscriber's NACKs. */
+  packetsRetransmitted = 0;
+  /** NACKed packets no longer (or never) in the cache. */
+  retransmitMisses = 0;
+  /** Layer switches done (the first layer counts). */
+  switches = 0;
+
+  constructor(up: Upstream, opts: DownForwarderOptions) {
+    this.up = up;
+    this.opts = opts;
+    for (let i = 0; i < SEGMENTS; i++) {
+      this.segments.push({ used: false, rid: '', outStart: 0, seqOffset: 0, tsOffset: 0, vp8: { pictureId: 0, tl0PicIdx: 0, keyIdx: 0 } });
+    }
+  }
+
+  /** The rid being forwarded ('' without simulcast), undefined before the first keyframe. */
+  get currentLayer(): string | undefined {
+    return this.currentRid;
+  }
+
+  setEnabled(enabled: boolean): void {
+    if (enabled === this.enabled) return;
+    this.enabled = enabled;
+    // Resume at a keyframe: force a source switch on the next packet.
+    if (enabled) {
+      this.currentRid = undefined;
+      this.up.requestKeyframe(this.up.layerFor(this.maxRank, this.up.now())?.rid);
+    }
+  }
+
+  /** Highest layer rank the subscriber wants (1 q, 2 h, 3 f; Infinity = best available). */
+  setMaxRank(rank: number): void {
+    if (rank === this.maxRank) return;
+    this.maxRank = rank;
+    const target = this.up.layerFor(rank, this.up.now());
+    if (this.enabled && target && target.rid !== this.currentRid) this.up.requestKeyframe(target.rid);
+  }
+
+  /** The subscriber lost a picture (PLI/FIR): ask for a keyframe of the layer it receives. */
+  requestKeyframe(): void {
+    this.up.requestKeyframe(this.currentRid ?? this.up.layerFor(this.maxRank, this.up.now())?.rid);
+  }
+
+  handle(layer: LayerState, rtp: RtpPacket, keyframe: boolean, desc: Vp8Descriptor, now: number): void {
+    if (!this.enabled || !this.opts.ready()) return;
+    const video = this.up.kind === 'video';
+    if (layer.rid !== this.currentRid) {
+      if (video) {
+        const target = this.up.layerFor(this.maxRank, now);
+        if (target !== layer) {
+          // Packet of another layer: make sure the target's keyframe is on its way.
+          if (target !== undefined && this.currentRid !== target.rid) this.up.requestKeyframe(target.rid);
+          return;
+        }
+        if (!keyframe) {
+          this.up.requestKeyframe(layer.rid);
+          return;
+        }
+      }
+      this.switchTo(layer.rid, rtp, desc, now);
+    } else if (video && keyframe) {
+      // On the current layer; move when the wanted one changed or came alive.
+      const target = this.up.layerFor(this.maxRank, now);
+      if (target !== undefined && target !== layer) this.up.requestKeyframe(target.rid);
+    }
+    const inSeq = rtp.header.sequenceNumber;
+    // Late packets from before the switch point would reuse sequence numbers already sent.
+    if (this.sinceSwitch < 1000 && ((inSeq - this.sourceStartSeq) & 0xffff) >= 0x8000) return;
+    this.sinceSwitch++;
+
+    const seg = this.segments[this.segIndex]!;
+    const out = this.rewrite(rtp, seg);
+    if (video && desc.valid) out.payload = this.munger.rewrite(rtp.payload, desc);
+    if (((out.header.sequenceNumber - this.lastOutSeq) & 0xffff) < 0x8000 || !this.started) {
+      this.lastOutSeq = out.header.sequenceNumber;
+      this.lastOutTs = out.header.timestamp;
+      this.lastOutAt = now;
+    }
+    this.started = true;
+    this.packetsSent++;
+    this.up.tapOut(out);
+    this.opts.send(out);
+  }
+
+  /**
+   * The packet the subscriber knows as `outSeq`, rebuilt from the track's cache with the
+   * offsets in force when it was first sent; undefined when it is gone or was never sent.
+   */
+  retransmit(outSeq: number): RtpPacket | undefined {
+    if (!this.started || ((this.lastOutSeq - outSeq) & 0xffff) >= 0x8000) {
+      this.retransmitMisses++;
+      return undefined;
+    }
+    let seg: Segment | undefined;
+    for (let k = 0; k < SEGMENTS; k++) {
+      const s = this.segments[(this.segIndex - k) & (SEGMENTS - 1)]!;
+      if (!s.used) break;
+      if (((outSeq - s.outStart) & 0xffff) < 0x8000) {
+        seg = s;
+        break;
+      }
+    }
+    const cached = seg && this.up.cached(seg.rid, (outSeq - seg.seqOffset) & 0xffff);
+    if (!seg || !cached) {
+      this.retransmitMisses++;
+      return undefined;
+    }
+    const out = this.rewrite(cached, seg);
+    if (this.up.isVp8 && parseVp8Descriptor(cached.payload, this.rtxDesc)) {
+      out.payload = this.munger.rewrite(cached.payload, this.rtxDesc, seg.vp8, false);
+    }
+    this.packetsRetransmitted++;
+    return out;
+  }
+
+  private rewrite(rtp: RtpPacket, seg: Segment): RtpPacket {
+    const out = rtp.clone();
+    out.header.sequenceNumber = (rtp.header.sequenceNumber + seg.seqOffset) & 0xffff;
+    out.header.timestamp = (rtp.header.timestamp + seg.tsOffset) >>> 0;
+    out.header.extensions = this.mapExtensions(rtp);
+    out.header.extension = out.header.extensions.length > 0;
+    return out;
+  }
+
+  private switchTo(rid: string, rtp: RtpPacket, desc: Vp8Descriptor, now: number): void {
+    const inSeq = rtp.header.sequenceNumber;
+    const inTs = rtp.header.timestamp;
+    this.segIndex = (this.segIndex + 1) & (SEGMENTS - 1);
+    const seg = this.segments[this.segIndex]!;
+    seg.used = true;
+    seg.rid = rid;
+    if (this.started) {
+      const elapsed = Math.max(0, now - this.lastOutAt);
+      const tsStep = Math.max(1, Math.round((elapsed * this.up.clockRate) / 1000));
+      seg.seqOffset = (this.lastOutSeq + 1 - inSeq) & 0xffff;
+      seg.tsOffset = (this.lastOutTs + tsStep - inTs) >>> 0;
+      seg.outStart = (this.lastOutSeq + 1) & 0xffff;
+    } else {
+      seg.seqOffset = 0;
+      seg.tsOffset = 0;
+      seg.outStart = inSeq;
+    }
+    if (this.up.isVp8 && desc.valid) {
+      this.munger.switchTo(desc);
+      seg.vp8.pictureId = this.munger.offsets.pictureId;
+      seg.vp8.tl0PicIdx = this.munger.offsets.tl0PicIdx;
+      seg.vp8.keyIdx = this.munger.offsets.keyIdx;
+    }
+    this.currentRid = rid;
+    this.sourceStartSeq = inSeq;
+    this.sinceSwitch = 0;
+    this.switches++;
+  }
+
+  private mapExtensions(rtp: RtpPacket): { id: number; payload: Buffer }[] {
+    const exts = rtp.header.extensions;
+    if (exts.length === 0) return NO_EXTENSIONS;
+    let out: { id: number; payload: Buffer }[] | undefined;
+    for (let i = 0; i < exts.length; i++) {
+      const ext = exts[i]!;
+      const uri = this.up.extensionUri(ext.id);
+      if (!uri || !FORWARDED_EXTENSION_URIS.has(uri)) continue;
+      const id = this.opts.extensionId(uri);
+      if (id === undefined) continue;
+      (out ??= []).push({ id, payload: ext.payload });
+    }
+    return out ?? NO_EXTENSIONS;
+  }
+}

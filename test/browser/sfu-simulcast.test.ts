@@ -1,0 +1,140 @@
+/**
+ * Simulcast layer selection with the real livekit-client: alice publishes a 1280x720 camera
+ * with simulcast (rids q/h/f, as many as Chrome sends), bob subscribes with adaptiveStream and
+ * dynacast. Shrinking bob's video element makes the SFU forward the low layer; growing it back
+ * brings the high layer; each within 3 s, measured by the frame width bob decodes (inbound-rtp
+ * frameWidth), with the decoder never complaining (frames keep being decoded, no PLI storm of
+ * a broken stream, no keyframe-less switch). The publisher is told which layers anyone
+ * receives (SubscribedQualityUpdate, dynacast).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
+import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
+import { joinFromPage, leaveFromPage, waitForPageEvent } from './sfu-browser-client.ts';
+import { waitFor } from '../support/wait.ts';
+
+interface VideoIn {
+  frameWidth: number;
+  framesDecoded: number;
+  keyFramesDecoded: number;
+  pliCount: number;
+  framesDropped: number;
+}
+
+async function videoIn(page: Page): Promise<VideoIn | undefined> {
+  return await page.evaluate(async () => {
+    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
+    for (const p of room.remoteParticipants.values()) {
+      for (const pub of p.videoTrackPublications.values()) {
+        const receiver = pub.track?.receiver;
+        if (!receiver) continue;
+        const report = await receiver.getStats();
+        let out: VideoIn | undefined;
+        report.forEach((s: Record<string, unknown>) => {
+          if (s.type !== 'inbound-rtp') return;
+          out = {
+            frameWidth: Number(s.frameWidth ?? 0),
+            framesDecoded: Number(s.framesDecoded ?? 0),
+            keyFramesDecoded: Number(s.keyFramesDecoded ?? 0),
+            pliCount: Number(s.pliCount ?? 0),
+            framesDropped: Number(s.framesDropped ?? 0),
+          };
+        });
+        return out;
+      }
+    }
+    return undefined;
+  });
+}
+
+/** Sizes bob's video element (adaptive stream reports it to the SFU). */
+async function sizeVideoElement(page: Page, width: number, height: number): Promise<void> {
+  await page.evaluate(
+    ({ w, h }) => {
+      for (const el of document.querySelectorAll('video')) {
+        el.style.width = `${w}px`;
+        el.style.height = `${h}px`;
+        el.style.display = 'block';
+      }
+    },
+    { w: width, h: height },
+  );
+}
+
+describe('sfu simulcast with adaptive stream', () => {
+  let sfu: TestSfu | undefined;
+  const pages: BrowserPage[] = [];
+
+  afterEach(async (ctx) => {
+    if (ctx.task.result?.state === 'fail') {
+      for (const p of pages) console.log(p.consoleLines.slice(-30).join('\n'));
+    }
+    for (const p of pages) await leaveFromPage(p.page);
+    for (const p of pages.splice(0)) await p.close();
+    await sfu?.stop();
+    sfu = undefined;
+  });
+
+  it('forwards the low layer to a shrunk video element and the high layer again when it grows, each within 3 s', async () => {
+    sfu = await startTestSfu();
+    const alice = await openBrowserPage();
+    pages.push(alice);
+    const bob = await openBrowserPage();
+    pages.push(bob);
+    await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'), { dynacast: true });
+    await joinFromPage(bob.page, sfu.wsUrl, await sfu.token('bob'), { adaptiveStream: true, dynacast: true });
+    await alice.page.evaluate(async () => {
+      const LK = window.LivekitClient;
+      const room = window.testState.room as InstanceType<typeof LK.Room>;
+      const track = await LK.createLocalVideoTrack({ resolution: LK.VideoPresets.h720.resolution });
+      await room.localParticipant.publishTrack(track, { simulcast: true });
+    });
+    await waitForPageEvent(bob.page, (e) => e.type === 'trackSubscribed' && e.kind === 'video', 'video subscribed at bob');
+    await sizeVideoElement(bob.page, 1280, 720);
+
+    const room = sfu.sfu.rooms.getRoom('test-room')!;
+    const aliceState = room.participants.get('alice' as never)!;
+    const video = await waitFor('alice video published', () =>
+      [...aliceState.published.values()].find((t) => t.info.mimeType === 'video/VP8'),
+    );
+    const layerWidths = new Map(video.info.layers.map((l) => [l.quality, l.width]));
+    expect(video.info.simulcast).toBe(true);
+    const lowWidth = layerWidths.get(0)!;
+    expect(lowWidth).toBeGreaterThan(0);
+
+    // Big element: bob decodes a layer above the low one.
+    const big = await waitFor('bob decodes a large layer', async () => {
+      const v = await videoIn(bob.page);
+      return v && v.framesDecoded > 10 && v.frameWidth > lowWidth ? v : undefined;
+    }, { timeoutMs: 20_000, intervalMs: 100 });
+    const highWidth = big.frameWidth;
+
+    // Shrink: the low layer within 3 s.
+    await sizeVideoElement(bob.page, 160, 90);
+    const small = await waitFor('bob decodes the low layer', async () => {
+      const v = await videoIn(bob.page);
+      return v && v.frameWidth === lowWidth ? v : undefined;
+    }, { timeoutMs: 3000, intervalMs: 50 });
+
+    // Grow back: the high layer within 3 s.
+    await sizeVideoElement(bob.page, 1280, 720);
+    const grown = await waitFor('bob decodes the high layer again', async () => {
+      const v = await videoIn(bob.page);
+      return v && v.frameWidth >= highWidth ? v : undefined;
+    }, { timeoutMs: 3000, intervalMs: 50 });
+
+    // The decoder kept going: more frames after each switch, each switch started at a keyframe.
+    await waitFor('decoding continues on the high layer', async () => {
+      const v = await videoIn(bob.page);
+      return v && v.framesDecoded >= grown.framesDecoded + 15 && v.frameWidth >= highWidth;
+    });
+    expect(small.framesDecoded).toBeGreaterThan(big.framesDecoded);
+    const end = (await videoIn(bob.page))!;
+    // A stream the decoder could not follow makes it ask for keyframes again and again.
+    expect(end.pliCount).toBeLessThan(10);
+    const bobState = room.participants.get('bob' as never)!;
+    const sub = bobState.subscriptions.get(video.info.sid as never)!;
+    expect(sub.down.stats().layerSwitches).toBeGreaterThanOrEqual(3);
+  });
+});
