@@ -28,7 +28,7 @@ export interface AppserviceApiDeps {
   applyEvents(events: unknown[]): Promise<void>;
   /** How long a processed transaction is remembered (ms). */
   txnTtlMs: number;
-  /** How long one replica may hold a transaction before another may take it over (ms). */
+  /** Lease of the replica processing a transaction, renewed every third of it (ms). */
   txnLockMs?: number;
   /** How long a duplicate delivery waits for a sibling replica to finish (ms). */
   busyWaitMs?: number;
@@ -55,7 +55,7 @@ export function transactionKey(txnId: string, events: unknown[]): string {
 
 export function createAppserviceRouter(deps: AppserviceApiDeps): Router {
   const { store, logger, metrics } = deps;
-  const lockMs = deps.txnLockMs ?? 120_000;
+  const lockMs = deps.txnLockMs ?? 10_000;
   const busyWaitMs = deps.busyWaitMs ?? 10_000;
   const router = express.Router();
   /** Transactions being processed in this process, so a duplicate waits for the same work. */
@@ -78,20 +78,26 @@ export function createAppserviceRouter(deps: AppserviceApiDeps): Router {
   async function processOnce(key: string, events: unknown[]): Promise<'processed' | 'duplicate' | 'busy'> {
     if (await store.isTxnDone(key)) return 'duplicate';
     if ((await store.lockTxn(key, lockMs)) === 'busy') {
-      // A sibling replica is on it: wait (bounded) for it to finish.
+      // A sibling replica is on it: wait (bounded) for it to finish, or for its lease to lapse
+      // (it died or gave up) and take the transaction over.
       const deadline = Date.now() + busyWaitMs;
-      while (Date.now() < deadline) {
+      let acquired = false;
+      while (!acquired && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
         if (await store.isTxnDone(key)) return 'duplicate';
+        acquired = (await store.lockTxn(key, lockMs)) === 'acquired';
       }
-      return 'busy';
+      if (!acquired) return 'busy';
     }
+    // Keep the lease while we work; if this process dies, it lapses within `lockMs`.
+    const renewal = setInterval(() => void store.renewTxnLock(key, lockMs).catch(() => undefined), Math.max(1, Math.floor(lockMs / 3)));
     try {
       if (await store.isTxnDone(key)) return 'duplicate';
       await deps.applyEvents(events);
       await store.markTxnDone(key, deps.txnTtlMs);
       return 'processed';
     } finally {
+      clearInterval(renewal);
       await store.unlockTxn(key).catch(() => undefined);
     }
   }

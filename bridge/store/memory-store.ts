@@ -88,6 +88,11 @@ export function createMemoryStore(deps: { clock: Clock }): BridgeStore {
       txnLocks.set(key, clock.now() + ttlMs);
       return 'acquired';
     },
+    async renewTxnLock(key, ttlMs) {
+      if (!live(txnLocks, key)) return false;
+      txnLocks.set(key, clock.now() + ttlMs);
+      return true;
+    },
     async unlockTxn(key) {
       txnLocks.delete(key);
     },

@@ -4,6 +4,7 @@
  * atomic across replicas and bounded in time (Synapse reuses txn ids after a restart). The
  * connection is owned by the caller (made with common/redis.ts) and closed by `close()`.
  */
+import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../../common/redis.ts';
 import type { BridgeStore, CallMembership, SfuRoomBinding } from './store.ts';
 
@@ -23,12 +24,18 @@ export const REDIS_KEYS = {
   roomDeletions: 'mrtc:bridge:room_delete_at',
   /** string with TTL: a processed transaction */
   txnDone: (key: string) => `mrtc:bridge:txn:done:${key}`,
-  /** string with TTL: the lease of the replica processing a transaction */
+  /** string with TTL: the lease (owner id) of the replica processing a transaction */
   txnLock: (key: string) => `mrtc:bridge:txn:lock:${key}`,
 } as const;
 
+/** Compare-and-act on a lease: only its owner may renew (PEXPIRE) or release (DEL) it. */
+const RENEW_IF_OWNER = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+const DELETE_IF_OWNER = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
 export function createRedisStore(deps: { redis: RedisClient }): BridgeStore {
   const { redis } = deps;
+  /** Who holds a lease taken by this store instance. */
+  const owner = randomBytes(12).toString('base64url');
   return {
     async listMemberships(roomId) {
       const all = await redis.hvals(REDIS_KEYS.calls(roomId));
@@ -97,11 +104,14 @@ export function createRedisStore(deps: { redis: RedisClient }): BridgeStore {
       await redis.set(REDIS_KEYS.txnDone(key), '1', 'PX', ttlMs, 'NX');
     },
     async lockTxn(key, ttlMs) {
-      const ok = await redis.set(REDIS_KEYS.txnLock(key), '1', 'PX', ttlMs, 'NX');
+      const ok = await redis.set(REDIS_KEYS.txnLock(key), owner, 'PX', ttlMs, 'NX');
       return ok === 'OK' ? 'acquired' : 'busy';
     },
+    async renewTxnLock(key, ttlMs) {
+      return Number(await redis.eval(RENEW_IF_OWNER, 1, REDIS_KEYS.txnLock(key), owner, String(ttlMs))) === 1;
+    },
     async unlockTxn(key) {
-      await redis.del(REDIS_KEYS.txnLock(key));
+      await redis.eval(DELETE_IF_OWNER, 1, REDIS_KEYS.txnLock(key), owner);
     },
     async close() {
       redis.disconnect();

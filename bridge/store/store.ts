@@ -59,8 +59,14 @@ export interface BridgeStore {
   isTxnDone(key: string): Promise<boolean>;
   /** Remembers a processed transaction for `ttlMs` (atomic, first writer wins). */
   markTxnDone(key: string, ttlMs: number): Promise<void>;
-  /** A short lease so two replicas never process the same transaction at once. */
+  /**
+   * A short lease so two replicas never process the same transaction at once. The lease belongs
+   * to this store instance: only it renews or releases it, and a replica that dies stops
+   * renewing, so its lease lapses after `ttlMs` and the homeserver's retry can be processed.
+   */
   lockTxn(key: string, ttlMs: number): Promise<TxnLockResult>;
+  /** Extends this instance's lease; false when it no longer holds it. */
+  renewTxnLock(key: string, ttlMs: number): Promise<boolean>;
   unlockTxn(key: string): Promise<void>;
 
   close(): Promise<void>;
