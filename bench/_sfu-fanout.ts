@@ -13,6 +13,11 @@ import { ask, median, percentile, round, sleep, type SfuProcess } from './_sfu-p
 import { linearFit, measureWindow, medianOf, type WindowResult } from './_sfu-measure.ts';
 
 export interface FanoutOptions {
+  room: string;
+  /** Which client library the subscribers are (reported with the figures). */
+  subscriberKind: 'rtc-node' | 'werift';
+  /** Per subscriber worker, for werift workers (each needs its own UDP range). */
+  subscriberPortRanges?: [number, number][];
   publishers: number;
   steps: number[];
   warmupMs: number;
@@ -51,7 +56,8 @@ export interface FanoutStep {
 export interface FanoutResult {
   steps: FanoutStep[];
   stoppedBecause: string;
-  joinTime: { samples: number; medianMs: number; p90Ms: number; medianConnectMs: number; medianSubscribedMs: number; all: number[] };
+  subscriberKind: FanoutOptions['subscriberKind'];
+  joinTime?: { samples: number; medianMs: number; p90Ms: number; medianConnectMs: number; medianSubscribedMs: number; all: number[] };
   rssPerParticipantMB: number;
   rssInterceptMB: number;
   /** Monotonic windows (µs) of the steady-state measurements, for cutting the CPU profile. */
@@ -73,7 +79,7 @@ export async function runFanout(
   log: (line: string) => void,
 ): Promise<FanoutResult> {
   const started = Date.now();
-  const room = 'fanout';
+  const room = opts.room;
   const clientPids = [clients.publisher, ...clients.subscribers, clients.latency].map((c) => c.pid!);
 
   await ask(
@@ -82,7 +88,7 @@ export async function runFanout(
       type: 'join',
       wsUrl: sfu.wsUrl,
       room,
-      identities: Array.from({ length: opts.publishers }, (_, i) => `pub-${i}`),
+      identities: Array.from({ length: opts.publishers }, (_, i) => `${room}-pub-${i}`),
       publish: 'audio',
     },
     60_000,
@@ -96,7 +102,7 @@ export async function runFanout(
     );
   }
   const firstFrames = probes.map((p) => p.firstFrameMs);
-  const joinTime = {
+  const joinTime = probes.length === 0 ? undefined : {
     samples: probes.length,
     medianMs: round(median(firstFrames)),
     p90Ms: round(percentile(firstFrames, 90)),
@@ -104,7 +110,7 @@ export async function runFanout(
     medianSubscribedMs: round(median(probes.map((p) => p.subscribedMs))),
     all: firstFrames.map((x) => round(x)),
   };
-  log(`join time (token → first remote audio frame): median ${joinTime.medianMs} ms over ${probes.length}`);
+  if (joinTime) log(`join time (token → first remote audio frame): median ${joinTime.medianMs} ms over ${probes.length}`);
 
   const steps: FanoutStep[] = [];
   const monoWindows: [number, number][] = [];
@@ -119,11 +125,23 @@ export async function runFanout(
     const joinStart = performance.now();
     // Spread the new subscribers over the workers, joined in parallel.
     const perWorker: string[][] = clients.subscribers.map(() => []);
-    for (let i = joined; i < target; i++) perWorker[i % perWorker.length]!.push(`sub-${i}`);
+    for (let i = joined; i < target; i++) perWorker[i % perWorker.length]!.push(`${room}-sub-${i}`);
     await Promise.all(
       clients.subscribers.map((w, i) =>
         perWorker[i]!.length
-          ? ask(w, { type: 'join', wsUrl: sfu.wsUrl, room, identities: perWorker[i], publish: 'none', concurrency: 3 }, 120_000)
+          ? ask(
+              w,
+              {
+                type: 'join',
+                wsUrl: sfu.wsUrl,
+                room,
+                identities: perWorker[i],
+                publish: 'none',
+                concurrency: 3,
+                portRange: opts.subscriberPortRanges?.[i],
+              },
+              120_000,
+            )
           : Promise.resolve(),
       ),
     );
@@ -179,25 +197,31 @@ export async function runFanout(
     };
     steps.push(step);
     log(
-      `S=${target}: forwarded ${forwardedPps} pps (${step.forwardedSource}; received ${med.receivedPps}, expected ${expectedPps}), ` +
+      `${opts.subscriberKind} S=${target}: forwarded ${forwardedPps} pps (${step.forwardedSource}; received ${med.receivedPps}, expected ${expectedPps}), ` +
         `SFU CPU ${med.sfuCpuPercent} %, ${step.usPerForwardedPacket} µs/fwd pkt, clients ${med.clientCpuPercent} %, ` +
-        `RSS ${med.sfuRssMB} MB, latency p50/p99 ${latency?.p50Ms ?? '-'}/${latency?.p99Ms ?? '-'} ms (joins took ${step.joinSeconds} s)`,
+        `machine ${med.machineCpuPercent} %, RSS ${med.sfuRssMB} MB, latency p50/p99 ${latency?.p50Ms ?? '-'}/${latency?.p99Ms ?? '-'} ms (joins took ${step.joinSeconds} s)`,
     );
     if (med.sfuCpuPercent >= opts.saturatePercent) {
       stoppedBecause = `SFU saturated one core (${med.sfuCpuPercent} % ≥ ${opts.saturatePercent} %)`;
       break;
     }
-    if (med.sfuCpuPercent + med.clientCpuPercent >= cores * 100 * 0.9) {
-      stoppedBecause = `client processes are the bottleneck: SFU ${med.sfuCpuPercent} % + clients ${med.clientCpuPercent} % of ${cores} cores`;
-      break;
-    }
-    if (step.deliveryRatio < 0.9) {
-      stoppedBecause = `delivery fell to ${Math.round(step.deliveryRatio * 100)} % of the expected packets (SFU ${med.sfuCpuPercent} %, clients ${med.clientCpuPercent} %)`;
+    const others = round(Math.max(0, med.machineCpuPercent - med.sfuCpuPercent - med.clientCpuPercent));
+    const cpuSplit = `SFU ${med.sfuCpuPercent} %, clients ${med.clientCpuPercent} %, other processes ${others} % of ${cores * 100} %`;
+    if (med.machineCpuPercent >= cores * 100 * 0.9 || step.deliveryRatio < 0.9) {
+      const what = step.deliveryRatio < 0.9 ? `delivery fell to ${Math.round(step.deliveryRatio * 100)} % of the expected packets` : 'the machine is busy';
+      const who =
+        med.clientCpuPercent >= 90
+          ? 'client processes are the bottleneck'
+          : others >= 30
+            ? 'the machine is shared: other processes took the CPU'
+            : 'SFU or clients starved';
+      stoppedBecause = `${what}; ${who} (${cpuSplit})`;
       break;
     }
   }
   const fit = linearFit(steps.map((s) => ({ x: s.participants, y: s.median.sfuRssMB })));
   return {
+    subscriberKind: opts.subscriberKind,
     steps,
     stoppedBecause,
     joinTime,

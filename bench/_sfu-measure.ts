@@ -5,6 +5,8 @@
  * CPU profile can be cut to the same windows). Several windows per step; the median is reported.
  */
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import {
   ask,
   histogramBuckets,
@@ -34,6 +36,8 @@ export interface WindowResult {
   monoEndUs: number;
   sfuCpuPercent: number;
   clientCpuPercent: number;
+  /** Whole machine, percent of one core (so up to 100 × cores); includes other people's work. */
+  machineCpuPercent: number;
   /** RTP packets/s the subscribers received (libwebrtc inbound-rtp). */
   receivedPps: number;
   receivedKbps: number;
@@ -61,6 +65,15 @@ async function sumStats(workers: ChildProcess[]): Promise<RtcStats> {
   return total;
 }
 
+/** Busy and total jiffies of the whole machine (all cores), from /proc/stat. */
+function machineJiffies(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
 const cpuOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (sampleProc(pid)?.cpuS ?? 0), 0);
 const monoUs = () => Number(process.hrtime.bigint() / 1000n);
 
@@ -83,7 +96,7 @@ export async function measureWindow(setup: WindowSetup, windowMs: number): Promi
       scrapeMetrics(setup.sfuUrl),
     ]);
     const sfu = sampleProc(setup.sfuPid);
-    return { subs, pubs, metrics, sfu, clients: cpuOf(setup.clientPids), at: performance.now(), mono: monoUs() };
+    return { subs, pubs, metrics, sfu, clients: cpuOf(setup.clientPids), machine: machineJiffies(), at: performance.now(), mono: monoUs() };
   };
   const a = await snap();
   await sleep(windowMs);
@@ -97,6 +110,7 @@ export async function measureWindow(setup: WindowSetup, windowMs: number): Promi
     monoEndUs: b.mono,
     sfuCpuPercent: round((((b.sfu?.cpuS ?? 0) - (a.sfu?.cpuS ?? 0)) / s) * 100),
     clientCpuPercent: round(((b.clients - a.clients) / s) * 100),
+    machineCpuPercent: round(((b.machine.busy - a.machine.busy) / Math.max(1, b.machine.total - a.machine.total)) * cpus().length * 100),
     receivedPps: round(rate(a.subs.inPackets, b.subs.inPackets)),
     receivedKbps: round((rate(a.subs.inBytes, b.subs.inBytes) * 8) / 1000),
     publishedPps: round(rate(a.pubs.outPackets, b.pubs.outPackets)),
@@ -125,6 +139,7 @@ export function medianOf(windows: WindowResult[]): Omit<WindowResult, 'monoStart
     seconds: pick((w) => w.seconds),
     sfuCpuPercent: pick((w) => w.sfuCpuPercent),
     clientCpuPercent: pick((w) => w.clientCpuPercent),
+    machineCpuPercent: pick((w) => w.machineCpuPercent),
     receivedPps: pick((w) => w.receivedPps),
     receivedKbps: pick((w) => w.receivedKbps),
     publishedPps: pick((w) => w.publishedPps),

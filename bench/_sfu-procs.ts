@@ -154,7 +154,11 @@ export async function ask<T>(child: ChildProcess, msg: Record<string, unknown>, 
       if (m.id !== id) return;
       cleanup();
       if (m.error) reject(new Error(`worker ${String(msg.type)}: ${m.error}`));
-      else resolve(m as T);
+      else {
+        const reply: Record<string, unknown> = { ...m };
+        delete reply.id;
+        resolve(reply as T);
+      }
     };
     const onExit = (code: number | null) => {
       cleanup();

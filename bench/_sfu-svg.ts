@@ -19,7 +19,15 @@ function ticks(max: number): number[] {
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 
-export function fanoutSvg(points: FanoutPoint[], title: string): string {
+export interface FanoutSeries {
+  label: string;
+  points: FanoutPoint[];
+}
+
+const COLOURS = ['#1f5fbf', '#d9731a', '#2a9d4b', '#8e44ad'];
+
+export function fanoutSvg(series: FanoutSeries[], title: string): string {
+  const points = series.flatMap((s) => s.points);
   const W = 640;
   const H = 400;
   const m = { l: 60, r: 20, t: 40, b: 50 };
@@ -46,16 +54,21 @@ export function fanoutSvg(points: FanoutPoint[], title: string): string {
     `<line x1="${m.l}" y1="${y(100)}" x2="${W - m.r}" y2="${y(100)}" stroke="#c00" stroke-dasharray="6 4"/>`,
     `<text x="${W - m.r}" y="${y(100) - 4}" text-anchor="end" fill="#c00">one core</text>`,
   );
-  const sorted = points.toSorted((a, b) => a.forwardedPps - b.forwardedPps);
-  if (sorted.length > 1) {
-    parts.push(
-      `<polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="${sorted.map((p) => `${x(p.forwardedPps).toFixed(1)},${y(p.cpuPercent).toFixed(1)}`).join(' ')}"/>`,
-    );
-  }
-  for (const p of sorted) {
-    parts.push(`<circle cx="${x(p.forwardedPps).toFixed(1)}" cy="${y(p.cpuPercent).toFixed(1)}" r="4" fill="#1f5fbf"/>`);
-    parts.push(`<text x="${(x(p.forwardedPps) + 6).toFixed(1)}" y="${(y(p.cpuPercent) - 6).toFixed(1)}" fill="#555">S=${p.subscribers}</text>`);
-  }
+  series.forEach((line, k) => {
+    const colour = COLOURS[k % COLOURS.length]!;
+    const sorted = line.points.toSorted((a, b) => a.forwardedPps - b.forwardedPps);
+    if (sorted.length > 1) {
+      parts.push(
+        `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${sorted.map((p) => `${x(p.forwardedPps).toFixed(1)},${y(p.cpuPercent).toFixed(1)}`).join(' ')}"/>`,
+      );
+    }
+    for (const p of sorted) {
+      parts.push(`<circle cx="${x(p.forwardedPps).toFixed(1)}" cy="${y(p.cpuPercent).toFixed(1)}" r="4" fill="${colour}"/>`);
+      parts.push(`<text x="${(x(p.forwardedPps) + 6).toFixed(1)}" y="${(y(p.cpuPercent) + 14).toFixed(1)}" fill="#555" font-size="10">S=${p.subscribers}</text>`);
+    }
+    parts.push(`<rect x="${m.l + 10}" y="${m.t + 6 + k * 18}" width="12" height="12" fill="${colour}"/>`);
+    parts.push(`<text x="${m.l + 28}" y="${m.t + 16 + k * 18}">${esc(line.label)}</text>`);
+  });
   parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle">forwarded RTP packets per second</text>`);
   parts.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">SFU CPU, % of one core</text>`);
   parts.push('</svg>');

@@ -7,6 +7,8 @@
  * - `latencyCollect {durationMs}`: per-packet age at the subscriber over a window;
  * - `videoSubs {wsUrl, room, sizes}`: werift subscribers asking for given video sizes;
  * - `videoStats`: packets/bytes each of those received, by requested size;
+ * - `join {wsUrl, room, identities}` / `stats`: plain audio subscribers counting RTP, the same
+ *   interface as the rtc-node worker's (for fan-out beyond what rtc-node clients can carry);
  * - `close`: closes every peer and exits.
  */
 import { RTCPeerConnection, MediaStream } from 'werift';
@@ -23,7 +25,9 @@ import {
 
 interface Request {
   id: number;
-  type: 'baseline' | 'latencyStart' | 'latencyCollect' | 'videoSubs' | 'videoStats' | 'close';
+  type: 'baseline' | 'latencyStart' | 'latencyCollect' | 'videoSubs' | 'videoStats' | 'join' | 'stats' | 'close';
+  identities?: string[];
+  concurrency?: number;
   wsUrl?: string;
   room?: string;
   durationMs?: number;
@@ -35,6 +39,7 @@ const clients: WeriftLkClient[] = [];
 const stoppers: (() => void)[] = [];
 let ages: number[] | undefined;
 let stampedReceived = 0;
+const fanout = { packets: 0, bytes: 0, rooms: 0, streams: new Set<string>() };
 const video: { label: string; packets: number; bytes: number; tracks: Set<string> }[] = [];
 
 function summarise(xs: number[]) {
@@ -120,6 +125,32 @@ async function videoSubs(req: Request): Promise<Record<string, unknown>> {
   return {};
 }
 
+async function joinSubscribers(req: Request): Promise<Record<string, unknown>> {
+  const identities = req.identities ?? [];
+  const joinMs: number[] = [];
+  let next = 0;
+  const one = async (identity: string) => {
+    const t0 = performance.now();
+    const client = await WeriftLkClient.connect(req.wsUrl!, await mintToken(identity, req.room!), {
+      portRange: req.portRange!,
+      onRtp: (rtp, _kind, streamId) => {
+        fanout.packets++;
+        fanout.bytes += rtp.serializeSize;
+        if (!fanout.streams.has(`${identity}/${streamId}`)) fanout.streams.add(`${identity}/${streamId}`);
+      },
+    });
+    clients.push(client);
+    fanout.rooms++;
+    joinMs.push(performance.now() - t0);
+  };
+  await Promise.all(
+    Array.from({ length: Math.min(Math.max(1, req.concurrency ?? 3), identities.length) }, async () => {
+      while (next < identities.length) await one(identities[next++]!);
+    }),
+  );
+  return { joinMs };
+}
+
 function videoStats(): Record<string, unknown> {
   return { subscribers: video.map((v) => ({ label: v.label, packets: v.packets, bytes: v.bytes, tracks: v.tracks.size })) };
 }
@@ -142,6 +173,17 @@ process.on('message', (raw: Request) => {
         return await videoSubs(raw);
       case 'videoStats':
         return videoStats();
+      case 'join':
+        return await joinSubscribers(raw);
+      case 'stats':
+        return {
+          inPackets: fanout.packets,
+          inBytes: fanout.bytes,
+          outPackets: 0,
+          inStreams: fanout.streams.size,
+          framesDecoded: 0,
+          rooms: fanout.rooms,
+        };
       case 'close':
         await closeAll();
         return {};

@@ -5,14 +5,17 @@
  * 1. werift baseline: publisher → subscriber directly, the network part of packet latency;
  * 2. audio fan-out (SFU run with --cpu-prof): join time, then subscribers added in steps until
  *    the SFU saturates a core or the clients become the bottleneck; per step forwarded packets/s,
- *    CPU µs per packet, time a packet spends in the SFU (werift stamps minus the baseline), RSS;
+ *    CPU µs per packet, time a packet spends in the SFU (werift stamps minus the baseline), RSS.
+ *    First with rtc-node subscribers (the real client library, heavy per packet), then with
+ *    werift subscribers, which cost less and let the sweep reach further on two cores;
  * 3. a video room on a fresh SFU: simulcast publishers, subscribers asking for different sizes.
  * Writes bench/results/sfu-fanout.svg, sfu-fanout.cpuprofile (cut to the measurement windows
  * when summarised) and, through the runner, bench/results/sfu.json. Figures only: nothing
- * passes or fails on time. Knobs: BENCH_SFU_STEPS="2,5,10", BENCH_SFU_WINDOW_MS, BENCH_SFU_PUBLISHERS.
+ * passes or fails on time. Knobs: BENCH_SFU_STEPS / BENCH_SFU_WERIFT_STEPS (subscriber counts, e.g.
+ * "2,5,10"), BENCH_SFU_WINDOW_MS, BENCH_SFU_PUBLISHERS.
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { ProcessSet, ask, forkWorker, repoRoot, round, sampleProc, startSfuProcess, stopChild, type SfuProcess } from './_sfu-procs.ts';
@@ -24,14 +27,22 @@ import { formatProfileSummary, summariseCpuProfile, type ProfileSummary } from '
 const resultsDir = join(repoRoot, 'bench', 'results');
 const PROFILE_NAME = 'sfu-fanout.cpuprofile';
 const env = process.env;
-const STEPS = (env.BENCH_SFU_STEPS ?? '2,5,10,20,40,60,80,100,130,160').split(',').map(Number).filter((n) => n > 0);
+const steps = (v: string) => v.split(',').map(Number).filter((n) => n > 0);
+const RTC_STEPS = steps(env.BENCH_SFU_STEPS ?? '2,5,10,20,40,60');
+const WERIFT_STEPS = steps(env.BENCH_SFU_WERIFT_STEPS ?? '20,40,80,120,160,200,250');
 const WINDOW_MS = Number(env.BENCH_SFU_WINDOW_MS ?? 4000);
 const PUBLISHERS = Number(env.BENCH_SFU_PUBLISHERS ?? 2);
 const SUBSCRIBER_WORKERS = 4;
 
-// Disjoint UDP port ranges per role (and away from the tests' 40000-49999).
+// Disjoint UDP port ranges per process (werift scans a range from its start and re-binds the
+// port it found later, so two processes sharing a range can collide), away from the tests'
+// 40000-49999.
 const SFU_PORTS: [number, number] = [31000, 33999];
 const WERIFT_PORTS: [number, number] = [34000, 34999];
+const WERIFT_SUB_PORTS: [number, number][] = [
+  [35000, 35999],
+  [36000, 36999],
+];
 
 const log = (line: string) => console.log(`[sfu bench] ${line}`);
 const rtcWorker = (procs: ProcessSet) => forkWorker(procs, '_sfu-rtc-worker.ts', { NODE_ENV: 'production' });
@@ -63,34 +74,55 @@ export async function run(): Promise<object> {
     );
     log(`werift direct baseline: p50 ${baseline.p50Ms} ms, p99 ${baseline.p99Ms} ms`);
 
-    // 2. Audio fan-out on a profiled SFU.
+    // 2. Audio fan-out on a profiled SFU: rtc-node subscribers, then werift subscribers (cheaper
+    //    per packet, so the sweep can go further before the clients take the second core).
     const sfu = await startSfuProcess(procs, { portRange: SFU_PORTS, cpuProfileDir: resultsDir, cpuProfileName: PROFILE_NAME });
-    let fanout: FanoutResult;
+    const sweeps: FanoutResult[] = [];
     const idleRss = sampleProc(sfu.pid)?.rssBytes ?? 0;
+    const common = { publishers: PUBLISHERS, warmupMs: 3000, windowMs: WINDOW_MS, windows: 3, saturatePercent: 90 };
     try {
       await ask(werift, { type: 'latencyStart', wsUrl: sfu.wsUrl, room: 'latency', portRange: WERIFT_PORTS }, 40_000);
-      const publisher = rtcWorker(procs);
-      const subscribers = Array.from({ length: SUBSCRIBER_WORKERS }, () => rtcWorker(procs));
-      try {
-        fanout = await runFanout(
-          sfu,
-          { publisher, subscribers, latency: werift },
-          {
-            publishers: PUBLISHERS,
-            steps: STEPS,
-            warmupMs: 3000,
-            windowMs: WINDOW_MS,
-            windows: 3,
-            saturatePercent: 90,
-            budgetMs: 300_000,
-            joinProbes: 7,
-          },
-          log,
-        );
-      } finally {
-        await closeWorkers([publisher, ...subscribers]);
-        await ask(werift, { type: 'close' }, 15_000).catch(() => undefined);
+      {
+        const publisher = rtcWorker(procs);
+        const subscribers = Array.from({ length: SUBSCRIBER_WORKERS }, () => rtcWorker(procs));
+        try {
+          sweeps.push(
+            await runFanout(
+              sfu,
+              { publisher, subscribers, latency: werift },
+              { ...common, room: 'fanout-rtc', subscriberKind: 'rtc-node', steps: RTC_STEPS, budgetMs: 150_000, joinProbes: 7 },
+              log,
+            ),
+          );
+        } finally {
+          await closeWorkers([publisher, ...subscribers]);
+        }
       }
+      {
+        const publisher = rtcWorker(procs);
+        const subscribers = WERIFT_SUB_PORTS.map(() => forkWorker(procs, '_sfu-werift-worker.ts'));
+        try {
+          sweeps.push(
+            await runFanout(
+              sfu,
+              { publisher, subscribers, latency: werift },
+              {
+                ...common,
+                room: 'fanout-werift',
+                subscriberKind: 'werift',
+                subscriberPortRanges: WERIFT_SUB_PORTS,
+                steps: WERIFT_STEPS,
+                budgetMs: 180_000,
+                joinProbes: 0,
+              },
+              log,
+            ),
+          );
+        } finally {
+          await closeWorkers([publisher, ...subscribers]);
+        }
+      }
+      await ask(werift, { type: 'close' }, 15_000).catch(() => undefined);
     } catch (err) {
       throw new Error(`${(err as Error).message}\nSFU output: ${sfu.tail().slice(-2000)}`, { cause: err });
     } finally {
@@ -99,16 +131,23 @@ export async function run(): Promise<object> {
 
     let profile: ProfileSummary | undefined;
     let profileAll: ProfileSummary | undefined;
-    const written = readdirSync(resultsDir).find((f) => f === PROFILE_NAME);
-    if (written) {
-      profile = summariseCpuProfile(profilePath, { windows: fanout.monoWindows });
+    if (existsSync(profilePath)) {
+      profile = summariseCpuProfile(profilePath, { windows: sweeps.flatMap((f) => f.monoWindows) });
       profileAll = summariseCpuProfile(profilePath, { topN: 10 });
       log(`CPU profile of the fan-out steady-state windows (${profilePath}):\n${formatProfileSummary(profile)}`);
     } else log('no CPU profile was written');
 
-    const points = fanout.steps.map((s) => ({ subscribers: s.subscribers, forwardedPps: s.forwardedPps, cpuPercent: s.median.sfuCpuPercent }));
     const svgPath = join(resultsDir, 'sfu-fanout.svg');
-    writeFileSync(svgPath, fanoutSvg(points, `SFU audio fan-out: ${PUBLISHERS} publishers, forwarded packets/s vs CPU`));
+    writeFileSync(
+      svgPath,
+      fanoutSvg(
+        sweeps.map((f) => ({
+          label: `${PUBLISHERS} publishers, ${f.subscriberKind} subscribers`,
+          points: f.steps.map((st) => ({ subscribers: st.subscribers, forwardedPps: st.forwardedPps, cpuPercent: st.median.sfuCpuPercent })),
+        })),
+        'SFU audio fan-out: forwarded packets/s against SFU CPU',
+      ),
+    );
     log(`wrote ${svgPath}`);
 
     // 3. Video room on a fresh SFU (no profiler).
@@ -149,20 +188,25 @@ export async function run(): Promise<object> {
       await stopSfu(sfu2);
     }
 
-    const top = fanout.steps.at(-1);
+    const allSteps = sweeps.flatMap((f) => f.steps.map((st) => ({ kind: f.subscriberKind, ...st })));
+    const top = allSteps.toSorted((a, b) => b.forwardedPps - a.forwardedPps)[0];
     const inSfu = (p: 'p50Ms' | 'p99Ms') =>
-      fanout.steps.map((s) => ({
-        subscribers: s.subscribers,
-        ms: s.latencyThroughSfu ? round(s.latencyThroughSfu[p] - baseline[p], 3) : null,
+      allSteps.map((st) => ({
+        subscribers: `${st.subscribers} ${st.kind}`,
+        forwardedPps: st.forwardedPps,
+        ms: st.latencyThroughSfu ? round(st.latencyThroughSfu[p] - baseline[p], 3) : null,
       }));
+    const joinTime = sweeps.find((f) => f.joinTime)?.joinTime;
     const result = {
       summary: {
-        audioFanout: fanout.steps.map((s) => ({
+        audioFanout: allSteps.map((s) => ({
+          subscriberClient: s.kind,
           publishers: PUBLISHERS,
           subscribers: s.subscribers,
           forwardedPps: s.forwardedPps,
           deliveryRatio: s.deliveryRatio,
           sfuCpuPercent: s.median.sfuCpuPercent,
+          machineCpuPercent: s.median.machineCpuPercent,
           usPerForwardedPacket: s.usPerForwardedPacket,
           usPerPacketInOut: s.usPerPacketInOut,
           clientCpuPercent: s.median.clientCpuPercent,
@@ -170,7 +214,7 @@ export async function run(): Promise<object> {
           latencyP50Ms: s.latencyThroughSfu?.p50Ms ?? null,
           latencyP99Ms: s.latencyThroughSfu?.p99Ms ?? null,
         })),
-        stoppedBecause: fanout.stoppedBecause,
+        stoppedBecause: Object.fromEntries(sweeps.map((f) => [f.subscriberKind, f.stoppedBecause])),
         peakForwardedPps: top?.forwardedPps ?? 0,
         usPerForwardedPacketAtPeak: top?.usPerForwardedPacket ?? null,
         projectedForwardedPpsPerCore: top && top.usPerForwardedPacket > 0 ? Math.round(1e6 / top.usPerForwardedPacket) : null,
@@ -183,12 +227,11 @@ export async function run(): Promise<object> {
           p99ByStep: inSfu('p99Ms'),
           sfuHistogram: top?.sfuHistogramLatencyMs ?? 'livekit_forward_latency_seconds not populated by the SFU',
         },
-        joinTime: fanout.joinTime,
+        joinTime,
         memory: {
           idleRssMB: round(idleRss / 2 ** 20),
-          rssPerParticipantMB: fanout.rssPerParticipantMB,
-          rssInterceptMB: fanout.rssInterceptMB,
-          method: 'least-squares slope of the SFU RSS (median per step) against participants in the SFU',
+          rssPerParticipantMB: Object.fromEntries(sweeps.map((f) => [f.subscriberKind, f.rssPerParticipantMB])),
+          method: 'least-squares slope of the SFU RSS (median per step) against participants in the room, per sweep (one SFU process, rtc-node sweep first)',
         },
         video: Object.fromEntries(Object.entries(video).filter(([k]) => k !== 'windows')),
         benchmarkSeconds: 0,
@@ -197,7 +240,7 @@ export async function run(): Promise<object> {
       },
       profile: profile ? { file: profilePath, steadyStateWindows: profile, wholeRun: profileAll } : null,
       chart: svgPath,
-      fanoutSteps: fanout.steps,
+      fanoutSweeps: sweeps.map((f) => ({ subscriberKind: f.subscriberKind, stoppedBecause: f.stoppedBecause, steps: f.steps })),
       video,
     };
     result.summary.benchmarkSeconds = round((performance.now() - t0) / 1000);
