@@ -367,7 +367,7 @@ class WeriftTransport implements MediaTransport {
         if (packet instanceof RtcpTransportLayerFeedback && packet.feedback instanceof GenericNack) {
           counts.nacks++;
           metrics?.rtcp.nack('incoming');
-          for (const seq of packet.feedback.lost) {
+          for (const seq of nackedSequenceNumbers(packet.feedback)) {
             const rtp = forwarder.retransmit(seq);
             if (rtp) this.sendRetransmission(sender, rtp);
           }
@@ -541,6 +541,29 @@ class WeriftTransport implements MediaTransport {
     void this.pub.close().catch(() => undefined);
     void this.sub.close().catch(() => undefined);
   }
+}
+
+/**
+ * The sequence numbers a generic NACK asks for. werift parses FCI entries to the end of the
+ * buffer it is given, which can run past this packet (we saw random "lost" lists after the real
+ * entry), so only the entries the RTCP header's length covers are taken; werift also does not
+ * wrap `pid + n` at 16 bits.
+ */
+export function nackedSequenceNumbers(nack: GenericNack): number[] {
+  const words = nack.header?.length;
+  const entries = words !== undefined && words >= 2 ? words - 2 : Number.POSITIVE_INFINITY;
+  const out: number[] = [];
+  let pid = -1;
+  let seen = 0;
+  for (const raw of nack.lost) {
+    const delta = raw - pid;
+    if (pid < 0 || delta < 1 || delta > 16) {
+      if (++seen > entries) break;
+      pid = raw;
+    }
+    out.push(raw & 0xffff);
+  }
+  return out;
 }
 
 /** Trickle message for a server candidate (unused while SDPs carry complete candidate lists). */

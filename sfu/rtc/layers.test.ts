@@ -14,8 +14,9 @@ const LAYERS_720 = [
   new VideoLayer({ quality: VideoQuality.MEDIUM, width: 640, height: 360 }),
 ];
 
+const s = (width: number, height: number, quality = VideoQuality.HIGH, disabled = false) => ({ width, height, quality, disabled });
+
 describe('maxQualityFor', () => {
-  const s = (width: number, height: number, quality = VideoQuality.HIGH, disabled = false) => ({ width, height, quality, disabled });
   it.each([
     ['a thumbnail gets the low layer', s(160, 90), LAYERS_720, VideoQuality.LOW],
     ['exactly the low size', s(320, 180), LAYERS_720, VideoQuality.LOW],

@@ -9,6 +9,7 @@ import { parseSfuConfig, type SfuConfig } from '../../sfu/config.ts';
 import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
 import { createWeriftTransportFactory } from '../../sfu/media/transport.ts';
 import type { PacketTap } from '../../sfu/media/forwarder.ts';
+import type { WeriftTransportConfig } from '../../sfu/media/transport.ts';
 
 export const TEST_API_KEY = 'testkey';
 export const TEST_API_SECRET = 'test-secret-0123456789abcdef-0123456789';
@@ -32,6 +33,8 @@ export async function startTestSfu(
     clock?: Clock;
     logger?: Logger;
     tap?: PacketTap;
+    /** Test hook dropping packets on their way to subscribers (see WeriftTransportConfig). */
+    dropOutgoing?: WeriftTransportConfig['dropOutgoing'];
   } = {},
 ): Promise<TestSfu> {
   const config = parseSfuConfig(
@@ -49,12 +52,14 @@ export async function startTestSfu(
   const logger =
     opts.logger ?? (process.env.SFU_TEST_LOG ? createLogger({ name: 'sfu', level: 'debug' }) : createSilentLogger());
   const clock = opts.clock ?? systemClock;
-  const transportFactory = opts.tap
+  const transportFactory =
+    opts.tap || opts.dropOutgoing
     ? createWeriftTransportFactory({
         config: {
           portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
           nodeIp: config.rtc.node_ip,
-          tap: opts.tap,
+          ...(opts.tap ? { tap: opts.tap } : {}),
+          ...(opts.dropOutgoing ? { dropOutgoing: opts.dropOutgoing } : {}),
         },
         logger,
         clock,
