@@ -23,7 +23,7 @@ import { startRedisServer } from '../support/redis-server.ts';
 import { connectRtcNode } from '../support/rtc-node.ts';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
 import { waitFor } from '../support/wait.ts';
-import { CALL, joinContent, SLOT, stateKeyOf } from './bridge-e2e-world.ts';
+import { CALL, joinContent, seedUsers, SLOT, stateKeyOf } from './bridge-e2e-world.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -89,15 +89,7 @@ describe('bridge process killed mid-transaction', () => {
     const roomNames = async () => (await rooms.listRooms()).map((r) => r.name);
     const pushedOk = (eventId: string) => hs.pusher.attempts.some((a) => a.ok && a.eventIds.includes(eventId));
 
-    const carol = hs.model.registerUser('carol').userId;
-    const alice = hs.model.registerUser('alice').userId;
-    const bob = hs.model.registerUser('bob').userId;
-    const makeRoom = () => {
-      const id = hs.model.createRoom(carol, { version: '10', invite: [alice, bob], power_level_content_override: { events: { [CALL]: 0 }, users: { [carol]: 100 } } });
-      hs.model.setMembership(alice, id, alice, 'join');
-      hs.model.setMembership(bob, id, bob, 'join');
-      return id;
-    };
+    const { alice, bob, makeRoom } = seedUsers(hs.model);
     const roomA = makeRoom();
     const roomB = makeRoom();
     const sfuRoomA = liveKitRoomAlias(roomA, SLOT);

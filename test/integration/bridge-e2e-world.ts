@@ -20,6 +20,7 @@ import { liveKitRoomAlias } from '../../bridge/token/names.ts';
 import { startComposedHomeserver, type ComposedHomeserver } from '../fake-homeserver/compose.ts';
 import { testRegistration } from '../fake-homeserver/server.ts';
 import type { AppserviceRegistration } from '../fake-homeserver/appservice-pusher.ts';
+import type { HomeserverModel } from '../fake-homeserver/model.ts';
 import { freePort } from '../support/ports.ts';
 import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
@@ -60,6 +61,20 @@ export async function within<T>(ms: number, p: Promise<T>, what: string): Promis
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** carol (room admin), alice and bob; `makeRoom()` makes a room all three are joined to. */
+export function seedUsers(model: HomeserverModel): { carol: string; alice: string; bob: string; makeRoom(): string } {
+  const carol = model.registerUser('carol').userId;
+  const alice = model.registerUser('alice').userId;
+  const bob = model.registerUser('bob').userId;
+  const makeRoom = () => {
+    const id = model.createRoom(carol, { version: '10', invite: [alice, bob], power_level_content_override: { events: { [CALL]: 0 }, users: { [carol]: 100 } } });
+    model.setMembership(alice, id, alice, 'join');
+    model.setMembership(bob, id, bob, 'join');
+    return id;
+  };
+  return { carol, alice, bob, makeRoom };
 }
 
 export interface WorldOptions {
@@ -114,15 +129,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     const { hs, federation, tokenApi } = composed;
     federation.setWellKnownServer(`127.0.0.1:${federation.port}`);
 
-    const carol = hs.model.registerUser('carol').userId;
-    const alice = hs.model.registerUser('alice').userId;
-    const bob = hs.model.registerUser('bob').userId;
-    const makeRoom = () => {
-      const id = hs.model.createRoom(carol, { version: '10', invite: [alice, bob], power_level_content_override: { events: { [CALL]: 0 }, users: { [carol]: 100 } } });
-      hs.model.setMembership(alice, id, alice, 'join');
-      hs.model.setMembership(bob, id, bob, 'join');
-      return id;
-    };
+    const { carol, alice, bob, makeRoom } = seedUsers(hs.model);
     const roomId = makeRoom();
 
     const dir = mkdtempSync(join(tmpdir(), 'bridge-e2e-'));
