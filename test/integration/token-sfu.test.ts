@@ -2,8 +2,8 @@
  * Tokens from the token service against our own SFU: a token from `/sfu/get` lets a real
  * @livekit/rtc-node participant join the SFU room for that Matrix room and no other, and a user
  * who is not in the Matrix room gets no token at all. The SFU runs with its default
- * `room.auto_create` (its RoomService Twirp edge is not mounted on sfu/server.ts yet, so the
- * full-access CreateRoom path cannot be exercised against it here).
+ * `room.auto_create`; the full-access CreateRoom path against an SFU with `auto_create: false`
+ * is covered end to end in bridge-e2e.test.ts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { legacyLiveKitIdentity, liveKitRoomAlias } from '../../bridge/token/names.ts';
