@@ -36,6 +36,7 @@ import { newParticipantSid, type ParticipantIdentity, type RoomName, type RoomSi
 import { Participant, type ParticipantHooks, type PublishedTrack } from './participant.ts';
 import type { DataChannelKind, JoinRequest, MediaTransportFactory, SignalSink } from './types.ts';
 import { highestWanted } from './layers.ts';
+import { SpeakerObserver } from './speakers.ts';
 
 export const SERVER_VERSION = '1.9.0';
 export const PROTOCOL_VERSION = 16;
@@ -74,6 +75,7 @@ export class Room {
   private everJoined = false;
   private closed = false;
   private readonly hooks: ParticipantHooks;
+  private readonly speakers: SpeakerObserver;
 
   constructor(deps: RoomDeps) {
     this.deps = deps;
@@ -94,6 +96,14 @@ export class Room {
       onClosed: (p, reason) => this.onParticipantClosed(p, reason),
     };
     this.armCloseTimer(this.settings.emptyTimeout);
+    this.speakers = new SpeakerObserver({
+      clock: deps.clock,
+      participants: () => this.participants.values(),
+      broadcast: (msg) => {
+        for (const p of this.participants.values()) p.send(msg);
+      },
+    });
+    this.speakers.start();
   }
 
   get isClosed(): boolean {
@@ -382,6 +392,7 @@ export class Room {
     if (this.closed) return;
     this.closed = true;
     this.deps.clock.clearTimeout(this.closeTimer);
+    this.speakers.stop();
     for (const p of Array.from(this.participants.values())) p.close(reason);
     this.participants.clear();
     this.emit({ type: 'room_finished', room: this.toInfo() });

@@ -52,6 +52,11 @@ export interface UpstreamTrack {
   readonly mimeType: string;
   /** Asks the publisher for a keyframe (rate-limited). */
   requestKeyframe(): void;
+  /**
+   * Audio only: level (0..1, linear) and share of voiced packets (ssrc-audio-level) since the
+   * last call, which resets them. Video answers zeros.
+   */
+  takeAudioLevel(): { level: number; activeShare: number };
   /** Stops forwarding to every downtrack; called when the track is unpublished. */
   close(): void;
 }
