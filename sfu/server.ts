@@ -59,17 +59,22 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
   app.all('/healthz', (req, res) => answerHealthz(req, res));
   app.get('/metrics', (req, res) => void serveMetrics([metrics], req, res));
 
+  // The metric set comes first: the media layer counts packets, NACKs and PLIs into it.
+  const sfuMetrics = createSfuMetrics(metrics);
   const transportFactory =
     deps.transportFactory ??
     createWeriftTransportFactory({
-      config: { portRange: [config.rtc.port_range_start, config.rtc.port_range_end], nodeIp: config.rtc.node_ip },
+      config: {
+        portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
+        nodeIp: config.rtc.node_ip,
+        metrics: { rtcp: sfuMetrics.rtcp, packets: sfuMetrics.packets },
+      },
       logger: logger.child({ component: 'media' }),
       clock: deps.clock,
     });
   const rooms = createRoomManager({ config, logger, clock: deps.clock, transportFactory });
 
   // RoomService (Twirp), webhooks and session metrics: edges over the room manager.
-  const sfuMetrics = createSfuMetrics(metrics);
   const detachEventMetrics = attachSfuEventMetrics(rooms, sfuMetrics, deps.clock);
   app.use(
     '/twirp',

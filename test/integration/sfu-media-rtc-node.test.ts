@@ -1,6 +1,7 @@
 /**
  * Media through the SFU between two @livekit/rtc-node participants: a 440 Hz tone published by
- * one is received by the other and its frequency found in the decoded samples.
+ * one is received by the other and its frequency found in the decoded samples, and the SFU's
+ * /metrics counts the packets it received and forwarded.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RemoteTrack } from '@livekit/rtc-node';
@@ -42,5 +43,12 @@ describe('sfu media with rtc-node', () => {
     expect(dominantFrequency(steady, 100, 2000)).toBeGreaterThanOrEqual(435);
     expect(dominantFrequency(steady, 100, 2000)).toBeLessThanOrEqual(445);
     expect(Math.abs(zeroCrossingFrequency(steady) - 440)).toBeLessThan(15);
+
+    // 1.5 s of 20 ms Opus frames went in and out: the media layer counted them on /metrics.
+    const text = await (await fetch(`${sfu.url}/metrics`)).text();
+    const count = (direction: string) =>
+      Number(new RegExp(`^livekit_packet_total\\{direction="${direction}",transmission="initial"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+    expect(count('incoming')).toBeGreaterThan(50);
+    expect(count('outgoing')).toBeGreaterThan(50);
   });
 });
