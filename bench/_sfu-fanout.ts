@@ -223,6 +223,10 @@ export async function runFanout(
       break;
     }
   }
+  const last = steps.at(-1);
+  if (stoppedBecause === 'step list exhausted' && last && last.median.machineCpuPercent >= cores * 100 * 0.9) {
+    stoppedBecause += `; the machine was saturated at the last step (machine ${last.median.machineCpuPercent} % of ${cores * 100} %: SFU ${last.median.sfuCpuPercent} %, clients ${last.median.clientCpuPercent} %)`;
+  }
   const fit = linearFit(steps.map((s) => ({ x: s.participants, y: s.median.sfuRssMB })));
   return {
     subscriberKind: opts.subscriberKind,
