@@ -4,8 +4,10 @@
  * `as_token`, optionally masquerading with `?user_id=`): the appservice ping, `/joined_rooms`,
  * `/joined_members`, `/state`, for reconcile. The token service talks to whichever server a
  * request concerns (`createHomeserverClient`: the client-server URL per call): the MSC4140
- * delayed-event actions (`restart`/`send`, no auth in legacy mode; `Bearer as_token` +
- * `?user_id=` in appservice mode; 5 s) and look-up, MSC4502 `is_joined`, `joined_members` and
+ * delayed-event actions (`restart`/`send`, 5 s) in the path form `…/delayed_events/{id}/<action>`
+ * (no auth in legacy mode; `Bearer as_token` + `?user_id=` in appservice mode) or the body form
+ * `…/delayed_events/{id}` `{"action"}` Synapse 1.132 still needs (always authenticated; an
+ * unknown endpoint is reported as its own outcome so the caller can switch forms) and look-up, MSC4502 `is_joined`, `joined_members` and
  * the MSC4512 `fed_proxy`. Both share one request primitive (injected `fetch`, real-time timeout
  * per call) and one error type, `HomeserverError` (HTTP status, or undefined when the server was
  * not reached, and the Matrix errcode), so callers can tell "no" from "unknown".
@@ -146,10 +148,19 @@ export function createAppserviceClient(deps: AppserviceClientDeps): AppserviceCl
 
 export type DelayedEventAction = 'restart' | 'send';
 
+/**
+ * How a delayed-event action is addressed: `path` = `POST …/delayed_events/{id}/<action>` `{}`
+ * (MSC4140 as revised; unauthenticated), `body` = `POST …/delayed_events/{id}` `{"action"}`
+ * (the legacy form, the only one Synapse 1.132 serves; needs a user's credential).
+ */
+export type DelayedEventForm = 'path' | 'body';
+
 /** Outcome of one delayed-event action attempt. */
 export type ActionOutcome =
   | { kind: 'ok' }
   | { kind: 'not_found'; status: number }
+  /** The server does not know this form's endpoint (404/405 M_UNRECOGNIZED), as opposed to the id. */
+  | { kind: 'unrecognized'; status: number }
   | { kind: 'retry'; status: number | undefined; retryAfterMs?: number; reason: string };
 
 /** Appservice identity assertion for delayed-event calls (MSC4195 mode). */
@@ -164,7 +175,8 @@ export interface DelayedEventLookup {
 }
 
 export interface HomeserverClient {
-  delayedEventAction(csApi: string, delayId: string, action: DelayedEventAction, as?: AsIdentity): Promise<ActionOutcome>;
+  /** Default form `path`; the `body` form is only useful with `as` (the server needs a user). */
+  delayedEventAction(csApi: string, delayId: string, action: DelayedEventAction, as?: AsIdentity, form?: DelayedEventForm): Promise<ActionOutcome>;
   /** undefined = not found / unusable (400 Unknown `delay_id`); throws HomeserverError on 5xx/transport. */
   lookupDelayedEvent(csApi: string, delayId: string, as: AsIdentity): Promise<DelayedEventLookup | undefined>;
   /** MSC4502; exactly one of mxid / serverName. Throws HomeserverError (status 404 = unsupported). */
@@ -196,16 +208,20 @@ export function createHomeserverClient(deps: HomeserverClientDeps = {}): Homeser
   const doFetch: Fetch = deps.fetch ?? globalThis.fetch;
 
   return {
-    async delayedEventAction(csApi, delayId, action, as) {
+    async delayedEventAction(csApi, delayId, action, as, form = 'path') {
       const q = as ? `?user_id=${encodeURIComponent(as.userId)}` : '';
-      const url = `${csApi}${MSC4140}/delayed_events/${encodeURIComponent(delayId)}/${action}${q}`;
+      const base = `${csApi}${MSC4140}/delayed_events/${encodeURIComponent(delayId)}`;
+      const url = form === 'path' ? `${base}/${action}${q}` : `${base}${q}`;
       let a: Answer;
       try {
-        a = await request(doFetch, url, { method: 'POST', token: as?.asToken, body: {}, timeoutMs: 5_000 });
+        a = await request(doFetch, url, { method: 'POST', token: as?.asToken, body: form === 'path' ? {} : { action }, timeoutMs: 5_000 });
       } catch (err) {
         return { kind: 'retry', status: undefined, reason: (err as Error).message };
       }
       if (a.status === 200 || a.status === 204) return { kind: 'ok' };
+      if ((a.status === 404 || a.status === 405) && (a.json as { errcode?: unknown } | undefined)?.errcode === 'M_UNRECOGNIZED') {
+        return { kind: 'unrecognized', status: a.status };
+      }
       if (a.status === 404 || (as && action === 'send' && a.status === 409)) return { kind: 'not_found', status: a.status };
       if (a.status === 429) {
         return { kind: 'retry', status: 429, retryAfterMs: parseRetryAfter(a.headers.get('retry-after'), a.json), reason: 'rate limited' };

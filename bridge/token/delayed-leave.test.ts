@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createManualClock, type ManualClock } from '../../common/clock.ts';
-import { createSilentLogger } from '../../common/logger.ts';
+import { createLogger } from '../../common/logger.ts';
 import { createDelayedLeaveManager, type DelayedLeaveManager } from './delayed-leave.ts';
-import type { ActionOutcome, DelayedEventAction, HomeserverClient } from '../homeserver/client.ts';
+import type { ActionOutcome, DelayedEventAction, DelayedEventForm, HomeserverClient } from '../homeserver/client.ts';
 import { CsApiUnresolvableError, type CsApiResolver } from './cs-api-resolver.ts';
 import { createMemoryJobStore, type DelayedLeaveJobStore, type JobParams } from './job-store.ts';
 import type { TokenSfuApi } from './context.ts';
@@ -14,11 +14,13 @@ const flush = async () => {
 interface Harness {
   clock: ManualClock;
   store: DelayedLeaveJobStore;
-  calls: { delayId: string; action: DelayedEventAction; at: number; user?: string }[];
+  calls: { delayId: string; action: DelayedEventAction; at: number; user?: string; form: DelayedEventForm; cs: string }[];
   /** Scripted answers per action, consumed in order; default ok. */
   script: Record<DelayedEventAction, ActionOutcome[]>;
   present: Set<string>;
   csResolvable: boolean;
+  /** Parsed log lines at warn and above. */
+  warnings: { msg: string; [k: string]: unknown }[];
   manager: DelayedLeaveManager;
   advance(ms: number): Promise<void>;
 }
@@ -28,7 +30,19 @@ afterEach(async () => {
   for (const m of managers.splice(0)) await m.close();
 });
 
-function harness(opts: { sanityMs?: number; store?: DelayedLeaveJobStore; clock?: ManualClock } = {}): Harness {
+interface HarnessOptions {
+  sanityMs?: number;
+  store?: DelayedLeaveJobStore;
+  clock?: ManualClock;
+  /** Which action forms the homeserver serves: 'both' (default) or only 'body' like Synapse 1.132. */
+  serves?: 'both' | 'body';
+  /** The appservice's as_token (default 'as-token'); null = no appservice. */
+  asToken?: string | null;
+  /** Default 'example.com'. */
+  appserviceServerName?: string;
+}
+
+function harness(opts: HarnessOptions = {}): Harness {
   const clock = opts.clock ?? createManualClock();
   const h = {
     clock,
@@ -37,10 +51,13 @@ function harness(opts: { sanityMs?: number; store?: DelayedLeaveJobStore; clock?
     script: { restart: [], send: [] },
     present: new Set<string>(),
     csResolvable: true,
+    warnings: [],
   } as unknown as Harness;
   const homeserver: HomeserverClient = {
-    async delayedEventAction(_cs, delayId, action, as) {
-      h.calls.push({ delayId, action, at: clock.now(), user: as?.userId });
+    async delayedEventAction(cs, delayId, action, as, form = 'path') {
+      h.calls.push({ delayId, action, at: clock.now(), user: as?.userId, form, cs });
+      if (form === 'path' && opts.serves === 'body') return { kind: 'unrecognized', status: 404 };
+      if (form === 'body' && !as) return { kind: 'retry', status: 401, reason: 'M_MISSING_TOKEN' };
       return h.script[action].shift() ?? { kind: 'ok' };
     },
     lookupDelayedEvent: async () => undefined,
@@ -55,17 +72,18 @@ function harness(opts: { sanityMs?: number; store?: DelayedLeaveJobStore; clock?
   const csApi: CsApiResolver = {
     resolve: async (name) => {
       if (!h.csResolvable) throw new CsApiUnresolvableError(name, 'test');
-      return 'http://hs.invalid';
+      return `http://${name}.invalid`;
     },
   };
   h.manager = createDelayedLeaveManager({
     clock,
-    logger: createSilentLogger(),
+    logger: createLogger({ name: 'test', level: 'warn', destination: { write: (line: string) => void h.warnings.push(JSON.parse(line)) } }),
     store: h.store,
     sfu,
     homeserver,
     csApi,
-    asToken: 'as-token',
+    asToken: opts.asToken === null ? undefined : (opts.asToken ?? 'as-token'),
+    appserviceServerName: opts.appserviceServerName ?? 'example.com',
     sanityCheckIntervalMs: opts.sanityMs ?? 0,
     random: () => 0.5,
   });
@@ -316,5 +334,94 @@ describe('delayed-leave state machine', () => {
     const h = harness();
     await h.manager.close();
     await expect(h.manager.add(params())).rejects.toThrow(/shutting down/);
+  });
+});
+
+const forms = (h: Harness) => h.calls.map((c) => `${c.action}:${c.form}:${c.user ?? '-'}`);
+
+describe('delayed-leave actions on a homeserver without the path form (Synapse 1.132)', () => {
+  it('falls back to the {action} form as the local owner after a 404 M_UNRECOGNIZED, and then goes straight to it', async () => {
+    const h = harness({ serves: 'body' });
+    await h.manager.add(params({ userId: '@alice:example.com' }));
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await h.advance(9_000);
+    expect(h.manager.state('ROOM', 'ID')).toBe('connected');
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await flush();
+    expect(forms(h)).toEqual(['restart:path:-', 'restart:body:@alice:example.com', 'restart:body:@alice:example.com', 'send:body:@alice:example.com']);
+    expect(h.manager.size()).toBe(0);
+    expect(h.warnings).toEqual([]);
+  });
+
+  it('remembers the form per homeserver: another server is asked in the path form first', async () => {
+    const h = harness({ serves: 'body' });
+    await h.manager.add(params({ identity: 'A', delayId: 'syd_a', userId: '@alice:example.com' }));
+    h.manager.onSfuEvent('ROOM', 'A', 'joined', false);
+    await flush();
+    await h.manager.add(params({ identity: 'B', delayId: 'syd_b', userId: '@bob:example.com' }));
+    await h.manager.add(params({ identity: 'C', delayId: 'syd_c', serverName: 'other.org', userId: '@carol:other.org' }));
+    h.manager.onSfuEvent('ROOM', 'B', 'joined', false);
+    h.manager.onSfuEvent('ROOM', 'C', 'joined', false);
+    await flush();
+    const byId = (id: string) => h.calls.filter((c) => c.delayId === id).map((c) => `${c.form}@${c.cs}`);
+    expect(byId('syd_a')).toEqual(['path@http://example.com.invalid', 'body@http://example.com.invalid']);
+    expect(byId('syd_b')).toEqual(['body@http://example.com.invalid']);
+    // carol is not a user of the appservice's homeserver: no credential, ends as on a restart 404.
+    expect(byId('syd_c')).toEqual(['path@http://other.org.invalid']);
+    expect(h.manager.state('ROOM', 'C')).toBeUndefined();
+    expect(h.manager.state('ROOM', 'B')).toBe('connected');
+  });
+
+  it('without an appservice logs once per job and ends as on a 404 (restart: aborted, nothing sent)', async () => {
+    const h = harness({ serves: 'body', asToken: null });
+    await h.manager.add(params({ userId: '@alice:example.com' }));
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await h.advance(30_000);
+    expect(forms(h)).toEqual(['restart:path:-']);
+    expect(h.manager.size()).toBe(0);
+    expect(h.warnings.map((w) => w.msg)).toEqual([expect.stringMatching(/without an appservice registration/)]);
+  });
+
+  it('without an appservice a send goes nowhere once and the job completes', async () => {
+    const h = harness({ serves: 'body', asToken: null });
+    await h.manager.add(params({ userId: '@alice:example.com' }));
+    await h.advance(10_100);
+    expect(forms(h)).toEqual(['send:path:-']);
+    expect(h.manager.size()).toBe(0);
+    expect(h.warnings).toHaveLength(1);
+  });
+
+  it('keeps 404 M_NOT_FOUND semantics in the {action} form: restart aborts', async () => {
+    const h = harness({ serves: 'body' });
+    h.script.restart.push({ kind: 'not_found', status: 404 });
+    await h.manager.add(params({ userId: '@alice:example.com' }));
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await h.advance(30_000);
+    expect(forms(h)).toEqual(['restart:path:-', 'restart:body:@alice:example.com']);
+    expect(h.manager.size()).toBe(0);
+  });
+
+  it('keeps 404 M_NOT_FOUND semantics in the {action} form: send is done', async () => {
+    const h = harness({ serves: 'body' });
+    h.script.send.push({ kind: 'not_found', status: 404 });
+    await h.manager.add(params({ userId: '@alice:example.com' }));
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await h.advance(10_000);
+    expect(forms(h)).toEqual(['restart:path:-', 'restart:body:@alice:example.com', 'send:body:@alice:example.com']);
+    expect(h.manager.size()).toBe(0);
+  });
+
+  it('retries the {action} form like the path form (429 Retry-After) and proxied jobs use their asserted user', async () => {
+    const h = harness({ serves: 'body' });
+    h.script.restart.push({ kind: 'retry', status: 429, retryAfterMs: 2000, reason: 'rate limited' });
+    await h.manager.add(params({ asUserId: '@alice:example.com' }));
+    const t0 = h.clock.now();
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await flush();
+    await h.advance(2_500);
+    expect(h.calls.map((c) => `${c.form}:${c.user}:${c.at - t0}`)).toEqual(['path:@alice:example.com:0', 'body:@alice:example.com:0', 'body:@alice:example.com:2000']);
+    expect(h.manager.state('ROOM', 'ID')).toBe('connected');
   });
 });

@@ -15,13 +15,21 @@
  * deadline clamped to [1 s, 1 h]; 404 counts as sent. Finished jobs leave the store; jobs of a
  * stopped manager stay in it and are resumed by `restore()` (expired ones purged).
  *
+ * Two forms of the action exist (homeserver/client.ts): the path form `…/{id}/<action>` first;
+ * a 404 M_UNRECOGNIZED (unknown endpoint, not unknown id) switches to the body form
+ * `…/{id}` `{"action"}`, which Synapse 1.132 only accepts from a user. The bridge has a user
+ * credential only as the appservice of the delayed event owner's homeserver (as_token +
+ * `?user_id=`); without one the job logs it once and ends as on a 404. The form that answered
+ * is remembered per client-server API URL, so later calls go straight to it.
+ *
  * Lifecycle: built by `createDelayedLeaveManager(deps)`; `restore()` once at start, `add()` from
  * the token handlers, `onSfuEvent()` from the webhook, `close()` at shutdown. Every timer runs on
  * the injected clock; async steps re-check that their job is still current before acting.
  */
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
-import type { DelayedEventAction, HomeserverClient } from '../homeserver/client.ts';
+import type { ActionOutcome, AsIdentity, DelayedEventAction, DelayedEventForm, HomeserverClient } from '../homeserver/client.ts';
+import { serverNameOfUserId } from './names.ts';
 import type { CsApiResolver } from './cs-api-resolver.ts';
 import type { DelayedLeaveJobStore, JobParams } from './job-store.ts';
 import { jobField } from './job-store.ts';
@@ -83,8 +91,10 @@ export interface DelayedLeaveManagerDeps {
   sfu: Pick<SfuRoomService, 'participantExists'>;
   homeserver: HomeserverClient;
   csApi: CsApiResolver;
-  /** Appservice as_token, for jobs with `asUserId`. */
+  /** Appservice as_token, for jobs with `asUserId` and the body-form fallback. */
   asToken?: string;
+  /** The appservice's homeserver (`config.appservice.serverName`): its users may be acted as. */
+  appserviceServerName?: string;
   /** `LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS` in ms; 0 = off. */
   sanityCheckIntervalMs: number;
   /** [0,1) source for backoff jitter; tests pass a fixed one. */
@@ -110,6 +120,8 @@ interface Job {
   restartTimer?: TimerHandle;
   pollTimer?: TimerHandle;
   actionTimer?: TimerHandle;
+  /** Whether "no credential for the body form" was logged for this job. */
+  noCredentialLogged?: boolean;
   log: Logger;
 }
 
@@ -128,6 +140,8 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
   const { clock, logger, store, sfu, homeserver, csApi } = deps;
   const random = deps.random ?? Math.random;
   const jobs = new Map<string, Job>();
+  /** Client-server API URL -> the action form that server answered (not M_UNRECOGNIZED). */
+  const forms = new Map<string, DelayedEventForm>();
   let closed = false;
 
   const isCurrent = (job: Job) => !closed && jobs.get(job.key) === job;
@@ -184,20 +198,74 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     }
   }
 
-  function asIdentity(job: Job) {
+  function asIdentity(job: Job): AsIdentity | undefined {
     return job.params.asUserId && deps.asToken ? { asToken: deps.asToken, userId: job.params.asUserId } : undefined;
+  }
+
+  /** The credential for the body form: the appservice acting as the owner, if it may. */
+  function bodyIdentity(job: Job): AsIdentity | undefined {
+    const own = asIdentity(job);
+    if (own) return own;
+    const user = job.params.userId;
+    if (!deps.asToken || !deps.appserviceServerName || !user || serverNameOfUserId(user) !== deps.appserviceServerName) return undefined;
+    return { asToken: deps.asToken, userId: user };
+  }
+
+  /** Remember the form a server answered with (a transport failure tells nothing). */
+  function learn(csUrl: string, form: DelayedEventForm, outcome: ActionOutcome): void {
+    if (outcome.kind === 'unrecognized' || (outcome.kind === 'retry' && outcome.status === undefined)) return;
+    if (forms.get(csUrl) === form) return;
+    forms.set(csUrl, form);
+    logger.info({ csApi: csUrl, form }, `homeserver takes delayed-event actions in the ${form === 'body' ? 'authenticated {action}' : 'path'} form`);
+  }
+
+  /**
+   * One attempt of `action` in the form the server is known to take (path form first, body form
+   * after a 404 M_UNRECOGNIZED). 'no_credential': only the body form works there and the bridge
+   * may not act as the owner.
+   */
+  async function attempt(job: Job, csUrl: string, action: DelayedEventAction): Promise<ActionOutcome | { kind: 'no_credential' }> {
+    const { delayId } = job.params;
+    if (forms.get(csUrl) !== 'body') {
+      const outcome = await homeserver.delayedEventAction(csUrl, delayId, action, asIdentity(job), 'path');
+      learn(csUrl, 'path', outcome);
+      if (outcome.kind !== 'unrecognized') return outcome;
+      if (!isCurrent(job)) return outcome;
+    }
+    const cred = bodyIdentity(job);
+    if (!cred) {
+      if (!job.noCredentialLogged) {
+        job.noCredentialLogged = true;
+        job.log.warn(
+          { csApi: csUrl, action, appservice: Boolean(deps.asToken) },
+          deps.asToken
+            ? 'the homeserver only takes authenticated delayed-event actions ({action} form) and the owner is not a user of the appservice`s homeserver: the delayed leave cannot be managed'
+            : 'the homeserver only takes authenticated delayed-event actions ({action} form) and the bridge runs without an appservice registration: the delayed leave cannot be managed',
+        );
+      }
+      return { kind: 'no_credential' };
+    }
+    const outcome = await homeserver.delayedEventAction(csUrl, delayId, action, cred, 'body');
+    learn(csUrl, 'body', outcome);
+    if (outcome.kind === 'unrecognized') {
+      forms.delete(csUrl);
+      job.log.warn({ csApi: csUrl, action }, 'the homeserver knows neither form of delayed-event management');
+    }
+    return outcome;
   }
 
   /**
    * Calls the action until `stop` says so or the window closes. Resolves with the last outcome
-   * ('ok' | 'not_found' | 'gave_up'), or undefined when the job stopped being current.
+   * ('ok' | 'not_found' | 'no_credential' | 'gave_up'), or undefined when the job stopped being current.
    */
   async function retryAction(job: Job, csUrl: string, action: DelayedEventAction, windowMs: number, stateAtStart: JobState) {
     const startedAt = clock.now();
     const nextDelay = createBackoff(random);
     for (;;) {
-      const outcome = await homeserver.delayedEventAction(csUrl, job.params.delayId, action, asIdentity(job));
+      const outcome = await attempt(job, csUrl, action);
       if (!isCurrent(job) || job.state !== stateAtStart) return undefined;
+      // An endpoint neither form has counts as an unknown id (today's 404 semantics).
+      if (outcome.kind === 'unrecognized') return 'not_found' as const;
       if (outcome.kind !== 'retry') return outcome.kind;
       const delay = Math.max(nextDelay(), outcome.retryAfterMs ?? 0);
       if (clock.now() + delay - startedAt > windowMs) {
@@ -225,7 +293,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     }
     const result = await retryAction(job, csUrl, 'restart', remaining, 'connected');
     if (result === undefined) return;
-    if (result === 'not_found') return signal(job, 'restart_not_found');
+    if (result === 'not_found' || result === 'no_credential') return signal(job, 'restart_not_found');
     if (result === 'gave_up') return signal(job, 'restart_timed_out');
     const restartedAt = clock.now();
     job.restartDeadline = restartedAt + job.params.delayTimeoutMs;

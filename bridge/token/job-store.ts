@@ -4,7 +4,8 @@
  * deployment can switch services with jobs in flight: hash `lk-jwt:jobs`, field = compact JSON
  * `["<room>","<identity>"]`, value `{"Params":{"DelayId","DelayTimeout" (ns),"ServerName",
  * "LiveKitRoom","LiveKitIdentity"},"RestartedAt": RFC 3339}`. Our appservice-mode jobs add
- * `Params.AsUserId` (the MXID asserted to the homeserver), which Go ignores.
+ * `Params.AsUserId` (the MXID asserted to the homeserver) and OpenID-mode jobs `Params.UserId`
+ * (the delayed event's owner, for the authenticated fallback), which Go ignores.
  */
 import type { RedisClient } from '../../common/redis.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -21,6 +22,12 @@ export interface JobParams {
   identity: string;
   /** Appservice mode: MXID asserted with the as_token on restart/send. */
   asUserId?: string;
+  /**
+   * OpenID mode: the MXID the token was issued to (the delayed event's owner). Lets the bridge,
+   * when it is that user's homeserver's appservice, fall back to the authenticated `{action}`
+   * form on a homeserver without the path form (Synapse 1.132).
+   */
+  userId?: string;
 }
 
 export interface StoredJob {
@@ -64,6 +71,7 @@ interface GoStoredJob {
     LiveKitRoom: string;
     LiveKitIdentity: string;
     AsUserId?: string;
+    UserId?: string;
   };
   RestartedAt: string;
 }
@@ -77,6 +85,7 @@ export function encodeStoredJob(job: StoredJob): string {
       LiveKitRoom: job.params.room,
       LiveKitIdentity: job.params.identity,
       ...(job.params.asUserId ? { AsUserId: job.params.asUserId } : {}),
+      ...(job.params.userId ? { UserId: job.params.userId } : {}),
     },
     RestartedAt: new Date(job.restartedAt).toISOString(),
   };
@@ -112,6 +121,7 @@ export function decodeStoredJob(raw: string): StoredJob | undefined {
       room: p.LiveKitRoom,
       identity: p.LiveKitIdentity,
       ...(typeof p.AsUserId === 'string' && p.AsUserId ? { asUserId: p.AsUserId } : {}),
+      ...(typeof p.UserId === 'string' && p.UserId ? { userId: p.UserId } : {}),
     },
     restartedAt,
   };

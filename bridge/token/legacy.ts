@@ -104,7 +104,7 @@ async function addJob(ctx: TokenContext, params: Parameters<TokenContext['delaye
 /** Steps 6-8 shared by /sfu/get and /get_token once the identity is known. */
 async function issue(
   ctx: TokenContext,
-  o: { serverName: string; room: LiveKitRoomName; identity: LiveKitIdentity; delayId: string; delayTimeout: number },
+  o: { serverName: string; userId: string; room: LiveKitRoomName; identity: LiveKitIdentity; delayId: string; delayTimeout: number },
 ): Promise<{ url: string; jwt: string }> {
   const fullAccess = isFullAccess(ctx, o.serverName);
   const delegated = hasDelay(o.delayId, o.delayTimeout);
@@ -120,6 +120,7 @@ async function issue(
         serverName: o.serverName,
         room: o.room,
         identity: o.identity,
+        userId: o.userId,
       });
     }
   }
@@ -136,6 +137,7 @@ export async function handleSfuGet(ctx: TokenContext, req: Request): Promise<unk
   await ctx.membership.requireJoined(b.room, sub);
   return issue(ctx, {
     serverName,
+    userId: sub,
     room: liveKitRoomAlias(b.room, LEGACY_SLOT_ID),
     identity: legacyLiveKitIdentity(sub, b.device_id),
     delayId: b.delay_id,
@@ -162,6 +164,7 @@ export async function handleGetToken(ctx: TokenContext, req: Request): Promise<u
   await ctx.membership.requireJoined(b.room_id, sub);
   return issue(ctx, {
     serverName,
+    userId: sub,
     room: liveKitRoomAlias(b.room_id, b.slot_id),
     identity: liveKitIdentityForMember(sub, b.member.claimed_device_id, b.member.id),
     delayId: b.delay_id,
@@ -190,6 +193,7 @@ export async function handleDelegateDelayedLeave(ctx: TokenContext, req: Request
     serverName,
     room: liveKitRoomAlias(b.room_id, b.slot_id),
     identity: liveKitIdentityForMember(sub, b.member.claimed_device_id, b.member.id),
+    userId: sub,
   });
   return {};
 }

@@ -103,6 +103,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     homeserver,
     csApi,
     asToken: config.appservice?.asToken,
+    appserviceServerName: config.appservice?.serverName,
     sanityCheckIntervalMs: config.sanityCheckIntervalSeconds * 1000,
     random: deps.random,
     onStateChange: () => jobs.set(delayedLeave.size()),

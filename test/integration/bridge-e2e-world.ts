@@ -5,7 +5,10 @@
  * and bob are joined, and the whole bridge process as bridge/main.ts builds it (`createBridge`:
  * appservice + token service on one listener), with the memory or the Redis store. Users get
  * their LiveKit tokens from the bridge's own `/sfu/get` and `/get_token` with OpenID tokens the
- * fake homeserver minted and verified over TLS. Every server it starts is stopped by `stop()`.
+ * fake homeserver minted and verified over TLS. The token service reaches the client-server API
+ * of `localhost` at the token helper's piece (path-form delayed events) by default, or at the
+ * core itself (`csApi: 'core'`: delayed events as Synapse 1.132 serves them), whose requests are
+ * then recorded. Every server it starts is stopped by `stop()`.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -83,6 +86,17 @@ export interface WorldOptions {
   /** Whether alice's homeserver is full-access (the token service then creates SFU rooms). */
   fullAccess?: boolean;
   graceSeconds?: number;
+  /** Where the token service sends client-server calls for `localhost`; default 'token-helper'. */
+  csApi?: 'token-helper' | 'core';
+}
+
+/** A client-server request the core received (`csApi: 'core'`). */
+export interface CoreRequest {
+  method: string;
+  path: string;
+  query: Record<string, unknown>;
+  authorization: string | undefined;
+  body: unknown;
 }
 
 export interface World {
@@ -99,6 +113,10 @@ export interface World {
   sfuRoom: string;
   /** Another Matrix room alice and bob are joined to. */
   makeRoom(): string;
+  /** Client-server requests the core received (recorded with `csApi: 'core'` only). */
+  coreRequests: CoreRequest[];
+  /** A user's access token on the fake homeserver (made on first use). */
+  accessToken(userId: string): string;
   sfuRooms(): Promise<string[]>;
   sfuIdentities(room: string): Promise<string[]>;
   /** Waits until the homeserver has pushed the event and the bridge answered 2xx. */
@@ -124,7 +142,22 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     });
     stops.push(() => sfu.stop());
     const reg = testRegistration(bridgeUrl);
-    const composed = await startComposedHomeserver({ registration: reg, backoffBaseMs: 100 });
+    const coreRequests: CoreRequest[] = [];
+    const composed = await startComposedHomeserver({
+      registration: reg,
+      backoffBaseMs: 100,
+      ...(opts.csApi === 'core'
+        ? {
+            extraRoutes: (app) => {
+              app.use((req, _res, next) => {
+                const auth = req.headers.authorization;
+                coreRequests.push({ method: req.method, path: req.path, query: { ...req.query }, authorization: typeof auth === 'string' ? auth : undefined, body: req.body });
+                next();
+              });
+            },
+          }
+        : {}),
+    });
     stops.push(() => composed.stop());
     const { hs, federation, tokenApi } = composed;
     federation.setWellKnownServer(`127.0.0.1:${federation.port}`);
@@ -147,7 +180,8 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       LIVEKIT_SECRET: TEST_API_SECRET,
       LIVEKIT_FULL_ACCESS_HOMESERVERS: opts.fullAccess ? hs.serverName : 'nobody.invalid',
       LIVEKIT_JWT_BIND: `127.0.0.1:${bridgePort}`,
-      LIVEKIT_CS_API_URL_OVERRIDES: `${hs.serverName}=${tokenApi.url}`,
+      // Without an override the token service uses BRIDGE_HOMESERVER_URL for its own server.
+      ...(opts.csApi === 'core' ? {} : { LIVEKIT_CS_API_URL_OVERRIDES: `${hs.serverName}=${tokenApi.url}` }),
       LIVEKIT_AS_REGISTRATION_FILE: regFile,
       LIVEKIT_HS_SERVER_NAME: hs.serverName,
       BRIDGE_HOMESERVER_URL: hs.url,
@@ -179,9 +213,13 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, unknown> };
     };
     const accessTokens = new Map<string, string>();
-    const openId = async (userId: string) => {
+    const accessToken = (userId: string) => {
       let token = accessTokens.get(userId);
       if (!token) accessTokens.set(userId, (token = hs.model.registerUser(userId.slice(1, userId.indexOf(':'))).accessToken));
+      return token;
+    };
+    const openId = async (userId: string) => {
+      const token = accessToken(userId);
       const res = await fetch(`${hs.url}/_matrix/client/v3/user/${encodeURIComponent(userId)}/openid/request_token`, {
         method: 'POST',
         headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
@@ -203,6 +241,8 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       roomId,
       sfuRoom: liveKitRoomAlias(roomId, SLOT),
       makeRoom,
+      coreRequests,
+      accessToken,
       sfuRooms: async () => (await roomService.listRooms()).map((r) => r.name),
       sfuIdentities: async (room) => {
         try {

@@ -7,7 +7,10 @@
  * PARTICIPANT_REMOVED) within 1 s of the push (or of the expiry); the last leave deletes the
  * room after the grace and a rejoin inside it keeps it; a forged key leaves the victim
  * connected; a full-access `/get_token` creates the room; the delegated delayed leave is sent
- * when the SFU's own webhook reports the disconnect. Each runs with the memory and Redis store.
+ * when the SFU's own webhook reports the disconnect; against the fake's Synapse 1.132 delayed
+ * events (path form unknown, `{action}` form authenticated) the bridge falls back to acting as the
+ * user and keeps an Element-Call-style delayed leave alive until the participant disconnects.
+ * Each runs with the memory and Redis store.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DisconnectReason } from '@livekit/rtc-node';
@@ -34,7 +37,7 @@ const REMOVAL_BOUND_MS = 1000;
 
 for (const kind of ['memory', 'redis'] as StoreKind[]) {
   describe(`bridge end to end on our SFU with the ${kind} store`, () => {
-    async function world(opts: { fullAccess?: boolean; graceSeconds?: number } = {}): Promise<World> {
+    async function world(opts: { fullAccess?: boolean; graceSeconds?: number; csApi?: 'token-helper' | 'core' } = {}): Promise<World> {
       current = await startWorld({ kind, redisUrl: redis.url, ...opts });
       return current;
     }
@@ -154,6 +157,58 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
       expect(api.actions()).not.toContain(`${delayId}:send`);
       await client.disconnect();
       await waitFor('delayed event sent after the disconnect', () => api.actions().includes(`${delayId}:send`), { timeoutMs: 5_000 });
+    });
+    it('keeps an Element-Call delayed leave alive on Synapse 1.132 through the authenticated {action} form, and sends it on disconnect', async () => {
+      const w = await world({ fullAccess: true, csApi: 'core' });
+      const hs = w.composed.hs;
+      const key = stateKeyOf(w.alice, 'DEVICEA');
+      const delayMs = 2_000;
+      // Element Call: join, then schedule the leave as a delayed state event with alice's token.
+      const statePath = `/_matrix/client/v3/rooms/${encodeURIComponent(w.roomId)}/state/${CALL}/${encodeURIComponent(key)}`;
+      const put = async (query: string, body: unknown) => {
+        const res = await fetch(`${hs.url}${statePath}${query}`, {
+          method: 'PUT',
+          headers: { Authorization: `Bearer ${w.accessToken(w.alice)}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+        expect(res.status).toBe(200);
+        return (await res.json()) as Record<string, string>;
+      };
+      await w.pushed((await put('', joinContent('DEVICEA', w.alice))).event_id!);
+      const scheduledAt = Date.now();
+      const delayId = (await put(`?org.matrix.msc4140.delay=${delayMs}`, {})).delay_id!;
+      expect(hs.delayed.pendingIds()).toContain(delayId);
+
+      const t = await w.getToken(w.alice, w.roomId, 'DEVICEA', { delay_id: delayId, delay_timeout: delayMs });
+      expect(t.status).toBe(200);
+      const client = await w.connect(String(t.json.jwt));
+
+      const delayedCalls = () => w.coreRequests.filter((r) => r.method === 'POST' && r.path.includes(`/delayed_events/${delayId}`));
+      const bodyRestarts = () =>
+        delayedCalls().filter(
+          (r) =>
+            r.path.endsWith(`/delayed_events/${delayId}`) &&
+            (r.body as { action?: string }).action === 'restart' &&
+            r.authorization === `Bearer ${w.reg.as_token}` &&
+            r.query.user_id === w.alice,
+        );
+      // Alive past its delay: the restarts keep pushing it back while alice is connected.
+      await waitFor('two {action} restarts and the original delay long gone', () => bodyRestarts().length >= 2 && Date.now() > scheduledAt + 1.5 * delayMs, {
+        timeoutMs: 10_000,
+      });
+      expect(hs.delayed.pendingIds()).toContain(delayId);
+      expect(hs.model.stateEvent(w.roomId, CALL, key)?.content).toMatchObject({ device_id: 'DEVICEA' });
+      // The path form was tried once (404 M_UNRECOGNIZED on 1.132); every later call went straight to the body form.
+      expect(delayedCalls().filter((r) => r.path.endsWith('/restart') || r.path.endsWith('/send'))).toHaveLength(1);
+
+      await client.disconnect();
+      await waitFor('the delayed leave sent: alice`s membership is {}', () => Object.keys(hs.model.stateEvent(w.roomId, CALL, key)?.content ?? { x: 1 }).length === 0, {
+        timeoutMs: 5_000,
+      });
+      const leave = hs.model.stateEvent(w.roomId, CALL, key)!;
+      expect(leave.sender).toBe(w.alice);
+      expect(hs.delayed.pendingIds()).not.toContain(delayId);
+      expect(delayedCalls().some((r) => (r.body as { action?: string }).action === 'send' && r.query.user_id === w.alice)).toBe(true);
     });
   });
 }

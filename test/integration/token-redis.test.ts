@@ -70,6 +70,8 @@ describe('delayed-leave jobs in Redis', () => {
       ServerName: first.h.fed.serverName,
       LiveKitRoom: LK_ROOM,
       LiveKitIdentity: identity,
+      // Ours, ignored by Go: the owner, for the authenticated fallback on Synapse 1.132.
+      UserId: u.userId,
     });
     expect(Number.isFinite(Date.parse(stored.RestartedAt))).toBe(true);
 
