@@ -4,7 +4,7 @@
  * and the optional bridge YAML, starts the server and stops it on SIGINT/SIGTERM. The only
  * bridge file that reads env or exits.
  */
-import { parseCommonArgs } from '../common/cli.ts';
+import { parseMainArgs } from '../common/cli.ts';
 import { runMain, untilShutdownSignal } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
@@ -17,17 +17,8 @@ const USAGE = `usage: npm run bridge -- [--config FILE] [--validate]
   the YAML file (see config/bridge.yaml) or BRIDGE_<KEY> variables.`;
 
 async function main(): Promise<number> {
-  let args;
-  try {
-    args = parseCommonArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (args.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const args = parseMainArgs(process.argv.slice(2), USAGE);
+  if (typeof args === 'number') return args;
   const config: BridgeConfig = resolveBridgeConfig(process.env, args.config);
   if (args.validate) {
     console.log('bridge: configuration is valid');

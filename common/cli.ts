@@ -34,3 +34,26 @@ export function parseCommonArgs(
     rest,
   };
 }
+
+/**
+ * `parseCommonArgs` for a main: a bad flag prints the message and the usage (exit code 2),
+ * `--help` prints the usage (exit code 0); either way the caller returns the number.
+ */
+export function parseMainArgs(
+  argv: string[],
+  usage: string,
+  extra: Record<string, { type: 'string' | 'boolean' }> = {},
+): CommonArgs | number {
+  let args: CommonArgs;
+  try {
+    args = parseCommonArgs(argv, extra);
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${usage}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(usage);
+    return 0;
+  }
+  return args;
+}

@@ -3,7 +3,7 @@
  * Prints the URLs and the next steps, and stops cleanly on SIGINT/SIGTERM.
  */
 import { resolve } from 'node:path';
-import { parseCommonArgs } from '../common/cli.ts';
+import { parseMainArgs } from '../common/cli.ts';
 import { ConfigError } from '../common/config.ts';
 import { runMain, untilShutdownSignal } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
@@ -20,22 +20,13 @@ function portArg(v: string | boolean | undefined, fallback: number, name: string
 }
 
 async function main(): Promise<number> {
-  let args;
-  try {
-    args = parseCommonArgs(process.argv.slice(2), {
-      'data-dir': { type: 'string' },
-      'sfu-port': { type: 'string' },
-      'bridge-port': { type: 'string' },
-      host: { type: 'string' },
-    });
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (args.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const args = parseMainArgs(process.argv.slice(2), USAGE, {
+    'data-dir': { type: 'string' },
+    'sfu-port': { type: 'string' },
+    'bridge-port': { type: 'string' },
+    host: { type: 'string' },
+  });
+  if (typeof args === 'number') return args;
   const logger = createLogger({ name: 'embedded', level: (process.env.LIVEKIT_LOG_LEVEL as 'info') || 'info' });
   const embedded = createEmbedded({
       dataDir: resolve(typeof args.rest['data-dir'] === 'string' ? args.rest['data-dir'] : '.data'),

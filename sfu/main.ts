@@ -3,7 +3,7 @@
  * (file, or LIVEKIT_CONFIG / LIVEKIT_KEYS from the environment as livekit-server does), starts
  * the server and stops it on SIGINT/SIGTERM. The only SFU file that reads env or exits.
  */
-import { parseCommonArgs } from '../common/cli.ts';
+import { parseMainArgs } from '../common/cli.ts';
 import { runMain, untilShutdownSignal } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
@@ -15,17 +15,8 @@ const USAGE = `usage: npm run sfu -- --config FILE [--validate]
   LIVEKIT_CONFIG (YAML text) replaces the file; LIVEKIT_KEYS ("key: secret") replaces keys.`;
 
 async function main(): Promise<number> {
-  let args;
-  try {
-    args = parseCommonArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (args.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const args = parseMainArgs(process.argv.slice(2), USAGE);
+  if (typeof args === 'number') return args;
   const config: SfuConfig = resolveSfuConfig({
     configFile: args.config,
     configBody: process.env.LIVEKIT_CONFIG,
