@@ -88,6 +88,24 @@ export interface WorldOptions {
   graceSeconds?: number;
   /** Where the token service sends client-server calls for `localhost`; default 'token-helper'. */
   csApi?: 'token-helper' | 'core';
+  /** false: the registration has no url, so the homeserver never pushes (the bridge only reconciles). */
+  pushes?: boolean;
+  /** Runs after the SFU and the seeded homeserver are up and before the bridge starts. */
+  beforeBridge?: (pre: PreBridge) => Promise<void>;
+}
+
+/** What exists before the bridge starts. */
+export interface PreBridge {
+  sfu: TestSfu;
+  composed: ComposedHomeserver;
+  roomService: RoomServiceClient;
+  carol: string;
+  alice: string;
+  bob: string;
+  roomId: string;
+  makeRoom(): string;
+  /** An rtc-node client, disconnected by the world's `stop()`. */
+  connect(jwt: string): Promise<RtcNodeClient>;
 }
 
 /** A client-server request the core received (`csApi: 'core'`). */
@@ -141,7 +159,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       webhook: { api_key: TEST_API_KEY, urls: [`${bridgeUrl}/sfu_webhook`] },
     });
     stops.push(() => sfu.stop());
-    const reg = testRegistration(bridgeUrl);
+    const reg = testRegistration(opts.pushes === false ? null : bridgeUrl);
     const coreRequests: CoreRequest[] = [];
     const composed = await startComposedHomeserver({
       registration: reg,
@@ -189,6 +207,19 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       BRIDGE_RECONCILE_INTERVAL_SECONDS: '0',
       ...(opts.kind === 'redis' ? { LIVEKIT_REDIS_URL: opts.redisUrl } : {}),
     };
+    const roomService = new RoomServiceClient(sfu.url, TEST_API_KEY, TEST_API_SECRET);
+    const clients: RtcNodeClient[] = [];
+    const disconnectAll = async () => {
+      for (const c of clients.splice(0)) await c.disconnect();
+    };
+    stops.push(disconnectAll);
+    const connect = async (jwt: string) => {
+      const c = await connectRtcNode(sfu.wsUrl, jwt);
+      clients.push(c);
+      return c;
+    };
+    await opts.beforeBridge?.({ sfu, composed, roomService, carol, alice, bob, roomId, makeRoom, connect });
+
     const logger = process.env.BRIDGE_TEST_LOG ? createLogger({ name: 'bridge', level: 'debug' }) : createSilentLogger();
     const bridge = createBridge({
       config: resolveBridgeConfig(env),
@@ -200,13 +231,11 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     });
     await bridge.start();
     stops.push(() => bridge.stop());
-    await waitFor('set-up events delivered', () => hs.pusher.pendingCount() === 0 && !hs.pusher.isDown() && hs.pusher.attempts.length > 0);
-
-    const roomService = new RoomServiceClient(sfu.url, TEST_API_KEY, TEST_API_SECRET);
-    const clients: RtcNodeClient[] = [];
-    stops.push(async () => {
-      for (const c of clients.splice(0)) await c.disconnect();
-    });
+    // Clients leave before the bridge stops, as in a real shutdown.
+    stops.push(disconnectAll);
+    if (opts.pushes !== false) {
+      await waitFor('set-up events delivered', () => hs.pusher.pendingCount() === 0 && !hs.pusher.isDown() && hs.pusher.attempts.length > 0);
+    }
 
     const post = async (path: string, body: unknown) => {
       const res = await fetch(`${bridgeUrl}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
@@ -264,11 +293,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
           member: { id: `${userId}:${deviceId}`, claimed_user_id: userId, claimed_device_id: deviceId },
           ...extra,
         }),
-      async connect(jwt) {
-        const c = await connectRtcNode(sfu.wsUrl, jwt);
-        clients.push(c);
-        return c;
-      },
+      connect,
       stop,
     };
   } catch (err) {

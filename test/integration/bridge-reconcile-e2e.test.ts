@@ -1,0 +1,102 @@
+/**
+ * Issue 6's reconcile "done when" against our real SFU (not a recording stand-in): a bridge
+ * started while calls are already running, that never saw their events (the registration has no
+ * url, so the fake homeserver pushes nothing), reaches the right state through its start-up
+ * reconcile alone. Before it starts: alice is in a call in room A (no SFU room yet); in room B
+ * alice's call runs, bob's membership ended, yet bob's @livekit/rtc-node participant is still
+ * connected to B's SFU room; and an SFU room no call owns, created through livekit-server-sdk's
+ * RoomServiceClient. After: A's SFU room exists, bob is removed (PARTICIPANT_REMOVED) and the
+ * orphan room is deleted after the grace (ListRooms). With the memory and the Redis store.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DisconnectReason } from '@livekit/rtc-node';
+import { AccessToken } from 'livekit-server-sdk';
+import { legacyLiveKitIdentity, liveKitRoomAlias } from '../../bridge/token/names.ts';
+import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
+import { TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
+import { waitFor } from '../support/wait.ts';
+import { CALL, joinContent, SLOT, startWorld, stateKeyOf, type StoreKind, type World } from './bridge-e2e-world.ts';
+
+let redis: RunningRedis;
+beforeAll(async () => {
+  redis = await startRedisServer();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+
+let current: World | undefined;
+afterEach(async () => {
+  await current?.stop();
+  current = undefined;
+});
+
+const GRACE_SECONDS = 2;
+
+async function sfuToken(identity: string, room: string): Promise<string> {
+  const at = new AccessToken(TEST_API_KEY, TEST_API_SECRET, { identity, ttl: '10m' });
+  at.addGrant({ room, roomJoin: true, canPublish: true, canSubscribe: true });
+  return await at.toJwt();
+}
+
+for (const kind of ['memory', 'redis'] as StoreKind[]) {
+  describe(`bridge reconcile on our SFU with the ${kind} store`, () => {
+    it('started while calls run, reaches the right state through reconcile: creates the call`s room, removes a stale participant, deletes an orphan room after the grace', async () => {
+      const orphan = `orphan-${randomUUID()}`;
+      let sfuRoomB = '';
+      let staleIdentity = '';
+      let staleGone: Promise<[DisconnectReason?]> | undefined;
+      let bridgeStartedAt = 0;
+
+      current = await startWorld({
+        kind,
+        redisUrl: redis.url,
+        graceSeconds: GRACE_SECONDS,
+        pushes: false,
+        async beforeBridge(pre) {
+          const m = pre.composed.hs.model;
+          // Room A: alice's call runs; its SFU room does not exist yet.
+          m.sendState(pre.alice, pre.roomId, CALL, stateKeyOf(pre.alice, 'DEVICEA'), joinContent('DEVICEA', pre.alice));
+          // Room B: alice's call runs; bob joined and left it.
+          const roomB = pre.makeRoom();
+          sfuRoomB = liveKitRoomAlias(roomB, SLOT);
+          m.sendState(pre.alice, roomB, CALL, stateKeyOf(pre.alice, 'DEVICEA'), joinContent('DEVICEA', pre.alice));
+          m.sendState(pre.bob, roomB, CALL, stateKeyOf(pre.bob, 'DEVICEB'), joinContent('DEVICEB', pre.bob));
+          m.sendState(pre.bob, roomB, CALL, stateKeyOf(pre.bob, 'DEVICEB'), {});
+          await pre.roomService.createRoom({ name: sfuRoomB });
+          await pre.roomService.createRoom({ name: orphan });
+          // bob's client is still in B's SFU room, longer than the grace (younger ones are spared).
+          staleIdentity = legacyLiveKitIdentity(pre.bob, 'DEVICEB');
+          const bob = await pre.connect(await sfuToken(staleIdentity, sfuRoomB));
+          staleGone = bob.waitForEvent('disconnected', undefined, 60_000);
+          staleGone.catch(() => undefined);
+          await waitFor(
+            'bob connected for longer than the grace',
+            async () => {
+              const p = (await pre.roomService.listParticipants(sfuRoomB)).find((x) => x.identity === staleIdentity);
+              return p !== undefined && Date.now() - Number(p.joinedAt) * 1000 > GRACE_SECONDS * 1000 + 1000;
+            },
+            { timeoutMs: 10_000 },
+          );
+          bridgeStartedAt = Date.now();
+        },
+      });
+      const w = current;
+      // Nothing was pushed: all the bridge knows comes from reconcile.
+      expect(w.composed.hs.pusher.attempts).toEqual([]);
+
+      const rooms = await w.sfuRooms();
+      expect(rooms).toEqual(expect.arrayContaining([w.sfuRoom, sfuRoomB]));
+      const [reason] = await staleGone!;
+      expect(reason).toBe(DisconnectReason.PARTICIPANT_REMOVED);
+      expect(await w.sfuIdentities(sfuRoomB)).not.toContain(staleIdentity);
+
+      await waitFor('orphan room deleted', async () => !(await w.sfuRooms()).includes(orphan), { timeoutMs: 15_000 });
+      expect(Date.now() - bridgeStartedAt).toBeGreaterThanOrEqual(GRACE_SECONDS * 1000);
+      // The rooms of running calls are kept.
+      expect(await w.sfuRooms()).toEqual(expect.arrayContaining([w.sfuRoom, sfuRoomB]));
+      expect(await w.bridge.appservice!.oracle.isJoined(w.roomId, w.alice)).toBe(true);
+    });
+  });
+}
