@@ -3,6 +3,8 @@
  * camera and microphone, read what the page received (framesDecoded, audio packets, E2EE
  * errors) and the Room events it saw. State lives on `window.testState` of that page.
  */
+import type { BrowserPage } from '../support/browser.ts';
+import type { TestSfu } from '../support/sfu-harness.ts';
 import type { Page } from 'playwright-core';
 import { waitFor } from '../support/wait.ts';
 
@@ -161,4 +163,17 @@ export async function leaveFromPage(page: Page): Promise<void> {
       await room?.disconnect();
     })
     .catch(() => undefined);
+}
+
+/**
+ * The end of a browser scenario (an afterEach): on failure print each page's last console
+ * lines, leave the room from every page, close the pages and stop the SFU.
+ */
+export async function endBrowserScenario(failed: boolean, pages: BrowserPage[], sfu: TestSfu | undefined): Promise<void> {
+  if (failed) {
+    for (const p of pages) console.log(p.consoleLines.slice(-40).join('\n'));
+  }
+  for (const p of pages) await leaveFromPage(p.page);
+  for (const p of pages.splice(0)) await p.close();
+  await sfu?.stop();
 }

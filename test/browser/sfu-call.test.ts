@@ -9,6 +9,7 @@ import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
 import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
 import {
   joinFromPage,
+  endBrowserScenario,
   leaveFromPage,
   publishCameraAndMic,
   receivedStats,
@@ -22,12 +23,7 @@ describe('sfu call between two livekit-client browsers', () => {
   const pages: BrowserPage[] = [];
 
   afterEach(async (ctx) => {
-    if (ctx.task.result?.state === 'fail') {
-      for (const p of pages) console.log(p.consoleLines.slice(-40).join('\n'));
-    }
-    for (const p of pages) await leaveFromPage(p.page);
-    for (const p of pages.splice(0)) await p.close();
-    await sfu?.stop();
+    await endBrowserScenario(ctx.task.result?.state === 'fail', pages, sfu);
     sfu = undefined;
   });
 

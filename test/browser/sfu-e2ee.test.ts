@@ -12,7 +12,7 @@ import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
 import { newVp8Descriptor, parseVp8Descriptor } from '../../sfu/media/vp8.ts';
 import {
   joinFromPage,
-  leaveFromPage,
+  endBrowserScenario,
   publishCameraAndMic,
   receivedStats,
   waitForMediaFrom,
@@ -25,12 +25,7 @@ describe('sfu with livekit-client E2EE', () => {
   const pages: BrowserPage[] = [];
 
   afterEach(async (ctx) => {
-    if (ctx.task.result?.state === 'fail') {
-      for (const p of pages) console.log(p.consoleLines.slice(-40).join('\n'));
-    }
-    for (const p of pages) await leaveFromPage(p.page);
-    for (const p of pages.splice(0)) await p.close();
-    await sfu?.stop();
+    await endBrowserScenario(ctx.task.result?.state === 'fail', pages, sfu);
     sfu = undefined;
   });
 

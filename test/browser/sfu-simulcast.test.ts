@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
 import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
-import { joinFromPage, leaveFromPage, waitForPageEvent } from './sfu-browser-client.ts';
+import { joinFromPage, endBrowserScenario, waitForPageEvent } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 
 interface VideoIn {
@@ -67,12 +67,7 @@ describe('sfu simulcast with adaptive stream', () => {
   const pages: BrowserPage[] = [];
 
   afterEach(async (ctx) => {
-    if (ctx.task.result?.state === 'fail') {
-      for (const p of pages) console.log(p.consoleLines.slice(-30).join('\n'));
-    }
-    for (const p of pages) await leaveFromPage(p.page);
-    for (const p of pages.splice(0)) await p.close();
-    await sfu?.stop();
+    await endBrowserScenario(ctx.task.result?.state === 'fail', pages, sfu);
     sfu = undefined;
   });
 
