@@ -146,8 +146,14 @@ describe('webhooks from a real SFU', () => {
     const room = 'hook-room-3';
     await api.createRoom({ name: room });
     await waitFor('room_started', () => eventsOf(room).length === 1);
-    const text = await sfu.metrics.metrics();
-    expect(text).toMatch(/matrixrtc_sfu_webhook_deliveries_total\{event="room_started"\} 1/);
+    // The notifier counts a delivery once the receiver's answer is back, a moment after the
+    // receiver saw the body: wait for the count rather than race it.
+    const delivered = /matrixrtc_sfu_webhook_deliveries_total\{event="room_started"\} 1/;
+    const text = await waitFor('the delivery counted', async () => {
+      const t = await sfu.metrics.metrics();
+      return delivered.test(t) ? t : undefined;
+    });
+    expect(text).toMatch(delivered);
     expect(text).toMatch(/matrixrtc_sfu_webhook_attempt_failures_total\{reason="status"\} 1/);
     expect(text).toMatch(/^livekit_room_total 1$/m);
     expect(text).not.toContain(room);
