@@ -160,12 +160,17 @@ interface DownEntry {
   upstream: Upstream;
 }
 
+/** Reliable data packets kept per participant until its `_reliable` channel opens. */
+const MAX_PENDING_RELIABLE = 256;
+
 class WeriftTransport implements MediaTransport {
   private readonly log: Logger;
   private readonly events: MediaTransportEvents;
   private readonly pub: RTCPeerConnection;
   private readonly sub: RTCPeerConnection;
   private readonly channels = new Map<DataChannelKind, RTCDataChannel>();
+  /** Reliable packets sent before the subscriber's `_reliable` channel opened (bounded). */
+  private readonly pendingReliable: Buffer[] = [];
   private readonly upstreams = new Map<string, Upstream>();
   private readonly downs = new Set<DownEntry>();
   private pubSections = new Map<string, MediaSection>();
@@ -236,7 +241,12 @@ class WeriftTransport implements MediaTransport {
   }
 
   start(): void {
-    this.channels.set('reliable', this.sub.createDataChannel('_reliable', { ordered: true }));
+    const reliable = this.sub.createDataChannel('_reliable', { ordered: true });
+    reliable.stateChanged.subscribe((state) => {
+      if (state !== 'open') return;
+      for (const data of this.pendingReliable.splice(0)) this.safely('data channel send', () => reliable.send(data));
+    });
+    this.channels.set('reliable', reliable);
     this.channels.set('lossy', this.sub.createDataChannel('_lossy', { ordered: false, maxRetransmits: 0 }));
     this.negotiate();
   }
@@ -413,9 +423,19 @@ class WeriftTransport implements MediaTransport {
 
   sendData(kind: DataChannelKind, bytes: Uint8Array): void {
     const channel = this.channels.get(kind);
-    if (!channel || channel.readyState !== 'open') return;
+    if (!channel || this.closed) return;
+    const data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (channel.readyState !== 'open') {
+      // Reliable data addressed to someone still connecting waits for their channel (in order,
+      // bounded); lossy data is lossy and is dropped, as on a congested link.
+      if (kind === 'reliable' && channel.readyState === 'connecting') {
+        if (this.pendingReliable.length < MAX_PENDING_RELIABLE) this.pendingReliable.push(Buffer.from(data));
+        else this.log.warn('reliable data dropped: the participant\'s data channel has not opened');
+      }
+      return;
+    }
     try {
-      channel.send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      channel.send(data);
     } catch (err) {
       this.log.debug({ err }, 'data channel send failed');
     }
