@@ -1,8 +1,9 @@
 /**
  * The werift side of one participant: the publisher PC (client offers, we answer and receive)
  * and the subscriber PC (we offer: data channels plus one sendonly m-line per subscribed
- * track, msid `PA_x|TR_y`). Implements the session layer's `MediaTransport`; with
- * sfu/media/forwarder.ts the only code that touches werift.
+ * track, msid `PA_x|TR_y`). Implements the session layer's `MediaTransport`. Its parts:
+ * peer-config.ts (codecs, extensions, ICE), sender-feedback.ts (subscriber RTCP),
+ * data-channels.ts (`_reliable`/`_lossy`); forwarding itself is forwarder.ts.
  *
  * Traps handled here (see ../shared/reference/werift-*.md): `onTrack` fires inside
  * setRemoteDescription, so remote transceivers are hooked first and the offer's mid → msid map
@@ -14,31 +15,13 @@
  * offers/answers on each PC are applied one at a time; `close()` closes both PCs and every
  * upstream/downtrack it owns. Event callbacks never throw into werift (errors are logged).
  */
-import { networkInterfaces } from 'node:os';
-import { isIP } from 'node:net';
 import {
   GenericNack,
   MediaStream,
-  PictureLossIndication,
   RTCPeerConnection,
-  RTCRtpCodecParameters,
-  RtcpPayloadSpecificFeedback,
   RtcpTransportLayerFeedback,
-  wrapRtx,
-  useAbsSendTime,
-  useAudioLevelIndication,
-  useOPUS,
-  useSdesMid,
-  useSdesRTPStreamId,
-  useVP8,
-  useVideoOrientation,
   type MediaStreamTrack,
-  type PeerConfig,
-  type RTCDataChannel,
-  type RTCRtpSender,
   type RTCRtpTransceiver,
-  type RtcpPacket,
-  type RtpPacket,
 } from 'werift';
 import { SessionDescription, SignalResponse, SignalTarget as ProtoSignalTarget, TrickleRequest } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
@@ -56,103 +39,10 @@ import type {
   UpstreamTrack,
 } from '../rtc/types.ts';
 import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
-import type { RtcpMetrics, PacketMetrics } from '../metrics.ts';
+import { canonicalMime, gatheringComplete, peerConfig, type WeriftTransportConfig } from './peer-config.ts';
+import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.ts';
+import { SubscriberDataChannels } from './data-channels.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
-
-export interface WeriftTransportConfig {
-  portRange: [number, number];
-  /** Address advertised in candidates; '' = every host address werift finds. */
-  nodeIp: string;
-  /** Optional observer of forwarded payloads (tests, diagnostics). */
-  tap?: PacketTap;
-  /**
-   * Test hook on the send path to subscribers: returning true drops that packet (first
-   * transmissions only; retransmissions answering NACKs always go out). Simulates downlink loss.
-   */
-  dropOutgoing?: (packet: { subscriber: string; kind: 'audio' | 'video'; sequenceNumber: number }) => boolean;
-  /** SFU metrics (sfu/metrics.ts) for NACK/PLI/retransmission counts; optional. */
-  metrics?: { rtcp: RtcpMetrics; packets: PacketMetrics };
-}
-
-/** werift RTCRtpSender fields the retransmission path needs (private in its typings). */
-interface SenderInternals {
-  rtxPayloadType?: number;
-  rtxSequenceNumber: number;
-}
-
-const RTX_ENABLED = true;
-/** RTCP PSFB format of a Full Intra Request (RFC 5104); werift does not export its class. */
-const FIR_FMT = 4;
-
-/** LiveKit's canonical mime spellings (clients compare them, e.g. for E2EE). */
-export function canonicalMime(mime: string): string {
-  const lower = mime.toLowerCase();
-  if (lower === 'audio/opus') return 'audio/opus';
-  if (lower === 'video/vp8') return 'video/VP8';
-  if (lower === 'video/h264') return 'video/H264';
-  if (lower === 'video/vp9') return 'video/VP9';
-  if (lower === 'video/av1') return 'video/AV1';
-  return mime;
-}
-
-function isLocalAddress(ip: string): boolean {
-  if (ip.startsWith('127.') || ip === '::1') return true;
-  for (const list of Object.values(networkInterfaces())) {
-    for (const addr of list ?? []) if (addr.address === ip) return true;
-  }
-  return false;
-}
-
-export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subscriber'): Partial<PeerConfig> {
-  // RTX only towards subscribers: werift cannot route rid-simulcast RTX from publishers.
-  const video =
-    role === 'subscriber' && RTX_ENABLED
-      ? [useVP8(), new RTCRtpCodecParameters({ mimeType: 'video/rtx', clockRate: 90000 })]
-      : [useVP8()];
-  const base: Partial<PeerConfig> = {
-    codecs: { audio: [useOPUS()], video },
-    headerExtensions:
-      role === 'publisher'
-        ? {
-            audio: [useSdesMid(), useAudioLevelIndication()],
-            video: [useSdesMid(), useSdesRTPStreamId(), useVideoOrientation()],
-          }
-        : {
-            audio: [useSdesMid(), useAbsSendTime(), useAudioLevelIndication()],
-            video: [useSdesMid(), useAbsSendTime(), useVideoOrientation()],
-          },
-    iceServers: [],
-    icePortRange: cfg.portRange,
-    bundlePolicy: 'max-bundle',
-    iceUseTcp: false,
-  };
-  if (cfg.nodeIp && isIP(cfg.nodeIp)) {
-    base.iceUseIpv4 = false;
-    base.iceUseIpv6 = false;
-    base.iceAdditionalHostAddresses = [cfg.nodeIp];
-    if (isLocalAddress(cfg.nodeIp)) {
-      base.iceInterfaceAddresses = isIP(cfg.nodeIp) === 6 ? { udp6: cfg.nodeIp } : { udp4: cfg.nodeIp };
-    }
-  }
-  return base;
-}
-
-async function gatheringComplete(pc: RTCPeerConnection, timeoutMs = 5000): Promise<void> {
-  if (pc.iceGatheringState === 'complete') return;
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(() => {
-      unsubscribe();
-      resolve();
-    }, timeoutMs);
-    const { unSubscribe: unsubscribe } = pc.iceGatheringStateChange.subscribe((state) => {
-      if (state === 'complete') {
-        clearTimeout(timer);
-        unsubscribe();
-        resolve();
-      }
-    });
-  });
-}
 
 interface DownEntry {
   transceiver: RTCRtpTransceiver;
@@ -160,17 +50,12 @@ interface DownEntry {
   upstream: Upstream;
 }
 
-/** Reliable data packets kept per participant until its `_reliable` channel opens. */
-const MAX_PENDING_RELIABLE = 256;
-
 class WeriftTransport implements MediaTransport {
   private readonly log: Logger;
   private readonly events: MediaTransportEvents;
   private readonly pub: RTCPeerConnection;
   private readonly sub: RTCPeerConnection;
-  private readonly channels = new Map<DataChannelKind, RTCDataChannel>();
-  /** Reliable packets sent before the subscriber's `_reliable` channel opened (bounded). */
-  private readonly pendingReliable: Buffer[] = [];
+  private readonly channels: SubscriberDataChannels;
   private readonly upstreams = new Map<string, Upstream>();
   private readonly downs = new Set<DownEntry>();
   private pubSections = new Map<string, MediaSection>();
@@ -195,6 +80,7 @@ class WeriftTransport implements MediaTransport {
     this.dropOutgoing = cfg.dropOutgoing;
     this.metrics = cfg.metrics;
     this.participantSid = opts.participantSid;
+    this.channels = new SubscriberDataChannels(this.log);
     this.pub = new RTCPeerConnection(peerConfig(cfg, 'publisher'));
     this.sub = new RTCPeerConnection(peerConfig(cfg, 'subscriber'));
 
@@ -241,13 +127,7 @@ class WeriftTransport implements MediaTransport {
   }
 
   start(): void {
-    const reliable = this.sub.createDataChannel('_reliable', { ordered: true });
-    reliable.stateChanged.subscribe((state) => {
-      if (state !== 'open') return;
-      for (const data of this.pendingReliable.splice(0)) this.safely('data channel send', () => reliable.send(data));
-    });
-    this.channels.set('reliable', reliable);
-    this.channels.set('lossy', this.sub.createDataChannel('_lossy', { ordered: false, maxRetransmits: 0 }));
+    this.channels.open(this.sub);
     this.negotiate();
   }
 
@@ -319,8 +199,8 @@ class WeriftTransport implements MediaTransport {
       },
       extensionId: (uri) => transceiver.headerExtensions.find((e) => e.uri === uri)?.id,
     });
-    const counts = { nacks: 0, keyframeRequests: 0 };
-    this.takeOverSenderFeedback(sender, forwarder, counts);
+    const counts: FeedbackCounts = { nacks: 0, keyframeRequests: 0 };
+    takeOverSenderFeedback({ sender, forwarder, counts, metrics, log: this.log, connected: () => this.subConnected });
     const entry: DownEntry = { transceiver, forwarder, upstream };
     this.downs.add(entry);
     upstream.attach(forwarder);
@@ -359,86 +239,8 @@ class WeriftTransport implements MediaTransport {
     };
   }
 
-  /**
-   * Subscriber feedback for one sender goes to the forwarder instead of werift: NACKs are
-   * answered from the track's shared cache (werift's own 128-packet per-sender cache would
-   * also answer them, twice), PLI/FIR become one rate-limited keyframe request of the layer
-   * this subscriber receives. Other RTCP (receiver reports, REMB) still reaches werift.
-   */
-  private takeOverSenderFeedback(
-    sender: RTCRtpSender,
-    forwarder: DownForwarder,
-    counts: { nacks: number; keyframeRequests: number },
-  ): void {
-    const original = sender.handleRtcpPacket.bind(sender);
-    const metrics = this.metrics;
-    sender.handleRtcpPacket = (packet: RtcpPacket) => {
-      try {
-        if (packet instanceof RtcpTransportLayerFeedback && packet.feedback instanceof GenericNack) {
-          counts.nacks++;
-          metrics?.rtcp.nack('incoming');
-          for (const seq of nackedSequenceNumbers(packet.feedback)) {
-            const rtp = forwarder.retransmit(seq);
-            if (rtp) this.sendRetransmission(sender, rtp);
-          }
-          sender.onRtcp.execute(packet);
-          return;
-        }
-        if (packet instanceof RtcpPayloadSpecificFeedback) {
-          const fb = packet.feedback;
-          const fir = fb.count === FIR_FMT;
-          if (fb instanceof PictureLossIndication || fir) {
-            counts.keyframeRequests++;
-            if (fir) metrics?.rtcp.fir('incoming');
-            else metrics?.rtcp.pli('incoming');
-            forwarder.requestKeyframe();
-            sender.onRtcp.execute(packet);
-            return;
-          }
-        }
-      } catch (err) {
-        this.log.debug({ err }, 'subscriber feedback failed');
-        return;
-      }
-      original(packet);
-    };
-  }
-
-  /** Sends a cached packet again on `sender`'s stream (RTX-wrapped when negotiated). */
-  private sendRetransmission(sender: RTCRtpSender, rtp: RtpPacket): void {
-    const codec = sender.codec;
-    const dtls = sender.dtlsTransport;
-    if (!codec || !dtls || sender.stopped || !this.subConnected) return;
-    rtp.header.ssrc = sender.ssrc;
-    rtp.header.payloadType = codec.payloadType;
-    let out = rtp;
-    const internals = sender as unknown as SenderInternals;
-    if (internals.rtxPayloadType !== undefined) {
-      out = wrapRtx(rtp, internals.rtxPayloadType, internals.rtxSequenceNumber, sender.rtxSsrc);
-      internals.rtxSequenceNumber = (internals.rtxSequenceNumber + 1) & 0xffff;
-    }
-    this.metrics?.packets.outgoing(out.payload.length, true);
-    dtls.sendRtp(out.payload, out.header).catch((err: unknown) => this.log.debug({ err }, 'retransmission failed'));
-  }
-
   sendData(kind: DataChannelKind, bytes: Uint8Array): void {
-    const channel = this.channels.get(kind);
-    if (!channel || this.closed) return;
-    const data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (channel.readyState !== 'open') {
-      // Reliable data addressed to someone still connecting waits for their channel (in order,
-      // bounded); lossy data is lossy and is dropped, as on a congested link.
-      if (kind === 'reliable' && channel.readyState === 'connecting') {
-        if (this.pendingReliable.length < MAX_PENDING_RELIABLE) this.pendingReliable.push(Buffer.from(data));
-        else this.log.warn('reliable data dropped: the participant\'s data channel has not opened');
-      }
-      return;
-    }
-    try {
-      channel.send(data);
-    } catch (err) {
-      this.log.debug({ err }, 'data channel send failed');
-    }
+    if (!this.closed) this.channels.send(kind, bytes);
   }
 
   // ---- publisher PC (client offers) ----
@@ -561,29 +363,6 @@ class WeriftTransport implements MediaTransport {
     void this.pub.close().catch(() => undefined);
     void this.sub.close().catch(() => undefined);
   }
-}
-
-/**
- * The sequence numbers a generic NACK asks for. werift parses FCI entries to the end of the
- * buffer it is given, which can run past this packet (we saw random "lost" lists after the real
- * entry), so only the entries the RTCP header's length covers are taken; werift also does not
- * wrap `pid + n` at 16 bits.
- */
-export function nackedSequenceNumbers(nack: GenericNack): number[] {
-  const words = nack.header?.length;
-  const entries = words !== undefined && words >= 2 ? words - 2 : Number.POSITIVE_INFINITY;
-  const out: number[] = [];
-  let pid = -1;
-  let seen = 0;
-  for (const raw of nack.lost) {
-    const delta = raw - pid;
-    if (pid < 0 || delta < 1 || delta > 16) {
-      if (++seen > entries) break;
-      pid = raw;
-    }
-    out.push(raw & 0xffff);
-  }
-  return out;
 }
 
 /** Trickle message for a server candidate (unused while SDPs carry complete candidate lists). */

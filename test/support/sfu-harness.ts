@@ -9,7 +9,7 @@ import { parseSfuConfig, type SfuConfig } from '../../sfu/config.ts';
 import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
 import { createWeriftTransportFactory } from '../../sfu/media/transport.ts';
 import type { PacketTap } from '../../sfu/media/forwarder.ts';
-import type { WeriftTransportConfig } from '../../sfu/media/transport.ts';
+import type { WeriftTransportConfig } from '../../sfu/media/peer-config.ts';
 
 export const TEST_API_KEY = 'testkey';
 export const TEST_API_SECRET = 'test-secret-0123456789abcdef-0123456789';

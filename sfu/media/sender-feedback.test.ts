@@ -1,10 +1,10 @@
 /**
- * Pieces of the werift transport that stand alone: which sequence numbers a generic NACK
+ * Subscriber feedback: which sequence numbers a generic NACK
  * really asks for (werift's parser reads past the packet and does not wrap at 16 bits).
  */
 import { describe, expect, it } from 'vitest';
 import { GenericNack, RtcpHeader } from 'werift';
-import { nackedSequenceNumbers } from './transport.ts';
+import { nackedSequenceNumbers } from './sender-feedback.ts';
 
 const nack = (lost: number[], length?: number) =>
   new GenericNack({ senderSsrc: 1, mediaSourceSsrc: 2, lost, ...(length !== undefined ? { header: new RtcpHeader({ length }) } : {}) });

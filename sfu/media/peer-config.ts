@@ -1,0 +1,109 @@
+/**
+ * How the SFU's werift peer connections are configured: codecs, header extensions, ICE
+ * addresses and ports (see ../shared/reference/werift-*.md for why each choice), plus the
+ * transport's configuration type and LiveKit's canonical mime spellings.
+ */
+import { networkInterfaces } from 'node:os';
+import { isIP } from 'node:net';
+import {
+  RTCPeerConnection,
+  RTCRtpCodecParameters,
+  useAbsSendTime,
+  useAudioLevelIndication,
+  useOPUS,
+  useSdesMid,
+  useSdesRTPStreamId,
+  useVP8,
+  useVideoOrientation,
+  type PeerConfig,
+} from 'werift';
+import type { PacketTap } from './forwarder.ts';
+import type { RtcpMetrics, PacketMetrics } from '../metrics.ts';
+
+export interface WeriftTransportConfig {
+  portRange: [number, number];
+  /** Address advertised in candidates; '' = every host address werift finds. */
+  nodeIp: string;
+  /** Optional observer of forwarded payloads (tests, diagnostics). */
+  tap?: PacketTap;
+  /**
+   * Test hook on the send path to subscribers: returning true drops that packet (first
+   * transmissions only; retransmissions answering NACKs always go out). Simulates downlink loss.
+   */
+  dropOutgoing?: (packet: { subscriber: string; kind: 'audio' | 'video'; sequenceNumber: number }) => boolean;
+  /** SFU metrics (sfu/metrics.ts) for NACK/PLI/retransmission counts; optional. */
+  metrics?: { rtcp: RtcpMetrics; packets: PacketMetrics };
+}
+
+const RTX_ENABLED = true;
+
+/** LiveKit's canonical mime spellings (clients compare them, e.g. for E2EE). */
+export function canonicalMime(mime: string): string {
+  const lower = mime.toLowerCase();
+  if (lower === 'audio/opus') return 'audio/opus';
+  if (lower === 'video/vp8') return 'video/VP8';
+  if (lower === 'video/h264') return 'video/H264';
+  if (lower === 'video/vp9') return 'video/VP9';
+  if (lower === 'video/av1') return 'video/AV1';
+  return mime;
+}
+
+function isLocalAddress(ip: string): boolean {
+  if (ip.startsWith('127.') || ip === '::1') return true;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const addr of list ?? []) if (addr.address === ip) return true;
+  }
+  return false;
+}
+
+export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subscriber'): Partial<PeerConfig> {
+  // RTX only towards subscribers: werift cannot route rid-simulcast RTX from publishers.
+  const video =
+    role === 'subscriber' && RTX_ENABLED
+      ? [useVP8(), new RTCRtpCodecParameters({ mimeType: 'video/rtx', clockRate: 90000 })]
+      : [useVP8()];
+  const base: Partial<PeerConfig> = {
+    codecs: { audio: [useOPUS()], video },
+    headerExtensions:
+      role === 'publisher'
+        ? {
+            audio: [useSdesMid(), useAudioLevelIndication()],
+            video: [useSdesMid(), useSdesRTPStreamId(), useVideoOrientation()],
+          }
+        : {
+            audio: [useSdesMid(), useAbsSendTime(), useAudioLevelIndication()],
+            video: [useSdesMid(), useAbsSendTime(), useVideoOrientation()],
+          },
+    iceServers: [],
+    icePortRange: cfg.portRange,
+    bundlePolicy: 'max-bundle',
+    iceUseTcp: false,
+  };
+  if (cfg.nodeIp && isIP(cfg.nodeIp)) {
+    base.iceUseIpv4 = false;
+    base.iceUseIpv6 = false;
+    base.iceAdditionalHostAddresses = [cfg.nodeIp];
+    if (isLocalAddress(cfg.nodeIp)) {
+      base.iceInterfaceAddresses = isIP(cfg.nodeIp) === 6 ? { udp6: cfg.nodeIp } : { udp4: cfg.nodeIp };
+    }
+  }
+  return base;
+}
+
+/** Resolves once ICE gathering is complete (or after `timeoutMs`; the SDP then lists what was found). */
+export async function gatheringComplete(pc: RTCPeerConnection, timeoutMs = 5000): Promise<void> {
+  if (pc.iceGatheringState === 'complete') return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      unsubscribe();
+      resolve();
+    }, timeoutMs);
+    const { unSubscribe: unsubscribe } = pc.iceGatheringStateChange.subscribe((state) => {
+      if (state === 'complete') {
+        clearTimeout(timer);
+        unsubscribe();
+        resolve();
+      }
+    });
+  });
+}

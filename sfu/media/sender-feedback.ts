@@ -1,0 +1,121 @@
+/**
+ * RTCP from a subscriber about one of our senders. werift's own handling is replaced for the
+ * feedback the SFU must answer itself: NACKs are answered from the track's shared cache
+ * (werift's 128-packet per-sender cache would answer them too, twice) with RTX when
+ * negotiated; PLI/FIR become one rate-limited keyframe request of the layer this subscriber
+ * receives. Everything else (receiver reports, REMB) still reaches werift.
+ */
+import {
+  GenericNack,
+  PictureLossIndication,
+  RtcpPayloadSpecificFeedback,
+  RtcpTransportLayerFeedback,
+  wrapRtx,
+  type RTCRtpSender,
+  type RtcpPacket,
+  type RtpPacket,
+} from 'werift';
+import type { Logger } from '../../common/logger.ts';
+import type { DownForwarder } from './forwarder.ts';
+import type { WeriftTransportConfig } from './peer-config.ts';
+
+/** werift RTCRtpSender fields the retransmission path needs (private in its typings). */
+interface SenderInternals {
+  rtxPayloadType?: number;
+  rtxSequenceNumber: number;
+}
+
+/** RTCP PSFB format of a Full Intra Request (RFC 5104); werift does not export its class. */
+const FIR_FMT = 4;
+
+export interface FeedbackCounts {
+  nacks: number;
+  keyframeRequests: number;
+}
+
+export interface SenderFeedbackOptions {
+  sender: RTCRtpSender;
+  forwarder: DownForwarder;
+  counts: FeedbackCounts;
+  metrics: WeriftTransportConfig['metrics'];
+  log: Logger;
+  /** Whether the subscriber transport is up (retransmissions are not sent before). */
+  connected: () => boolean;
+}
+
+/** Routes `sender`'s subscriber feedback to the forwarder (see the file comment). */
+export function takeOverSenderFeedback(opts: SenderFeedbackOptions): void {
+  const { sender, forwarder, counts, metrics, log } = opts;
+  const original = sender.handleRtcpPacket.bind(sender);
+  sender.handleRtcpPacket = (packet: RtcpPacket) => {
+    try {
+      if (packet instanceof RtcpTransportLayerFeedback && packet.feedback instanceof GenericNack) {
+        counts.nacks++;
+        metrics?.rtcp.nack('incoming');
+        for (const seq of nackedSequenceNumbers(packet.feedback)) {
+          const rtp = forwarder.retransmit(seq);
+          if (rtp) sendRetransmission(opts, rtp);
+        }
+        sender.onRtcp.execute(packet);
+        return;
+      }
+      if (packet instanceof RtcpPayloadSpecificFeedback) {
+        const fb = packet.feedback;
+        const fir = fb.count === FIR_FMT;
+        if (fb instanceof PictureLossIndication || fir) {
+          counts.keyframeRequests++;
+          if (fir) metrics?.rtcp.fir('incoming');
+          else metrics?.rtcp.pli('incoming');
+          forwarder.requestKeyframe();
+          sender.onRtcp.execute(packet);
+          return;
+        }
+      }
+    } catch (err) {
+      log.debug({ err }, 'subscriber feedback failed');
+      return;
+    }
+    original(packet);
+  };
+}
+
+/** Sends a cached packet again on the sender's stream (RTX-wrapped when negotiated). */
+function sendRetransmission(opts: SenderFeedbackOptions, rtp: RtpPacket): void {
+  const { sender, metrics, log } = opts;
+  const codec = sender.codec;
+  const dtls = sender.dtlsTransport;
+  if (!codec || !dtls || sender.stopped || !opts.connected()) return;
+  rtp.header.ssrc = sender.ssrc;
+  rtp.header.payloadType = codec.payloadType;
+  let out = rtp;
+  const internals = sender as unknown as SenderInternals;
+  if (internals.rtxPayloadType !== undefined) {
+    out = wrapRtx(rtp, internals.rtxPayloadType, internals.rtxSequenceNumber, sender.rtxSsrc);
+    internals.rtxSequenceNumber = (internals.rtxSequenceNumber + 1) & 0xffff;
+  }
+  metrics?.packets.outgoing(out.payload.length, true);
+  dtls.sendRtp(out.payload, out.header).catch((err: unknown) => log.debug({ err }, 'retransmission failed'));
+}
+
+/**
+ * The sequence numbers a generic NACK asks for. werift parses FCI entries to the end of the
+ * buffer it is given, which can run past this packet (we saw random "lost" lists after the real
+ * entry), so only the entries the RTCP header's length covers are taken; werift also does not
+ * wrap `pid + n` at 16 bits.
+ */
+export function nackedSequenceNumbers(nack: GenericNack): number[] {
+  const words = nack.header?.length;
+  const entries = words !== undefined && words >= 2 ? words - 2 : Number.POSITIVE_INFINITY;
+  const out: number[] = [];
+  let pid = -1;
+  let seen = 0;
+  for (const raw of nack.lost) {
+    const delta = raw - pid;
+    if (pid < 0 || delta < 1 || delta > 16) {
+      if (++seen > entries) break;
+      pid = raw;
+    }
+    out.push(raw & 0xffff);
+  }
+  return out;
+}
