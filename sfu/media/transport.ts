@@ -42,6 +42,7 @@ import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
 import { canonicalMime, gatheringComplete, peerConfig, type WeriftTransportConfig } from './peer-config.ts';
 import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.ts';
 import { SubscriberDataChannels } from './data-channels.ts';
+import { useKeyObjectsForSrtp } from './srtp-keys.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 
 interface DownEntry {
@@ -56,6 +57,8 @@ class WeriftTransport implements MediaTransport {
   private readonly pub: RTCPeerConnection;
   private readonly sub: RTCPeerConnection;
   private readonly channels: SubscriberDataChannels;
+  /** DTLS transports whose SRTP keys are prepared once (sfu/media/srtp-keys.ts). */
+  private readonly srtpPrepared = new WeakSet<object>();
   private readonly upstreams = new Map<string, Upstream>();
   private readonly downs = new Set<DownEntry>();
   private pubSections = new Map<string, MediaSection>();
@@ -145,6 +148,7 @@ class WeriftTransport implements MediaTransport {
         if (this.closed) return;
         const offer = await this.sub.createOffer();
         await this.sub.setLocalDescription(offer);
+        useKeyObjectsForSrtp(this.sub, this.srtpPrepared, this.log);
         await gatheringComplete(this.sub);
         const id = ++this.subOfferId;
         const sdp = this.sub.localDescription?.sdp ?? offer.sdp;
@@ -267,6 +271,7 @@ class WeriftTransport implements MediaTransport {
       }
       const answer = await this.pub.createAnswer();
       await this.pub.setLocalDescription(answer);
+      useKeyObjectsForSrtp(this.pub, this.srtpPrepared, this.log);
       await gatheringComplete(this.pub);
       const answerSdp = this.pub.localDescription?.sdp ?? answer.sdp;
       this.send(
