@@ -52,7 +52,7 @@ function measure(profile: Profile, prepared: boolean, size: number, op: 'protect
   const { srtp, srtcp, peer } = sessions(profile, prepared);
   const payload = randomBytes(size);
   const header = (seq: number) => new RtpHeader({ payloadType: 111, sequenceNumber: seq & 0xffff, timestamp: seq * 960, ssrc: 0x1234 });
-  const rr = Buffer.from('81c90007' + '00001234' + '0000abcd' + '00000000'.repeat(5), 'hex');
+  const rr = Buffer.from('81c90007000012340000abcd' + '00000000'.repeat(5), 'hex');
   // Sequence numbers must keep increasing: werift tracks the rollover counter per SSRC.
   const incoming = op === 'unprotect' ? Array.from({ length: PACKETS + WARMUP }, (_, i) => peer.encrypt(payload, header(i))) : [];
   const one = (i: number) => {

@@ -47,7 +47,7 @@ function prepare(session: unknown): void {
   expect(prepareCipherKeys(s.remoteContext.cipher)).toBe(true);
 }
 
-const rtcpReceiverReport = Buffer.from('81c90007' + '0000abcd' + '12345678' + '00000000'.repeat(5), 'hex');
+const rtcpReceiverReport = Buffer.from('81c900070000abcd12345678' + '00000000'.repeat(5), 'hex');
 
 describe('prepared SRTP keys', () => {
   it.each([
@@ -112,15 +112,15 @@ describe('useKeyObjectsForSrtp on real werift peers', () => {
 
     const payload = Buffer.from('prepared keys, same packets');
     const deadline = Date.now() + 10_000;
-    let got: Buffer | undefined;
-    void received.then((p) => (got = p));
-    for (let seq = 1; !got && Date.now() < deadline; seq++) {
+    const seen: { payload?: Buffer } = {};
+    void received.then((p) => (seen.payload = p));
+    for (let seq = 1; !seen.payload && Date.now() < deadline; seq++) {
       if (sender.connectionState === 'connected') {
         track.writeRtp(new RtpPacket(new RtpHeader({ payloadType: 111, sequenceNumber: seq, timestamp: seq * 960 }), payload));
       }
       await new Promise((r) => setTimeout(r, 20));
     }
-    expect(got?.equals(payload)).toBe(true);
+    expect(seen.payload?.equals(payload)).toBe(true);
     for (const pc of [sender, receiver]) {
       const dtls = pc.dtlsTransports[0] as unknown as { srtp: Contexts; srtcp: Contexts };
       expect(dtls.srtp.localContext.cipher?.srtpSessionKey).toBeInstanceOf(KeyObject);

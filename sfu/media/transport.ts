@@ -43,6 +43,7 @@ import { canonicalMime, gatheringComplete, peerConfig, type WeriftTransportConfi
 import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.ts';
 import { SubscriberDataChannels } from './data-channels.ts';
 import { useKeyObjectsForSrtp } from './srtp-keys.ts';
+import { createFastSend } from './fast-send.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 
 interface DownEntry {
@@ -194,12 +195,13 @@ class WeriftTransport implements MediaTransport {
     const drop = this.dropOutgoing;
     const subscriber = this.participantSid;
     const metrics = this.metrics;
+    const fastSend = createFastSend(sender, this.log);
     const forwarder = new DownForwarder(upstream, {
       ready: () => this.subConnected && sender.codec !== undefined,
       send: (rtp) => {
         if (drop?.({ subscriber, kind, sequenceNumber: rtp.header.sequenceNumber })) return;
         metrics?.packets.outgoing(rtp.payload.length);
-        sender.sendRtp(rtp).catch((err: unknown) => this.log.debug({ err }, 'sendRtp failed'));
+        if (!fastSend(rtp)) sender.sendRtp(rtp).catch((err: unknown) => this.log.debug({ err }, 'sendRtp failed'));
       },
       extensionId: (uri) => transceiver.headerExtensions.find((e) => e.uri === uri)?.id,
     });
