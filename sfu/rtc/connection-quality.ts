@@ -28,6 +28,7 @@ import {
   SignalResponse,
 } from '@livekit/protocol';
 import type { Clock, TimerHandle } from '../../common/clock.ts';
+import type { Logger } from '../../common/logger.ts';
 import type { DownlinkStats, UplinkStats } from './types.ts';
 import type { Participant } from './participant.ts';
 
@@ -235,21 +236,27 @@ interface ParticipantTracks {
 export class ConnectionQualityObserver {
   private readonly clock: Clock;
   private readonly participants: () => Iterable<Participant>;
+  private readonly log: Logger;
   private readonly tracks = new Map<string, ParticipantTracks>();
   private previous = new Map<string, ConnectionQuality>();
   private timer: TimerHandle | undefined;
   private stopped = false;
 
-  constructor(deps: { clock: Clock; participants: () => Iterable<Participant> }) {
+  constructor(deps: { clock: Clock; participants: () => Iterable<Participant>; logger: Logger }) {
     this.clock = deps.clock;
     this.participants = deps.participants;
+    this.log = deps.logger;
   }
 
   start(): void {
     if (this.stopped || this.timer !== undefined) return;
     this.timer = this.clock.setTimeout(() => {
       this.timer = undefined;
-      this.tick();
+      try {
+        this.tick();
+      } catch (err) {
+        this.log.warn({ err }, 'connection quality round failed');
+      }
       this.start();
     }, QUALITY_INTERVAL_MS);
   }

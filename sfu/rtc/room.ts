@@ -106,7 +106,11 @@ export class Room {
       },
     });
     this.speakers.start();
-    this.quality = new ConnectionQualityObserver({ clock: deps.clock, participants: () => this.participants.values() });
+    this.quality = new ConnectionQualityObserver({
+      clock: deps.clock,
+      participants: () => this.participants.values(),
+      logger: this.log,
+    });
     this.quality.start();
   }
 
