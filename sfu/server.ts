@@ -67,7 +67,12 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
       config: {
         portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
         nodeIp: config.rtc.node_ip,
-        metrics: { rtcp: sfuMetrics.rtcp, packets: sfuMetrics.packets },
+        metrics: {
+          rtcp: sfuMetrics.rtcp,
+          packets: sfuMetrics.packets,
+          streams: sfuMetrics.streams,
+          forwardLatency: sfuMetrics.forwardLatency,
+        },
       },
       logger: logger.child({ component: 'media' }),
       clock: deps.clock,

@@ -18,7 +18,7 @@ import {
   type PeerConfig,
 } from 'werift';
 import type { PacketTap } from './forwarder.ts';
-import type { RtcpMetrics, PacketMetrics } from '../metrics.ts';
+import type { FastHistogram, RtcpMetrics, PacketMetrics, StreamMetrics } from '../metrics.ts';
 
 export interface WeriftTransportConfig {
   portRange: [number, number];
@@ -31,8 +31,11 @@ export interface WeriftTransportConfig {
    * transmissions only; retransmissions answering NACKs always go out). Simulates downlink loss.
    */
   dropOutgoing?: (packet: { subscriber: string; kind: 'audio' | 'video'; sequenceNumber: number }) => boolean;
-  /** SFU metrics (sfu/metrics.ts) for NACK/PLI/retransmission counts; optional. */
-  metrics?: { rtcp: RtcpMetrics; packets: PacketMetrics };
+  /**
+   * SFU metrics (sfu/metrics.ts) for NACK/PLI/retransmission counts and, when given, link
+   * quality (loss/jitter/RTT per interval or receiver report) and forward latency; optional.
+   */
+  metrics?: { rtcp: RtcpMetrics; packets: PacketMetrics; streams?: StreamMetrics; forwardLatency?: FastHistogram };
 }
 
 const RTX_ENABLED = true;

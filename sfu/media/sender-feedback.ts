@@ -3,12 +3,17 @@
  * feedback the SFU must answer itself: NACKs are answered from the track's shared cache
  * (werift's 128-packet per-sender cache would answer them too, twice) with RTX when
  * negotiated; PLI/FIR become one rate-limited keyframe request of the layer this subscriber
- * receives. Everything else (receiver reports, REMB) still reaches werift.
+ * receives. Everything else (receiver reports, REMB) still reaches werift; receiver reports
+ * about this sender are also read on the way (`ReceiverReportState`: loss, jitter, RTT against
+ * the sender reports werift sends, which are remembered here) for connection quality and the
+ * stream metrics.
  */
 import {
   GenericNack,
   PictureLossIndication,
   RtcpPayloadSpecificFeedback,
+  RtcpRrPacket,
+  RtcpSrPacket,
   RtcpTransportLayerFeedback,
   wrapRtx,
   type RTCRtpSender,
@@ -18,11 +23,15 @@ import {
 import type { Logger } from '../../common/logger.ts';
 import type { DownForwarder } from './forwarder.ts';
 import type { WeriftTransportConfig } from './peer-config.ts';
+import { compactNtp, type ReceiverReportState } from './link-stats.ts';
 
 /** werift RTCRtpSender fields the retransmission path needs (private in its typings). */
 interface SenderInternals {
   rtxPayloadType?: number;
   rtxSequenceNumber: number;
+  /** Set by werift's RTCP loop when it sends an SR: the SR's NTP time, then the send time (s). */
+  ntpTimestamp: bigint;
+  lastSentSRTimestamp?: number;
 }
 
 /** RTCP PSFB format of a Full Intra Request (RFC 5104); werift does not export its class. */
@@ -41,14 +50,25 @@ export interface SenderFeedbackOptions {
   log: Logger;
   /** Whether the subscriber transport is up (retransmissions are not sent before). */
   connected: () => boolean;
+  /** Receiver-report state of this downtrack; reports are not read when absent. */
+  reports?: ReceiverReportState;
+  kind?: 'audio' | 'video';
+  /** Wall-clock ms (werift stamps its SRs with Date.now, so RTT needs the same clock). */
+  wallNow?: () => number;
 }
 
 /** Routes `sender`'s subscriber feedback to the forwarder (see the file comment). */
 export function takeOverSenderFeedback(opts: SenderFeedbackOptions): void {
   const { sender, forwarder, counts, metrics, log } = opts;
   const original = sender.handleRtcpPacket.bind(sender);
+  if (opts.reports) rememberSenderReports(sender, opts.reports, opts.wallNow ?? Date.now);
   sender.handleRtcpPacket = (packet: RtcpPacket) => {
     try {
+      if (opts.reports && (packet instanceof RtcpRrPacket || packet instanceof RtcpSrPacket)) {
+        readReceiverReports(opts, opts.reports, packet);
+        original(packet);
+        return;
+      }
       if (packet instanceof RtcpTransportLayerFeedback && packet.feedback instanceof GenericNack) {
         counts.nacks++;
         metrics?.rtcp.nack('incoming');
@@ -77,6 +97,40 @@ export function takeOverSenderFeedback(opts: SenderFeedbackOptions): void {
     }
     original(packet);
   };
+}
+
+/**
+ * Records each SR werift sends (its RTCP loop sets the SR's NTP time, then
+ * `lastSentSRTimestamp`): an accessor on that field sees every one.
+ */
+function rememberSenderReports(sender: RTCRtpSender, reports: ReceiverReportState, wallNow: () => number): void {
+  const internals = sender as unknown as SenderInternals;
+  let sentAt = internals.lastSentSRTimestamp;
+  Object.defineProperty(sender, 'lastSentSRTimestamp', {
+    configurable: true,
+    enumerable: true,
+    get: () => sentAt,
+    set: (seconds: number | undefined) => {
+      sentAt = seconds;
+      if (seconds !== undefined) reports.srs.add(compactNtp(internals.ntpTimestamp), wallNow());
+    },
+  });
+}
+
+/** Applies the report blocks about this sender; feeds the stream metrics. */
+function readReceiverReports(opts: SenderFeedbackOptions, reports: ReceiverReportState, packet: RtcpRrPacket | RtcpSrPacket): void {
+  const ssrc = opts.sender.ssrc;
+  const clockRate = opts.sender.codec?.clockRate ?? 0;
+  const kind = opts.kind ?? 'video';
+  const streams = opts.metrics?.streams;
+  for (const block of packet.reports) {
+    if (block.ssrc !== ssrc) continue;
+    const r = reports.onReport(block, (opts.wallNow ?? Date.now)(), clockRate);
+    if (!streams) continue;
+    if (r.expected > 0) streams.packetLoss('outgoing', kind, r.lost, r.expected);
+    streams.jitter('outgoing', kind, reports.jitterUs);
+    if (r.rttMs !== undefined) streams.rtt('outgoing', kind, r.rttMs);
+  }
 }
 
 /** Sends a cached packet again on the sender's stream (RTX-wrapped when negotiated). */

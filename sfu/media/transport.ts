@@ -28,6 +28,7 @@ import type { Logger } from '../../common/logger.ts';
 import type { Clock } from '../../common/clock.ts';
 import type {
   DataChannelKind,
+  DownlinkStats,
   DownTrack,
   DownTrackStats,
   IceCandidateInit,
@@ -44,6 +45,7 @@ import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.t
 import { SubscriberDataChannels } from './data-channels.ts';
 import { useKeyObjectsForSrtp } from './srtp-keys.ts';
 import { createFastSend } from './fast-send.ts';
+import { ReceiverReportState } from './link-stats.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 
 interface DownEntry {
@@ -196,17 +198,31 @@ class WeriftTransport implements MediaTransport {
     const subscriber = this.participantSid;
     const metrics = this.metrics;
     const fastSend = createFastSend(sender, this.log);
+    const latency = metrics?.forwardLatency;
     const forwarder = new DownForwarder(upstream, {
       ready: () => this.subConnected && sender.codec !== undefined,
       send: (rtp) => {
         if (drop?.({ subscriber, kind, sequenceNumber: rtp.header.sequenceNumber })) return;
         metrics?.packets.outgoing(rtp.payload.length);
         if (!fastSend(rtp)) sender.sendRtp(rtp).catch((err: unknown) => this.log.debug({ err }, 'sendRtp failed'));
+        // A sampled packet (see onPublisherTrack): receipt → handed to this subscriber's sender.
+        if (latency && upstream.rxStamp !== 0) latency.observe((performance.now() - upstream.rxStamp) / 1000);
       },
       extensionId: (uri) => transceiver.headerExtensions.find((e) => e.uri === uri)?.id,
     });
     const counts: FeedbackCounts = { nacks: 0, keyframeRequests: 0 };
-    takeOverSenderFeedback({ sender, forwarder, counts, metrics, log: this.log, connected: () => this.subConnected });
+    const reports = new ReceiverReportState();
+    takeOverSenderFeedback({
+      sender,
+      forwarder,
+      counts,
+      metrics,
+      log: this.log,
+      connected: () => this.subConnected,
+      reports,
+      kind,
+      wallNow: () => this.clock.now(),
+    });
     const entry: DownEntry = { transceiver, forwarder, upstream };
     this.downs.add(entry);
     upstream.attach(forwarder);
@@ -225,6 +241,15 @@ class WeriftTransport implements MediaTransport {
         keyframeRequestsReceived: counts.keyframeRequests,
         layer: forwarder.currentLayer,
         layerSwitches: forwarder.switches,
+      }),
+      link: (): DownlinkStats => ({
+        packetsSent: forwarder.packetsSent,
+        reports: reports.reports,
+        reportedExpected: reports.reportedExpected,
+        reportedLost: reports.reportedLost,
+        rttMs: reports.rttMs,
+        jitterUs: reports.jitterUs,
+        lastReportAt: reports.lastReportAt,
       }),
       setEnabled: (enabled) => forwarder.setEnabled(enabled),
       // VideoQuality LOW/MEDIUM/HIGH = rid q/h/f = layer rank 1/2/3.
@@ -289,11 +314,25 @@ class WeriftTransport implements MediaTransport {
   /** Hooked before SRD; packets are routed by mid to the upstream made after SRD. */
   private onPublisherTrack(transceiver: RTCRtpTransceiver, track: MediaStreamTrack): void {
     const rid = track.rid ?? '';
+    const timed = this.metrics?.forwardLatency !== undefined;
+    let count = 0;
     track.onReceiveRtp.subscribe((rtp) => {
       const mid = transceiver.mid;
       if (mid === null) return;
       this.metrics?.packets.incoming(rtp.payload.length);
-      this.upstreams.get(mid)?.onPacket(rid, rtp);
+      const upstream = this.upstreams.get(mid);
+      if (!upstream) return;
+      if (!timed || (++count & LATENCY_SAMPLE_MASK) !== 0) {
+        upstream.onPacket(rid, rtp);
+        return;
+      }
+      // Sampled: the downtracks' send callbacks observe the time since this stamp.
+      upstream.rxStamp = performance.now();
+      try {
+        upstream.onPacket(rid, rtp);
+      } finally {
+        upstream.rxStamp = 0;
+      }
     });
     // A track that shows up after SRD (no a=ssrc, first packet) is announced here.
     const mid = transceiver.mid;
@@ -329,6 +368,7 @@ class WeriftTransport implements MediaTransport {
       extensionUri: (extId) => this.pub.extIdUriMap[extId],
       logger: this.log,
       tap: this.tap,
+      streams: this.metrics?.streams,
     });
     this.upstreams.set(mid, upstream);
     this.log.debug({ mid, kind, mime: upstream.mimeType, msid: section.msidTrackId }, 'incoming media');
@@ -371,6 +411,9 @@ class WeriftTransport implements MediaTransport {
     void this.sub.close().catch(() => undefined);
   }
 }
+
+/** One received packet in this many is timed through the SFU (livekit_forward_latency_seconds). */
+const LATENCY_SAMPLE_MASK = 15;
 
 /** Trickle message for a server candidate (unused while SDPs carry complete candidate lists). */
 export function trickleOf(target: SignalTarget, candidate: IceCandidateInit): SignalResponse {

@@ -3,7 +3,9 @@
  * simulcast), their liveness and bitrate, the per-layer packet cache subscribers' NACKs are
  * answered from, uplink NACK generation for packets the publisher's network lost, rate-limited
  * keyframe requests (which also coalesce every subscriber's PLI/FIR) and, for audio, the
- * ssrc-audio-level readings active-speaker detection uses. Hands each packet to the attached
+ * ssrc-audio-level readings active-speaker detection uses, and per-layer uplink loss and jitter
+ * counters (link-stats.ts; reported to `streams` metrics about once a second and read by
+ * connection quality through `uplinkStats`). Hands each packet to the attached
  * `DownForwarder`s (sfu/media/downtrack.ts).
  *
  * Hot path: `onPacket` runs per received packet; it allocates nothing of its own (the VP8
@@ -17,6 +19,9 @@ import type { Logger } from '../../common/logger.ts';
 import { PacketCache, UplinkNackTracker } from './packet-cache.ts';
 import { newVp8Descriptor, parseVp8Descriptor, type Vp8Descriptor } from './vp8.ts';
 import { isKeyframeStart } from './keyframe.ts';
+import { countArrival, expectedPackets, jitterMicros, newReceiveCounters, restartCounters, type ReceiveCounters } from './link-stats.ts';
+import type { StreamMetrics } from '../metrics.ts';
+import type { UplinkStats } from '../rtc/types.ts';
 
 export const AUDIO_LEVEL_URI = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
 
@@ -49,6 +54,8 @@ export interface UpstreamOptions {
   logger: Logger;
   /** Observes payloads in and out (diagnostics and the passthrough test); off when absent. */
   tap?: PacketTap | undefined;
+  /** Uplink loss/jitter per layer, about once a second; off when absent. */
+  streams?: StreamMetrics | undefined;
 }
 
 export interface LayerState {
@@ -65,6 +72,11 @@ export interface LayerState {
   rateSince: number;
   /** Measured bits per second (0 until a second has passed). */
   bitrate: number;
+  /** Loss and jitter counters (link-stats.ts). */
+  readonly rx: ReceiveCounters;
+  /** Expected/received at the last metrics report. */
+  reportedExpected: number;
+  reportedReceived: number;
 }
 
 /** What an Upstream hands its downtracks (sfu/media/downtrack.ts implements it). */
@@ -89,6 +101,11 @@ export class Upstream {
   private levelSum = 0;
   /** Uplink round-trip estimate in ms (0 = unknown), set by the transport from RTCP. */
   rttMs = 0;
+  /**
+   * High-resolution receipt time (ms, performance.now) of the packet being forwarded now, or 0;
+   * set by the transport for a sample of packets so downtrack sends can observe forward latency.
+   */
+  rxStamp = 0;
 
   constructor(opts: UpstreamOptions) {
     this.opts = opts;
@@ -130,6 +147,9 @@ export class Upstream {
       bytes: 0,
       rateSince: now,
       bitrate: 0,
+      rx: newReceiveCounters(),
+      reportedExpected: 0,
+      reportedReceived: 0,
     };
     list.push(layer);
     list.sort((a, b) => a.rank - b.rank);
@@ -145,13 +165,16 @@ export class Upstream {
       // The publisher restarted this layer: forget the old stream's numbering.
       layer.ssrc = rtp.header.ssrc;
       layer.cache?.clear();
+      restartCounters(layer.rx);
     }
     layer.lastSeen = now;
     layer.bytes += rtp.payload.length;
+    countArrival(layer.rx, rtp.header.sequenceNumber, rtp.header.timestamp, now, this.clockRate);
     if (now - layer.rateSince >= 1000) {
       layer.bitrate = Math.round((layer.bytes * 8000) / (now - layer.rateSince));
       layer.bytes = 0;
       layer.rateSince = now;
+      if (this.opts.streams) this.reportLink(layer, this.opts.streams);
     }
     this.opts.tap?.({ direction: 'in', kind: this.kind, marker: rtp.header.marker, payload: rtp.payload });
 
@@ -182,6 +205,39 @@ export class Upstream {
         this.opts.logger.warn({ err }, 'forwarding a packet failed');
       }
     }
+  }
+
+  /** Loss since the last report and current jitter of one layer, to the stream metrics. */
+  private reportLink(layer: LayerState, streams: StreamMetrics): void {
+    const expected = expectedPackets(layer.rx);
+    const received = layer.rx.received;
+    const exp = expected - layer.reportedExpected;
+    const lost = Math.max(0, exp - (received - layer.reportedReceived));
+    layer.reportedExpected = expected;
+    layer.reportedReceived = received;
+    streams.packetLoss('incoming', this.kind, lost, exp);
+    streams.jitter('incoming', this.kind, jitterMicros(layer.rx.jitter, this.clockRate));
+  }
+
+  /** Cumulative receive figures of all layers (see `UplinkStats`). */
+  uplinkStats(): UplinkStats {
+    let packetsExpected = 0;
+    let packetsReceived = 0;
+    let jitter = 0;
+    let lastPacketAt = 0;
+    for (const l of this.layerList) {
+      packetsExpected += expectedPackets(l.rx);
+      packetsReceived += l.rx.received;
+      if (l.rx.jitter > jitter) jitter = l.rx.jitter;
+      if (l.lastSeen > lastPacketAt) lastPacketAt = l.lastSeen;
+    }
+    return {
+      packetsExpected,
+      packetsReceived,
+      jitterUs: jitterMicros(jitter, this.clockRate),
+      lastPacketAt,
+      subscribers: this.downs.size,
+    };
   }
 
   private observeAudioLevel(rtp: RtpPacket): void {

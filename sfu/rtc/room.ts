@@ -2,7 +2,7 @@
  * One room: its participants, who subscribes to what, data routing and its own closing timers.
  * Broadcasts ParticipantUpdates (each participant also gets its own info), auto-subscribes
  * ACTIVE participants to published tracks, routes data packets with the sender identity set
- * by the server, and closes itself after `empty_timeout` (nobody ever joined) or
+ * by the server, sends connection quality updates (connection-quality.ts) and closes itself after `empty_timeout` (nobody ever joined) or
  * `departure_timeout` (the last one left) on the injected clock.
  *
  * Lifecycle: made by the RoomManager; `join` adds participants; `close(reason)` sends every
@@ -37,6 +37,7 @@ import { Participant, type ParticipantHooks, type PublishedTrack } from './parti
 import type { DataChannelKind, JoinRequest, MediaTransportFactory, SignalSink } from './types.ts';
 import { highestWanted } from './layers.ts';
 import { SpeakerObserver } from './speakers.ts';
+import { ConnectionQualityObserver } from './connection-quality.ts';
 
 export const SERVER_VERSION = '1.9.0';
 export const PROTOCOL_VERSION = 16;
@@ -76,6 +77,7 @@ export class Room {
   private closed = false;
   private readonly hooks: ParticipantHooks;
   private readonly speakers: SpeakerObserver;
+  private readonly quality: ConnectionQualityObserver;
 
   constructor(deps: RoomDeps) {
     this.deps = deps;
@@ -104,6 +106,12 @@ export class Room {
       },
     });
     this.speakers.start();
+    this.quality = new ConnectionQualityObserver({
+      clock: deps.clock,
+      participants: () => this.participants.values(),
+      logger: this.log,
+    });
+    this.quality.start();
   }
 
   get isClosed(): boolean {
@@ -393,6 +401,7 @@ export class Room {
     this.closed = true;
     this.deps.clock.clearTimeout(this.closeTimer);
     this.speakers.stop();
+    this.quality.stop();
     for (const p of Array.from(this.participants.values())) p.close(reason);
     this.participants.clear();
     this.emit({ type: 'room_finished', room: this.toInfo() });

@@ -57,8 +57,46 @@ export interface UpstreamTrack {
    * last call, which resets them. Video answers zeros.
    */
   takeAudioLevel(): { level: number; activeShare: number };
+  /** Cumulative receive figures (connection quality reads deltas of them). */
+  uplinkStats(): UplinkStats;
   /** Stops forwarding to every downtrack; called when the track is unpublished. */
   close(): void;
+}
+
+/**
+ * What a published track's packets say about the publisher's uplink, cumulative since it
+ * started (all simulcast layers together).
+ */
+export interface UplinkStats {
+  /** Packets expected from the RTP sequence numbers. */
+  packetsExpected: number;
+  /** Packets received; NACK-recovered packets count, so expected − received is loss after recovery. */
+  packetsReceived: number;
+  /** Current RFC 3550 interarrival jitter of the worst layer, microseconds. */
+  jitterUs: number;
+  /** Clock ms of the last packet (0: none yet). */
+  lastPacketAt: number;
+  /** Subscribers attached now (a video track without any may be paused by dynacast). */
+  subscribers: number;
+}
+
+/**
+ * What the subscriber's RTCP receiver reports say about one downtrack, cumulative since the
+ * first report (the report counters are taken relative to it).
+ */
+export interface DownlinkStats {
+  packetsSent: number;
+  /** Receiver reports about this downtrack so far. */
+  reports: number;
+  /** Packets the subscriber expected / reported lost since its first report. */
+  reportedExpected: number;
+  reportedLost: number;
+  /** Latest round-trip time, ms (0: not measured yet). */
+  rttMs: number;
+  /** Latest jitter the subscriber reported, microseconds. */
+  jitterUs: number;
+  /** Clock ms of the latest receiver report (0: none yet). */
+  lastReportAt: number;
 }
 
 /** Loss-recovery and layer figures of one downtrack (tests, diagnostics). */
@@ -81,6 +119,8 @@ export interface DownTrack {
   /** Packets handed to the subscriber so far. */
   readonly packetsSent: number;
   stats(): DownTrackStats;
+  /** Link figures from the subscriber's receiver reports (connection quality). */
+  link(): DownlinkStats;
   setEnabled(enabled: boolean): void;
   /** Highest simulcast quality to forward (livekit VideoQuality: 0 LOW, 1 MEDIUM, 2 HIGH). */
   setMaxQuality(quality: number): void;
