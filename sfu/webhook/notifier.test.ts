@@ -62,6 +62,14 @@ function manualClock(): ManualClock {
   return createManualClock(Date.now());
 }
 
+/**
+ * The notifier has had `n` failed attempts answered (so its backoff timer, not the request's
+ * timeout timer, is the one pending on the clock: both run on it).
+ */
+async function failedAttempts(registry: Registry, n: number): Promise<boolean> {
+  return (await metricValue(registry, 'matrixrtc_sfu_webhook_attempt_failures_total', '{reason="status"}')) === n;
+}
+
 async function metricValue(registry: Registry, name: string, labels = ''): Promise<number> {
   const text = await registry.metrics();
   const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `) || (labels === '' && l.startsWith(`${name} `)));
@@ -116,11 +124,11 @@ describe('webhook notifier', () => {
     const { n, registry } = notifier([r.url], { clock, initialBackoffMs: 1000, maxBackoffMs: 10_000 });
     n.notify(events[1]!);
     n.notify(events[4]!);
-    await waitFor('first attempt', () => r.requests.length === 1 && clock.pending() === 1);
+    await waitFor('first attempt', async () => (await failedAttempts(registry, 1)) && clock.pending() === 1);
     clock.advance(999);
     expect(r.requests.length).toBe(1);
     clock.advance(1);
-    await waitFor('second attempt', () => r.requests.length === 2 && clock.pending() === 1);
+    await waitFor('second attempt', async () => (await failedAttempts(registry, 2)) && clock.pending() === 1);
     // Backoff doubles: nothing before 2000 ms.
     clock.advance(1999);
     expect(r.requests.length).toBe(2);
@@ -142,7 +150,7 @@ describe('webhook notifier', () => {
     n.notify(events[1]!);
     // Advance by the backoff only: the receiver checks the token's nbf against real time.
     for (const [i, wait] of [[1, 10], [2, 20]] as const) {
-      await waitFor(`attempt ${i}`, () => r.requests.length === i && clock.pending() === 1);
+      await waitFor(`attempt ${i}`, async () => (await failedAttempts(registry, i)) && clock.pending() === 1);
       clock.advance(wait);
     }
     await n.idle();
