@@ -8,8 +8,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConnectionQuality, type Participant } from '@livekit/rtc-node';
-import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
-import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
+import { rtcNodeScene, type RtcNodeClient } from '../support/rtc-node.ts';
 import { waitFor } from '../support/wait.ts';
 
 /** Latest quality each client heard, by the identity it is about. */
@@ -33,29 +32,20 @@ function histogramCount(text: string, name: string, label?: string): number {
 }
 
 describe('sfu connection quality with rtc-node', () => {
-  let sfu: TestSfu | undefined;
-  const clients: RtcNodeClient[] = [];
-  const stops: (() => Promise<void>)[] = [];
-
-  afterEach(async () => {
-    for (const stop of stops.splice(0)) await stop();
-    for (const c of clients.splice(0)) await c.disconnect();
-    await sfu?.stop();
-    sfu = undefined;
-  });
+  const scene = rtcNodeScene();
+  afterEach(() => scene.end());
 
   it('reports EXCELLENT for both participants on a clean link, with RTT, jitter and latency metrics', async () => {
-    sfu = await startTestSfu();
-    const alice = await connectRtcNode(sfu.wsUrl, await sfu.token('alice'));
-    clients.push(alice);
-    const bob = await connectRtcNode(sfu.wsUrl, await sfu.token('bob'));
-    clients.push(bob);
+    const sfu = await scene.start();
+    const alice = await scene.connect('alice');
+    const bob = await scene.connect('bob');
     const aliceSees = recordQualities(alice);
     const bobSees = recordQualities(bob);
 
     const bobGetsAlice = bob.waitForEvent('trackSubscribed', (_t, _p, p) => p.identity === 'alice', 15_000);
     const aliceGetsBob = alice.waitForEvent('trackSubscribed', (_t, _p, p) => p.identity === 'bob', 15_000);
-    stops.push((await alice.publishTone(440)).stop, (await bob.publishTone(660)).stop);
+    scene.onEnd((await alice.publishTone(440)).stop);
+    scene.onEnd((await bob.publishTone(660)).stop);
     await Promise.all([bobGetsAlice, aliceGetsBob]);
 
     // Each participant gets its own quality and that of the participant it subscribes to.
@@ -67,7 +57,7 @@ describe('sfu connection quality with rtc-node', () => {
     const metrics = await waitFor(
       'RTT, jitter and forward latency observations in /metrics',
       async () => {
-        const text = await (await fetch(`${sfu!.url}/metrics`)).text();
+        const text = await (await fetch(`${sfu.url}/metrics`)).text();
         const ok =
           histogramCount(text, 'livekit_rtt_ms', 'direction="outgoing"') > 0 &&
           histogramCount(text, 'livekit_jitter_us', 'direction="outgoing"') > 0 &&
@@ -87,19 +77,17 @@ describe('sfu connection quality with rtc-node', () => {
   it("lowers a subscriber's own quality when a quarter of its packets are dropped", async () => {
     let bobSid = '';
     let seen = 0;
-    sfu = await startTestSfu({
+    await scene.start({
       dropOutgoing: ({ subscriber }) => subscriber === bobSid && ++seen % 4 === 0,
     });
-    const alice = await connectRtcNode(sfu.wsUrl, await sfu.token('alice'));
-    clients.push(alice);
-    const bob = await connectRtcNode(sfu.wsUrl, await sfu.token('bob'));
-    clients.push(bob);
+    const alice = await scene.connect('alice');
+    const bob = await scene.connect('bob');
     bobSid = bob.room.localParticipant!.sid!;
     const bobSees = recordQualities(bob);
     const aliceSees = recordQualities(alice);
 
     const bobGetsAlice = bob.waitForEvent('trackSubscribed', (_t, _p, p) => p.identity === 'alice', 15_000);
-    stops.push((await alice.publishTone(440)).stop);
+    scene.onEnd((await alice.publishTone(440)).stop);
     await bobGetsAlice;
 
     const worse = await waitFor(

@@ -5,32 +5,22 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RemoteTrack } from '@livekit/rtc-node';
-import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
 import {
-  connectRtcNode,
   dominantFrequency,
   rms,
   zeroCrossingFrequency,
   SAMPLE_RATE,
-  type RtcNodeClient,
+  rtcNodeScene,
 } from '../support/rtc-node.ts';
 
 describe('sfu media with rtc-node', () => {
-  let sfu: TestSfu | undefined;
-  const clients: RtcNodeClient[] = [];
-
-  afterEach(async () => {
-    for (const c of clients.splice(0)) await c.disconnect();
-    await sfu?.stop();
-    sfu = undefined;
-  });
+  const scene = rtcNodeScene();
+  afterEach(() => scene.end());
 
   it('forwards a 440 Hz tone that the subscriber decodes at 440 Hz', async () => {
-    sfu = await startTestSfu();
-    const alice = await connectRtcNode(sfu.wsUrl, await sfu.token('alice'));
-    clients.push(alice);
-    const bob = await connectRtcNode(sfu.wsUrl, await sfu.token('bob'));
-    clients.push(bob);
+    const sfu = await scene.start();
+    const alice = await scene.connect('alice');
+    const bob = await scene.connect('bob');
 
     const subscribed = bob.waitForEvent('trackSubscribed', (_t, _pub, p) => p.identity === 'alice', 15_000);
     await alice.publishTone(440);

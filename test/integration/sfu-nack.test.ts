@@ -21,8 +21,7 @@ import {
   VideoStream,
   type Room,
 } from '@livekit/rtc-node';
-import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
-import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
+import { rtcNodeScene } from '../support/rtc-node.ts';
 import { waitFor } from '../support/wait.ts';
 
 const WIDTH = 640;
@@ -77,22 +76,14 @@ async function inboundVideo(room: Room): Promise<InboundVideo | undefined> {
 }
 
 describe('sfu NACK recovery with rtc-node', () => {
-  let sfu: TestSfu | undefined;
-  const clients: RtcNodeClient[] = [];
-  const stops: (() => Promise<void>)[] = [];
-
-  afterEach(async () => {
-    for (const stop of stops.splice(0)) await stop();
-    for (const c of clients.splice(0)) await c.disconnect();
-    await sfu?.stop();
-    sfu = undefined;
-  });
+  const scene = rtcNodeScene();
+  afterEach(() => scene.end());
 
   it("recovers the 5 % of video packets dropped on the way to a subscriber from the SFU's cache", async () => {
     let bobSid = '';
     let videoSeen = 0;
     let dropped = 0;
-    sfu = await startTestSfu({
+    const sfu = await scene.start({
       dropOutgoing: ({ subscriber, kind }) => {
         if (subscriber !== bobSid || kind !== 'video') return false;
         videoSeen++;
@@ -101,12 +92,10 @@ describe('sfu NACK recovery with rtc-node', () => {
         return true;
       },
     });
-    const alice = await connectRtcNode(sfu.wsUrl, await sfu.token('alice'));
-    clients.push(alice);
-    const bob = await connectRtcNode(sfu.wsUrl, await sfu.token('bob'));
-    clients.push(bob);
+    const alice = await scene.connect('alice');
+    const bob = await scene.connect('bob');
     bobSid = bob.room.localParticipant!.sid!;
-    stops.push(await publishVideo(alice.room));
+    scene.onEnd(await publishVideo(alice.room));
 
     const [track] = await bob.waitForEvent('trackSubscribed', (t) => t.kind === TrackKind.KIND_VIDEO, 15_000);
     let frames = 0;
@@ -119,7 +108,7 @@ describe('sfu NACK recovery with rtc-node', () => {
         frames++;
       }
     })();
-    stops.push(async () => {
+    scene.onEnd(async () => {
       reader.releaseLock();
       await stream.cancel().catch(() => undefined);
       await pump.catch(() => undefined);

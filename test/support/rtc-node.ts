@@ -22,6 +22,7 @@ import {
   type RemoteTrackPublication,
   type TrackPublication,
 } from '@livekit/rtc-node';
+import { startTestSfu, type TestSfu } from './sfu-harness.ts';
 
 /** The Room events the tests wait on (rtc-node does not export its callback map). */
 export interface RoomCallbacks {
@@ -210,3 +211,51 @@ export function rms(samples: Int16Array): number {
 }
 
 export { RoomEvent };
+
+/**
+ * One test's SFU and rtc-node clients, ended together by `end()` (call it in afterEach):
+ * registered cleanups first (tone publishers, streams), then the clients, then the SFU.
+ */
+export interface RtcNodeScene {
+  start(opts?: Parameters<typeof startTestSfu>[0]): Promise<TestSfu>;
+  /** The SFU `start()` made. */
+  readonly sfu: TestSfu;
+  /** Connects `identity` to the scene's SFU (room `test-room`) with a default token. */
+  connect(identity: string): Promise<RtcNodeClient>;
+  onEnd(cleanup: () => Promise<void>): void;
+  end(): Promise<void>;
+}
+
+export function rtcNodeScene(): RtcNodeScene {
+  let sfu: TestSfu | undefined;
+  const clients: RtcNodeClient[] = [];
+  const cleanups: (() => Promise<void>)[] = [];
+  const started = (): TestSfu => {
+    if (!sfu) throw new Error('rtcNodeScene: start() first');
+    return sfu;
+  };
+  return {
+    async start(opts) {
+      sfu = await startTestSfu(opts);
+      return sfu;
+    },
+    get sfu() {
+      return started();
+    },
+    async connect(identity) {
+      const s = started();
+      const client = await connectRtcNode(s.wsUrl, await s.token(identity));
+      clients.push(client);
+      return client;
+    },
+    onEnd(cleanup) {
+      cleanups.push(cleanup);
+    },
+    async end() {
+      for (const cleanup of cleanups.splice(0)) await cleanup();
+      for (const client of clients.splice(0)) await client.disconnect();
+      await sfu?.stop();
+      sfu = undefined;
+    },
+  };
+}
