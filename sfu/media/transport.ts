@@ -15,12 +15,16 @@
  * offers/answers on each PC are applied one at a time; `close()` closes both PCs and every
  * upstream/downtrack it owns. Event callbacks never throw into werift (errors are logged).
  */
+import { randomInt } from 'node:crypto';
 import {
   GenericNack,
   MediaStream,
   RTCPeerConnection,
+  RTP_EXTENSION_URI,
   RtcpTransportLayerFeedback,
   type MediaStreamTrack,
+  type RtcpPacket,
+  type RtpPacket,
   type RTCRtpTransceiver,
 } from 'werift';
 import { SessionDescription, SignalResponse, SignalTarget as ProtoSignalTarget, TrickleRequest } from '@livekit/protocol';
@@ -42,7 +46,10 @@ import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
 import { canonicalMime, gatheringComplete, peerConfig, type WeriftTransportConfig } from './peer-config.ts';
 import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.ts';
 import { SubscriberDataChannels } from './data-channels.ts';
+import { TwccFeedback, transportSequenceNumber } from './twcc.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
+
+const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
 
 interface DownEntry {
   transceiver: RTCRtpTransceiver;
@@ -71,6 +78,9 @@ class WeriftTransport implements MediaTransport {
   private readonly dropOutgoing: WeriftTransportConfig['dropOutgoing'];
   private readonly metrics: WeriftTransportConfig['metrics'];
   private readonly participantSid: string;
+  private readonly twcc = new TwccFeedback({ senderSsrc: randomInt(1, 0xffffffff) });
+  /** TWCC feedback packets sent to the publisher (diagnostics, tests). */
+  twccSent = 0;
 
   constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
     this.log = logger.child({ participant: opts.participantSid });
@@ -88,6 +98,8 @@ class WeriftTransport implements MediaTransport {
       // werift's NACK generator tracks one sequence space per receiver, which simulcast's
       // several SSRCs garble (bogus NACK storms); Upstream tracks loss per layer instead.
       Object.defineProperty(transceiver.receiver, 'nackEnabled', { get: () => undefined, configurable: true });
+      // werift's per-receiver TWCC garbles bundled/simulcast feedback; twcc.ts answers instead.
+      Object.defineProperty(transceiver.receiver, 'twccEnabled', { get: () => undefined, configurable: true });
       transceiver.onTrack.subscribe((track) => this.onPublisherTrack(transceiver, track));
     });
     this.pub.onDataChannel.subscribe((channel) => {
@@ -286,6 +298,7 @@ class WeriftTransport implements MediaTransport {
       const mid = transceiver.mid;
       if (mid === null) return;
       this.metrics?.packets.incoming(rtp.payload.length);
+      this.feedTwcc(transceiver, rtp);
       this.upstreams.get(mid)?.onPacket(rid, rtp);
     });
     // A track that shows up after SRD (no a=ssrc, first packet) is announced here.
@@ -293,6 +306,25 @@ class WeriftTransport implements MediaTransport {
     if (mid !== null && !this.upstreams.has(mid) && this.pub.signalingState === 'stable') {
       const section = this.pubSections.get(mid);
       if (section && remoteSends(section)) this.announce(transceiver, section);
+    }
+  }
+
+  /** Records the packet's transport-wide sequence number and sends feedback when due. */
+  private feedTwcc(transceiver: RTCRtpTransceiver, rtp: RtpPacket): void {
+    const exts = rtp.header.extensions;
+    for (let i = 0; i < exts.length; i++) {
+      const ext = exts[i]!;
+      if (this.pub.extIdUriMap[ext.id] !== TWCC_URI) continue;
+      const seq = transportSequenceNumber(ext.payload);
+      if (seq === undefined) return;
+      const nowUs = performance.now() * 1000;
+      if (!this.twcc.onPacket(seq, nowUs, rtp.header.ssrc)) return;
+      const feedback = this.twcc.build(nowUs);
+      const dtls = transceiver.receiver.dtlsTransport;
+      if (!feedback || !dtls) return;
+      this.twccSent++;
+      dtls.sendRtcp([{ serialize: () => feedback } as unknown as RtcpPacket]).catch((err: unknown) => this.log.debug({ err }, 'TWCC feedback failed'));
+      return;
     }
   }
 
