@@ -17,6 +17,8 @@ describe('bandwidth allocator', () => {
     const clock = createManualClock();
     const alloc = new BandwidthAllocator({ staleMs: 10_000 });
     expect(alloc.allocate([track('a')], 0, clock.now()).get('a')).toBe(Number.POSITIVE_INFINITY);
+    alloc.setEstimate(0, clock.now()); // "no estimate yet"
+    expect(alloc.estimateBps(clock.now())).toBeUndefined();
     alloc.setEstimate(200_000, clock.now());
     expect(alloc.allocate([track('a')], 0, clock.now()).get('a')).toBe(1);
     clock.advance(10_001);
@@ -75,7 +77,8 @@ describe('bandwidth allocator', () => {
 
   it('goes down at once, goes up only with headroom and not within the hold time after a step down', () => {
     const clock = createManualClock();
-    const alloc = new BandwidthAllocator({ upHeadroom: 1.2, upHoldMs: 4000 });
+    // No probing here (see the next test): only the estimate moves the layer.
+    const alloc = new BandwidthAllocator({ upHeadroom: 1.2, upHoldMs: 4000, appLimitedFactor: Number.POSITIVE_INFINITY });
     const a = [track('a', 3)];
     alloc.setEstimate(2_000_000, clock.now());
     expect(alloc.allocate(a, 0, clock.now()).get('a')).toBe(3);
@@ -94,6 +97,31 @@ describe('bandwidth allocator', () => {
     // Hovering just above f's bitrate keeps f (no headroom needed to stay).
     alloc.setEstimate(1_550_000, clock.now());
     expect(alloc.allocate(a, 0, clock.now()).get('a')).toBe(3);
+  });
+
+  it('tries one layer up when the estimate is limited by what it receives, and backs off after a failed try', () => {
+    const clock = createManualClock();
+    const alloc = new BandwidthAllocator({ upHoldMs: 4000, appLimitedFactor: 1.3, probeFailMs: 5000, maxHoldMs: 16_000 });
+    const a = [track('a', 3)];
+    const step = (estimate: number, ms = 0): number | undefined => {
+      clock.advance(ms);
+      alloc.setEstimate(estimate, clock.now());
+      return alloc.allocate(a, 0, clock.now()).get('a');
+    };
+    expect(step(2_000_000)).toBe(3);
+    expect(step(200_000)).toBe(1); // congestion: q
+    // A REMB estimator then reports about 1.5 × what it receives (q: 150 k): never enough for h.
+    expect(step(235_000, 1000)).toBe(1); // within the hold
+    expect(step(235_000, 3000)).toBe(2); // hold over, estimate limited by us: try h
+    // The try fails (the link really is narrow): back to q, the hold doubles to 8 s.
+    expect(step(180_000, 500)).toBe(1);
+    expect(step(235_000, 4000)).toBe(1);
+    expect(step(235_000, 4000)).toBe(2);
+    // This time the link carries it: the estimate follows h (1.5 × 500 k) and the next try goes to f.
+    expect(step(760_000, 1000)).toBe(2);
+    expect(step(760_000, 8000)).toBe(3);
+    // Staying on a layer needs no headroom.
+    expect(step(1_550_000, 6000)).toBe(3);
   });
 
   it('a lower request is not a bandwidth step down: raising it again is not held', () => {

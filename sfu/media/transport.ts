@@ -21,6 +21,8 @@ import {
   MediaStream,
   RTCPeerConnection,
   RTP_EXTENSION_URI,
+  ReceiverEstimatedMaxBitrate,
+  RtcpPayloadSpecificFeedback,
   RtcpTransportLayerFeedback,
   type MediaStreamTrack,
   type RtcpPacket,
@@ -43,18 +45,24 @@ import type {
   UpstreamTrack,
 } from '../rtc/types.ts';
 import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
+import { LAYER_STALE_MS } from './upstream.ts';
 import { canonicalMime, gatheringComplete, peerConfig, type WeriftTransportConfig } from './peer-config.ts';
 import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.ts';
 import { SubscriberDataChannels } from './data-channels.ts';
 import { TwccFeedback, transportSequenceNumber } from './twcc.ts';
+import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 
 const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
 
 interface DownEntry {
+  id: string;
   transceiver: RTCRtpTransceiver;
   forwarder: DownForwarder;
   upstream: Upstream;
+  enabled: boolean;
+  /** Highest layer rank the subscriber's settings allow; the bandwidth cap may lower it. */
+  requestedRank: number;
 }
 
 class WeriftTransport implements MediaTransport {
@@ -81,6 +89,9 @@ class WeriftTransport implements MediaTransport {
   private readonly twcc = new TwccFeedback({ senderSsrc: randomInt(1, 0xffffffff) });
   /** TWCC feedback packets sent to the publisher (diagnostics, tests). */
   twccSent = 0;
+  /** Caps subscribed layers by the subscriber's REMB estimate (bandwidth-allocator.ts). */
+  private readonly allocator = new BandwidthAllocator();
+  private nextDownId = 0;
 
   constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
     this.log = logger.child({ participant: opts.participantSid });
@@ -213,7 +224,20 @@ class WeriftTransport implements MediaTransport {
     });
     const counts: FeedbackCounts = { nacks: 0, keyframeRequests: 0 };
     takeOverSenderFeedback({ sender, forwarder, counts, metrics, log: this.log, connected: () => this.subConnected });
-    const entry: DownEntry = { transceiver, forwarder, upstream };
+    const entry: DownEntry = {
+      id: String(++this.nextDownId),
+      transceiver,
+      forwarder,
+      upstream,
+      enabled: true,
+      requestedRank: Number.POSITIVE_INFINITY,
+    };
+    sender.onRtcp.subscribe((packet) => {
+      const feedback = packet instanceof RtcpPayloadSpecificFeedback ? packet.feedback : undefined;
+      if (feedback instanceof ReceiverEstimatedMaxBitrate) {
+        this.safely('remb', () => this.onEstimate(Number(feedback.bitrate)));
+      }
+    });
     this.downs.add(entry);
     upstream.attach(forwarder);
     this.log.debug({ streamId, trackId, mid: transceiver.mid }, 'downtrack added');
@@ -231,16 +255,25 @@ class WeriftTransport implements MediaTransport {
         keyframeRequestsReceived: counts.keyframeRequests,
         layer: forwarder.currentLayer,
         layerSwitches: forwarder.switches,
+        availableBandwidth: this.availableBandwidth,
       }),
-      setEnabled: (enabled) => forwarder.setEnabled(enabled),
+      setEnabled: (enabled) => {
+        entry.enabled = enabled;
+        forwarder.setEnabled(enabled);
+        this.applyBandwidthCaps();
+      },
       // VideoQuality LOW/MEDIUM/HIGH = rid q/h/f = layer rank 1/2/3.
-      setMaxQuality: (quality) => forwarder.setMaxRank(quality + 1),
+      setMaxQuality: (quality) => {
+        entry.requestedRank = quality + 1;
+        this.applyBandwidthCaps();
+      },
       close: () => {
         if (closed) return;
         closed = true;
         upstream.detach(forwarder);
         this.downs.delete(entry);
         if (this.closed) return;
+        this.applyBandwidthCaps();
         try {
           this.sub.removeTrack(sender);
         } catch (err) {
@@ -249,6 +282,39 @@ class WeriftTransport implements MediaTransport {
         this.negotiate();
       },
     };
+  }
+
+  /** The subscriber's REMB: its available downlink bandwidth in bits/s. */
+  private onEstimate(bps: number): void {
+    if (this.closed) return;
+    this.allocator.setEstimate(bps, this.clock.now());
+    this.applyBandwidthCaps();
+  }
+
+  /** The subscriber's current downlink estimate (bits/s), undefined when none is known. */
+  get availableBandwidth(): number | undefined {
+    return this.allocator.estimateBps(this.clock.now());
+  }
+
+  /** Each video downtrack's layer limit: its settings, lowered to what the estimate allows. */
+  private applyBandwidthCaps(): void {
+    const now = this.clock.now();
+    let reserved = 0;
+    const tracks: AllocatorTrack[] = [];
+    for (const down of this.downs) {
+      if (!down.enabled) continue;
+      const live = down.upstream.layers.filter((l) => now - l.lastSeen <= LAYER_STALE_MS);
+      if (down.upstream.kind === 'audio') {
+        for (const l of live) reserved += l.bitrate;
+        continue;
+      }
+      tracks.push({ id: down.id, requestedRank: down.requestedRank, layers: live });
+    }
+    const caps = this.allocator.allocate(tracks, reserved, now);
+    for (const down of this.downs) {
+      if (down.upstream.kind !== 'video') continue;
+      down.forwarder.setMaxRank(Math.min(down.requestedRank, caps.get(down.id) ?? Number.POSITIVE_INFINITY));
+    }
   }
 
   sendData(kind: DataChannelKind, bytes: Uint8Array): void {
