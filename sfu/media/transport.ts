@@ -3,7 +3,9 @@
  * and the subscriber PC (we offer: data channels plus one sendonly m-line per subscribed
  * track, msid `PA_x|TR_y`). Implements the session layer's `MediaTransport`. Its parts:
  * peer-config.ts (codecs, extensions, ICE), sender-feedback.ts (subscriber RTCP),
- * data-channels.ts (`_reliable`/`_lossy`); forwarding itself is forwarder.ts.
+ * data-channels.ts (`_reliable`/`_lossy`), twcc.ts (transport-wide CC feedback to the
+ * publisher), bandwidth-allocator.ts (subscriber layers capped by its REMB estimate);
+ * forwarding itself is forwarder.ts.
  *
  * Traps handled here (see ../shared/reference/werift-*.md): `onTrack` fires inside
  * setRemoteDescription, so remote transceivers are hooked first and the offer's mid → msid map
@@ -31,7 +33,7 @@ import {
 } from 'werift';
 import { SessionDescription, SignalResponse, SignalTarget as ProtoSignalTarget, TrickleRequest } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
-import type { Clock } from '../../common/clock.ts';
+import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type {
   DataChannelKind,
   DownTrack,
@@ -54,6 +56,8 @@ import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.t
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 
 const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
+/** A subscriber's REMB estimate is forgotten (layers uncapped) after this long without one. */
+const ESTIMATE_STALE_MS = 10_000;
 
 interface DownEntry {
   id: string;
@@ -90,8 +94,10 @@ class WeriftTransport implements MediaTransport {
   /** TWCC feedback packets sent to the publisher (diagnostics, tests). */
   twccSent = 0;
   /** Caps subscribed layers by the subscriber's REMB estimate (bandwidth-allocator.ts). */
-  private readonly allocator = new BandwidthAllocator();
+  private readonly allocator = new BandwidthAllocator({ staleMs: ESTIMATE_STALE_MS });
   private nextDownId = 0;
+  /** Re-allocates once the last estimate has gone stale (no REMB since). */
+  private staleTimer: TimerHandle | undefined;
 
   constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
     this.log = logger.child({ participant: opts.participantSid });
@@ -289,6 +295,8 @@ class WeriftTransport implements MediaTransport {
     if (this.closed) return;
     this.allocator.setEstimate(bps, this.clock.now());
     this.applyBandwidthCaps();
+    this.clock.clearTimeout(this.staleTimer);
+    this.staleTimer = this.clock.setTimeout(() => this.applyBandwidthCaps(), ESTIMATE_STALE_MS + 1);
   }
 
   /** The subscriber's current downlink estimate (bits/s), undefined when none is known. */
@@ -454,6 +462,7 @@ class WeriftTransport implements MediaTransport {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.clock.clearTimeout(this.staleTimer);
     for (const down of this.downs) down.upstream.detach(down.forwarder);
     this.downs.clear();
     for (const upstream of this.upstreams.values()) upstream.close();
