@@ -10,9 +10,13 @@ import {
   RTCRtpCodecParameters,
   useAbsSendTime,
   useAudioLevelIndication,
+  useNACK,
   useOPUS,
+  usePLI,
   useSdesMid,
   useSdesRTPStreamId,
+  useTransportWideCC,
+  useTWCC,
   useVP8,
   useVideoOrientation,
   type PeerConfig,
@@ -61,17 +65,20 @@ function isLocalAddress(ip: string): boolean {
 
 export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subscriber'): Partial<PeerConfig> {
   // RTX only towards subscribers: werift cannot route rid-simulcast RTX from publishers.
+  // Publishers get transport-cc (answered by twcc.ts) instead of goog-remb, which nothing sends:
+  // without feedback Chrome's encoder never ramps up to the high simulcast layer.
+  const vp8 = role === 'publisher' ? useVP8({ rtcpFeedback: [useNACK(), usePLI(), useTWCC()] }) : useVP8();
   const video =
     role === 'subscriber' && RTX_ENABLED
-      ? [useVP8(), new RTCRtpCodecParameters({ mimeType: 'video/rtx', clockRate: 90000 })]
-      : [useVP8()];
+      ? [vp8, new RTCRtpCodecParameters({ mimeType: 'video/rtx', clockRate: 90000 })]
+      : [vp8];
   const base: Partial<PeerConfig> = {
     codecs: { audio: [useOPUS()], video },
     headerExtensions:
       role === 'publisher'
         ? {
             audio: [useSdesMid(), useAudioLevelIndication()],
-            video: [useSdesMid(), useSdesRTPStreamId(), useVideoOrientation()],
+            video: [useSdesMid(), useSdesRTPStreamId(), useVideoOrientation(), useTransportWideCC()],
           }
         : {
             audio: [useSdesMid(), useAbsSendTime(), useAudioLevelIndication()],

@@ -3,7 +3,9 @@
  * and the subscriber PC (we offer: data channels plus one sendonly m-line per subscribed
  * track, msid `PA_x|TR_y`). Implements the session layer's `MediaTransport`. Its parts:
  * peer-config.ts (codecs, extensions, ICE), sender-feedback.ts (subscriber RTCP),
- * data-channels.ts (`_reliable`/`_lossy`); forwarding itself is forwarder.ts.
+ * data-channels.ts (`_reliable`/`_lossy`), twcc.ts (transport-wide CC feedback to the
+ * publisher), bandwidth-allocator.ts (subscriber layers capped by its REMB estimate);
+ * forwarding itself is forwarder.ts.
  *
  * Traps handled here (see ../shared/reference/werift-*.md): `onTrack` fires inside
  * setRemoteDescription, so remote transceivers are hooked first and the offer's mid → msid map
@@ -15,17 +17,23 @@
  * offers/answers on each PC are applied one at a time; `close()` closes both PCs and every
  * upstream/downtrack it owns. Event callbacks never throw into werift (errors are logged).
  */
+import { randomInt } from 'node:crypto';
 import {
   GenericNack,
   MediaStream,
   RTCPeerConnection,
+  RTP_EXTENSION_URI,
+  ReceiverEstimatedMaxBitrate,
+  RtcpPayloadSpecificFeedback,
   RtcpTransportLayerFeedback,
   type MediaStreamTrack,
+  type RtcpPacket,
+  type RtpPacket,
   type RTCRtpTransceiver,
 } from 'werift';
 import { SessionDescription, SignalResponse, SignalTarget as ProtoSignalTarget, TrickleRequest } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
-import type { Clock } from '../../common/clock.ts';
+import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type {
   DataChannelKind,
   DownlinkStats,
@@ -40,18 +48,29 @@ import type {
   UpstreamTrack,
 } from '../rtc/types.ts';
 import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
+import { LAYER_STALE_MS } from './upstream.ts';
 import { canonicalMime, gatheringComplete, peerConfig, type WeriftTransportConfig } from './peer-config.ts';
 import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.ts';
 import { SubscriberDataChannels } from './data-channels.ts';
 import { useKeyObjectsForSrtp } from './srtp-keys.ts';
 import { createFastSend } from './fast-send.ts';
 import { ReceiverReportState } from './link-stats.ts';
+import { TwccFeedback, transportSequenceNumber } from './twcc.ts';
+import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 
+const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
+/** A subscriber's REMB estimate is forgotten (layers uncapped) after this long without one. */
+const ESTIMATE_STALE_MS = 10_000;
+
 interface DownEntry {
+  id: string;
   transceiver: RTCRtpTransceiver;
   forwarder: DownForwarder;
   upstream: Upstream;
+  enabled: boolean;
+  /** Highest layer rank the subscriber's settings allow; the bandwidth cap may lower it. */
+  requestedRank: number;
 }
 
 class WeriftTransport implements MediaTransport {
@@ -77,6 +96,14 @@ class WeriftTransport implements MediaTransport {
   private readonly dropOutgoing: WeriftTransportConfig['dropOutgoing'];
   private readonly metrics: WeriftTransportConfig['metrics'];
   private readonly participantSid: string;
+  private readonly twcc = new TwccFeedback({ senderSsrc: randomInt(1, 0xffffffff) });
+  /** TWCC feedback packets sent to the publisher (diagnostics, tests). */
+  twccSent = 0;
+  /** Caps subscribed layers by the subscriber's REMB estimate (bandwidth-allocator.ts). */
+  private readonly allocator = new BandwidthAllocator({ staleMs: ESTIMATE_STALE_MS });
+  private nextDownId = 0;
+  /** Re-allocates once the last estimate has gone stale (no REMB since). */
+  private staleTimer: TimerHandle | undefined;
 
   constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
     this.log = logger.child({ participant: opts.participantSid });
@@ -94,6 +121,8 @@ class WeriftTransport implements MediaTransport {
       // werift's NACK generator tracks one sequence space per receiver, which simulcast's
       // several SSRCs garble (bogus NACK storms); Upstream tracks loss per layer instead.
       Object.defineProperty(transceiver.receiver, 'nackEnabled', { get: () => undefined, configurable: true });
+      // werift's per-receiver TWCC garbles bundled/simulcast feedback; twcc.ts answers instead.
+      Object.defineProperty(transceiver.receiver, 'twccEnabled', { get: () => undefined, configurable: true });
       transceiver.onTrack.subscribe((track) => this.onPublisherTrack(transceiver, track));
     });
     this.pub.onDataChannel.subscribe((channel) => {
@@ -223,7 +252,20 @@ class WeriftTransport implements MediaTransport {
       kind,
       wallNow: () => this.clock.now(),
     });
-    const entry: DownEntry = { transceiver, forwarder, upstream };
+    const entry: DownEntry = {
+      id: String(++this.nextDownId),
+      transceiver,
+      forwarder,
+      upstream,
+      enabled: true,
+      requestedRank: Number.POSITIVE_INFINITY,
+    };
+    sender.onRtcp.subscribe((packet) => {
+      const feedback = packet instanceof RtcpPayloadSpecificFeedback ? packet.feedback : undefined;
+      if (feedback instanceof ReceiverEstimatedMaxBitrate) {
+        this.safely('remb', () => this.onEstimate(Number(feedback.bitrate)));
+      }
+    });
     this.downs.add(entry);
     upstream.attach(forwarder);
     this.log.debug({ streamId, trackId, mid: transceiver.mid }, 'downtrack added');
@@ -241,6 +283,7 @@ class WeriftTransport implements MediaTransport {
         keyframeRequestsReceived: counts.keyframeRequests,
         layer: forwarder.currentLayer,
         layerSwitches: forwarder.switches,
+        availableBandwidth: this.availableBandwidth,
       }),
       link: (): DownlinkStats => ({
         packetsSent: forwarder.packetsSent,
@@ -251,15 +294,23 @@ class WeriftTransport implements MediaTransport {
         jitterUs: reports.jitterUs,
         lastReportAt: reports.lastReportAt,
       }),
-      setEnabled: (enabled) => forwarder.setEnabled(enabled),
+      setEnabled: (enabled) => {
+        entry.enabled = enabled;
+        forwarder.setEnabled(enabled);
+        this.applyBandwidthCaps();
+      },
       // VideoQuality LOW/MEDIUM/HIGH = rid q/h/f = layer rank 1/2/3.
-      setMaxQuality: (quality) => forwarder.setMaxRank(quality + 1),
+      setMaxQuality: (quality) => {
+        entry.requestedRank = quality + 1;
+        this.applyBandwidthCaps();
+      },
       close: () => {
         if (closed) return;
         closed = true;
         upstream.detach(forwarder);
         this.downs.delete(entry);
         if (this.closed) return;
+        this.applyBandwidthCaps();
         try {
           this.sub.removeTrack(sender);
         } catch (err) {
@@ -268,6 +319,41 @@ class WeriftTransport implements MediaTransport {
         this.negotiate();
       },
     };
+  }
+
+  /** The subscriber's REMB: its available downlink bandwidth in bits/s. */
+  private onEstimate(bps: number): void {
+    if (this.closed) return;
+    this.allocator.setEstimate(bps, this.clock.now());
+    this.applyBandwidthCaps();
+    this.clock.clearTimeout(this.staleTimer);
+    this.staleTimer = this.clock.setTimeout(() => this.applyBandwidthCaps(), ESTIMATE_STALE_MS + 1);
+  }
+
+  /** The subscriber's current downlink estimate (bits/s), undefined when none is known. */
+  get availableBandwidth(): number | undefined {
+    return this.allocator.estimateBps(this.clock.now());
+  }
+
+  /** Each video downtrack's layer limit: its settings, lowered to what the estimate allows. */
+  private applyBandwidthCaps(): void {
+    const now = this.clock.now();
+    let reserved = 0;
+    const tracks: AllocatorTrack[] = [];
+    for (const down of this.downs) {
+      if (!down.enabled) continue;
+      const live = down.upstream.layers.filter((l) => now - l.lastSeen <= LAYER_STALE_MS);
+      if (down.upstream.kind === 'audio') {
+        for (const l of live) reserved += l.bitrate;
+        continue;
+      }
+      tracks.push({ id: down.id, requestedRank: down.requestedRank, layers: live });
+    }
+    const caps = this.allocator.allocate(tracks, reserved, now);
+    for (const down of this.downs) {
+      if (down.upstream.kind !== 'video') continue;
+      down.forwarder.setMaxRank(Math.min(down.requestedRank, caps.get(down.id) ?? Number.POSITIVE_INFINITY));
+    }
   }
 
   sendData(kind: DataChannelKind, bytes: Uint8Array): void {
@@ -320,6 +406,7 @@ class WeriftTransport implements MediaTransport {
       const mid = transceiver.mid;
       if (mid === null) return;
       this.metrics?.packets.incoming(rtp.payload.length);
+      this.feedTwcc(transceiver, rtp);
       const upstream = this.upstreams.get(mid);
       if (!upstream) return;
       if (!timed || (++count & LATENCY_SAMPLE_MASK) !== 0) {
@@ -339,6 +426,25 @@ class WeriftTransport implements MediaTransport {
     if (mid !== null && !this.upstreams.has(mid) && this.pub.signalingState === 'stable') {
       const section = this.pubSections.get(mid);
       if (section && remoteSends(section)) this.announce(transceiver, section);
+    }
+  }
+
+  /** Records the packet's transport-wide sequence number and sends feedback when due. */
+  private feedTwcc(transceiver: RTCRtpTransceiver, rtp: RtpPacket): void {
+    const exts = rtp.header.extensions;
+    for (let i = 0; i < exts.length; i++) {
+      const ext = exts[i]!;
+      if (this.pub.extIdUriMap[ext.id] !== TWCC_URI) continue;
+      const seq = transportSequenceNumber(ext.payload);
+      if (seq === undefined) return;
+      const nowUs = performance.now() * 1000;
+      if (!this.twcc.onPacket(seq, nowUs, rtp.header.ssrc)) return;
+      const feedback = this.twcc.build(nowUs);
+      const dtls = transceiver.receiver.dtlsTransport;
+      if (!feedback || !dtls) return;
+      this.twccSent++;
+      dtls.sendRtcp([{ serialize: () => feedback } as unknown as RtcpPacket]).catch((err: unknown) => this.log.debug({ err }, 'TWCC feedback failed'));
+      return;
     }
   }
 
@@ -403,6 +509,7 @@ class WeriftTransport implements MediaTransport {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.clock.clearTimeout(this.staleTimer);
     for (const down of this.downs) down.upstream.detach(down.forwarder);
     this.downs.clear();
     for (const upstream of this.upstreams.values()) upstream.close();

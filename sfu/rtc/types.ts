@@ -112,6 +112,8 @@ export interface DownTrackStats {
   /** Simulcast rid forwarded now ('' without simulcast), undefined before the first keyframe. */
   layer: string | undefined;
   layerSwitches: number;
+  /** The subscriber's downlink estimate (REMB, bits/s) capping its layers; undefined when unknown. */
+  availableBandwidth?: number | undefined;
 }
 
 /** A subscriber's copy of an upstream track. Owned by the subscriber's transport. */
