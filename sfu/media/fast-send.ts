@@ -115,7 +115,8 @@ export function createFastSend(sender: RTCRtpSender, log: Logger, now: () => num
   });
 
   let extensionsFor: { list: { id: number; uri: string }[]; midId?: number; absId?: number; ok: boolean } | undefined;
-  let midPayload: Buffer | undefined;
+  let mid: string | undefined;
+  let midPayload = Buffer.alloc(0);
   const plan = () => {
     const list = s.headerExtensions;
     if (extensionsFor?.list === list) return extensionsFor;
@@ -155,7 +156,10 @@ export function createFastSend(sender: RTCRtpSender, log: Logger, now: () => num
     const t = now();
     const generated: { id: number; payload: Buffer }[] = [];
     if (ext.midId !== undefined && s.mid) {
-      if (midPayload === undefined || midPayload.toString() !== s.mid) midPayload = Buffer.from(s.mid);
+      if (s.mid !== mid) {
+        mid = s.mid;
+        midPayload = Buffer.from(mid);
+      }
       generated.push({ id: ext.midId, payload: midPayload });
     }
     if (ext.absId !== undefined) generated.push({ id: ext.absId, payload: absSendTime(t) });
