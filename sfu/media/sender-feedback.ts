@@ -3,14 +3,15 @@
  * feedback the SFU must answer itself: NACKs are answered from the track's shared cache
  * (werift's 128-packet per-sender cache would answer them too, twice) with RTX when
  * negotiated; PLI/FIR become one rate-limited keyframe request of the layer this subscriber
- * receives. Everything else (receiver reports, REMB) still reaches werift; receiver reports
- * about this sender are also read on the way (`ReceiverReportState`: loss, jitter, RTT against
- * the sender reports werift sends, which are remembered here) for connection quality and the
- * stream metrics.
+ * receives. Everything else (receiver reports, REMB) still reaches werift, read on the way:
+ * receiver reports about this sender (`ReceiverReportState`: loss, jitter, RTT against the
+ * sender reports werift sends, which are remembered here) for connection quality and the stream
+ * metrics, REMB for the subscriber's bandwidth estimate.
  */
 import {
   GenericNack,
   PictureLossIndication,
+  ReceiverEstimatedMaxBitrate,
   RtcpPayloadSpecificFeedback,
   RtcpRrPacket,
   RtcpSrPacket,
@@ -50,21 +51,23 @@ export interface SenderFeedbackOptions {
   log: Logger;
   /** Whether the subscriber transport is up (retransmissions are not sent before). */
   connected: () => boolean;
-  /** Receiver-report state of this downtrack; reports are not read when absent. */
-  reports?: ReceiverReportState;
-  kind?: 'audio' | 'video';
+  /** Receiver-report state of this downtrack. */
+  reports: ReceiverReportState;
+  kind: 'audio' | 'video';
   /** Wall-clock ms (werift stamps its SRs with Date.now, so RTT needs the same clock). */
-  wallNow?: () => number;
+  wallNow: () => number;
+  /** A REMB from the subscriber: its available downlink bandwidth in bits/s. */
+  onEstimate: (bps: number) => void;
 }
 
 /** Routes `sender`'s subscriber feedback to the forwarder (see the file comment). */
 export function takeOverSenderFeedback(opts: SenderFeedbackOptions): void {
   const { sender, forwarder, counts, metrics, log } = opts;
   const original = sender.handleRtcpPacket.bind(sender);
-  if (opts.reports) rememberSenderReports(sender, opts.reports, opts.wallNow ?? Date.now);
+  rememberSenderReports(sender, opts.reports, opts.wallNow);
   sender.handleRtcpPacket = (packet: RtcpPacket) => {
     try {
-      if (opts.reports && (packet instanceof RtcpRrPacket || packet instanceof RtcpSrPacket)) {
+      if (packet instanceof RtcpRrPacket || packet instanceof RtcpSrPacket) {
         readReceiverReports(opts, opts.reports, packet);
         original(packet);
         return;
@@ -90,6 +93,7 @@ export function takeOverSenderFeedback(opts: SenderFeedbackOptions): void {
           sender.onRtcp.execute(packet);
           return;
         }
+        if (fb instanceof ReceiverEstimatedMaxBitrate) opts.onEstimate(Number(fb.bitrate));
       }
     } catch (err) {
       log.debug({ err }, 'subscriber feedback failed');
@@ -121,11 +125,11 @@ function rememberSenderReports(sender: RTCRtpSender, reports: ReceiverReportStat
 function readReceiverReports(opts: SenderFeedbackOptions, reports: ReceiverReportState, packet: RtcpRrPacket | RtcpSrPacket): void {
   const ssrc = opts.sender.ssrc;
   const clockRate = opts.sender.codec?.clockRate ?? 0;
-  const kind = opts.kind ?? 'video';
+  const kind = opts.kind;
   const streams = opts.metrics?.streams;
   for (const block of packet.reports) {
     if (block.ssrc !== ssrc) continue;
-    const r = reports.onReport(block, (opts.wallNow ?? Date.now)(), clockRate);
+    const r = reports.onReport(block, opts.wallNow(), clockRate);
     if (!streams) continue;
     if (r.expected > 0) streams.packetLoss('outgoing', kind, r.lost, r.expected);
     streams.jitter('outgoing', kind, reports.jitterUs);

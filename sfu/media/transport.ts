@@ -23,8 +23,6 @@ import {
   MediaStream,
   RTCPeerConnection,
   RTP_EXTENSION_URI,
-  ReceiverEstimatedMaxBitrate,
-  RtcpPayloadSpecificFeedback,
   RtcpTransportLayerFeedback,
   type MediaStreamTrack,
   type RtcpPacket,
@@ -97,8 +95,6 @@ class WeriftTransport implements MediaTransport {
   private readonly metrics: WeriftTransportConfig['metrics'];
   private readonly participantSid: string;
   private readonly twcc = new TwccFeedback({ senderSsrc: randomInt(1, 0xffffffff) });
-  /** TWCC feedback packets sent to the publisher (diagnostics, tests). */
-  twccSent = 0;
   /** Caps subscribed layers by the subscriber's REMB estimate (bandwidth-allocator.ts). */
   private readonly allocator = new BandwidthAllocator({ staleMs: ESTIMATE_STALE_MS });
   private nextDownId = 0;
@@ -251,6 +247,7 @@ class WeriftTransport implements MediaTransport {
       reports,
       kind,
       wallNow: () => this.clock.now(),
+      onEstimate: (bps) => this.onEstimate(bps),
     });
     const entry: DownEntry = {
       id: String(++this.nextDownId),
@@ -260,12 +257,6 @@ class WeriftTransport implements MediaTransport {
       enabled: true,
       requestedRank: Number.POSITIVE_INFINITY,
     };
-    sender.onRtcp.subscribe((packet) => {
-      const feedback = packet instanceof RtcpPayloadSpecificFeedback ? packet.feedback : undefined;
-      if (feedback instanceof ReceiverEstimatedMaxBitrate) {
-        this.safely('remb', () => this.onEstimate(Number(feedback.bitrate)));
-      }
-    });
     this.downs.add(entry);
     upstream.attach(forwarder);
     this.log.debug({ streamId, trackId, mid: transceiver.mid }, 'downtrack added');
@@ -442,7 +433,6 @@ class WeriftTransport implements MediaTransport {
       const feedback = this.twcc.build(nowUs);
       const dtls = transceiver.receiver.dtlsTransport;
       if (!feedback || !dtls) return;
-      this.twccSent++;
       dtls.sendRtcp([{ serialize: () => feedback } as unknown as RtcpPacket]).catch((err: unknown) => this.log.debug({ err }, 'TWCC feedback failed'));
       return;
     }
