@@ -10,9 +10,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
-import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
-import { joinFromPage, endBrowserScenario } from './sfu-browser-client.ts';
+import { joinFromPage, browserScene } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 import { Upstream } from '../../sfu/media/upstream.ts';
 import { ReceiverEstimatedMaxBitrate, RtcpPayloadSpecificFeedback } from 'werift';
@@ -49,20 +47,13 @@ async function publisherStats(page: Page): Promise<{ availableOutgoingBitrate: n
 }
 
 describe('sfu bandwidth feedback to publishers', () => {
-  let sfu: TestSfu | undefined;
-  const pages: BrowserPage[] = [];
-
-  afterEach(async (ctx) => {
-    await endBrowserScenario(ctx.task.result?.state === 'fail', pages, sfu);
-    sfu = undefined;
-  });
+  const scene = browserScene();
+  afterEach((ctx) => scene.end(ctx.task.result?.state === 'fail'));
 
   it('a 720p simulcast publisher ramps up and sends the high layer (rid f) to the SFU; a Chrome subscriber reports its downlink estimate', async () => {
-    sfu = await startTestSfu();
-    const alice = await openBrowserPage();
-    pages.push(alice);
-    const bob = await openBrowserPage();
-    pages.push(bob);
+    const sfu = await scene.start();
+    const alice = await scene.page();
+    const bob = await scene.page();
     await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'));
     await joinFromPage(bob.page, sfu.wsUrl, await sfu.token('bob'));
     await publishSimulcast720(alice.page);
@@ -100,9 +91,8 @@ describe('sfu bandwidth feedback to publishers', () => {
   });
 
   it('caps a werift subscriber to the low layer while its REMB estimate is low and lifts the cap when it rises', async () => {
-    sfu = await startTestSfu();
-    const alice = await openBrowserPage();
-    pages.push(alice);
+    const sfu = await scene.start();
+    const alice = await scene.page();
     await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'));
     await publishSimulcast720(alice.page);
     const room = sfu.sfu.rooms.getRoom('test-room')!;

@@ -3,8 +3,8 @@
  * camera and microphone, read what the page received (framesDecoded, audio packets, E2EE
  * errors) and the Room events it saw. State lives on `window.testState` of that page.
  */
-import type { BrowserPage } from '../support/browser.ts';
-import type { TestSfu } from '../support/sfu-harness.ts';
+import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
+import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
 import type { Page } from 'playwright-core';
 import { waitFor } from '../support/wait.ts';
 
@@ -166,14 +166,50 @@ export async function leaveFromPage(page: Page): Promise<void> {
 }
 
 /**
- * The end of a browser scenario (an afterEach): on failure print each page's last console
- * lines, leave the room from every page, close the pages and stop the SFU.
+ * One browser test's SFU, pages and other cleanups (rtc-node clients, tones), ended together by
+ * `end()` in afterEach: cleanups first (the last registered first), then, on failure, each page's last console lines are
+ * printed, every page leaves its room and is closed, and the SFU is stopped.
  */
-export async function endBrowserScenario(failed: boolean, pages: BrowserPage[], sfu: TestSfu | undefined): Promise<void> {
-  if (failed) {
-    for (const p of pages) console.log(p.consoleLines.slice(-40).join('\n'));
-  }
-  for (const p of pages) await leaveFromPage(p.page);
-  for (const p of pages.splice(0)) await p.close();
-  await sfu?.stop();
+export interface BrowserScene {
+  start(opts?: Parameters<typeof startTestSfu>[0]): Promise<TestSfu>;
+  /** The SFU `start()` made. */
+  readonly sfu: TestSfu;
+  /** A new page in the shared Chromium. */
+  page(): Promise<BrowserPage>;
+  onEnd(cleanup: () => Promise<void>): void;
+  end(failed: boolean): Promise<void>;
+}
+
+export function browserScene(): BrowserScene {
+  let sfu: TestSfu | undefined;
+  const pages: BrowserPage[] = [];
+  const cleanups: (() => Promise<void>)[] = [];
+  return {
+    async start(opts) {
+      sfu = await startTestSfu(opts);
+      return sfu;
+    },
+    get sfu() {
+      if (!sfu) throw new Error('browserScene: start() first');
+      return sfu;
+    },
+    async page() {
+      const page = await openBrowserPage();
+      pages.push(page);
+      return page;
+    },
+    onEnd(cleanup) {
+      cleanups.push(cleanup);
+    },
+    async end(failed) {
+      for (const cleanup of cleanups.splice(0).toReversed()) await cleanup();
+      if (failed) {
+        for (const p of pages) console.log(p.consoleLines.slice(-40).join('\n'));
+      }
+      for (const p of pages) await leaveFromPage(p.page);
+      for (const p of pages.splice(0)) await p.close();
+      await sfu?.stop();
+      sfu = undefined;
+    },
+  };
 }

@@ -5,11 +5,9 @@
  * up at the other side as the matching livekit-client events.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
-import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
 import {
   joinFromPage,
-  endBrowserScenario,
+  browserScene,
   leaveFromPage,
   publishCameraAndMic,
   receivedStats,
@@ -19,20 +17,13 @@ import {
 import { waitFor } from '../support/wait.ts';
 
 describe('sfu call between two livekit-client browsers', () => {
-  let sfu: TestSfu | undefined;
-  const pages: BrowserPage[] = [];
-
-  afterEach(async (ctx) => {
-    await endBrowserScenario(ctx.task.result?.state === 'fail', pages, sfu);
-    sfu = undefined;
-  });
+  const scene = browserScene();
+  afterEach((ctx) => scene.end(ctx.task.result?.state === 'fail'));
 
   it('both publish camera and microphone and each decodes the other within 10 s of joining', async () => {
-    sfu = await startTestSfu();
-    const alice = await openBrowserPage();
-    pages.push(alice);
-    const bob = await openBrowserPage();
-    pages.push(bob);
+    const sfu = await scene.start();
+    const alice = await scene.page();
+    const bob = await scene.page();
 
     await Promise.all([
       joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice')),
@@ -58,11 +49,9 @@ describe('sfu call between two livekit-client browsers', () => {
   });
 
   it('shows join, mute, unmute, unpublish and leave as livekit-client events at the other side', async () => {
-    sfu = await startTestSfu();
-    const alice = await openBrowserPage();
-    pages.push(alice);
-    const bob = await openBrowserPage();
-    pages.push(bob);
+    const sfu = await scene.start();
+    const alice = await scene.page();
+    const bob = await scene.page();
 
     await joinFromPage(bob.page, sfu.wsUrl, await sfu.token('bob'));
     await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'));
@@ -123,22 +112,13 @@ describe('sfu call between two livekit-client browsers', () => {
 });
 
 describe('sfu adaptive stream settings', () => {
-  let sfu: TestSfu | undefined;
-  const pages: BrowserPage[] = [];
-
-  afterEach(async () => {
-    for (const p of pages) await leaveFromPage(p.page);
-    for (const p of pages.splice(0)) await p.close();
-    await sfu?.stop();
-    sfu = undefined;
-  });
+  const scene = browserScene();
+  afterEach((ctx) => scene.end(ctx.task.result?.state === 'fail'));
 
   it('stops forwarding a track the subscriber disabled and resumes decoding when re-enabled', async () => {
-    sfu = await startTestSfu();
-    const alice = await openBrowserPage();
-    pages.push(alice);
-    const bob = await openBrowserPage();
-    pages.push(bob);
+    const sfu = await scene.start();
+    const alice = await scene.page();
+    const bob = await scene.page();
     await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'));
     await joinFromPage(bob.page, sfu.wsUrl, await sfu.token('bob'));
     await publishCameraAndMic(alice.page);

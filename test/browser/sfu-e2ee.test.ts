@@ -7,12 +7,11 @@
  * switch the SFU renumbers its picture ids (it is outside the encrypted frame).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { e2eeWorkerUrl, openBrowserPage, type BrowserPage } from '../support/browser.ts';
-import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
+import { e2eeWorkerUrl } from '../support/browser.ts';
 import { newVp8Descriptor, parseVp8Descriptor } from '../../sfu/media/vp8.ts';
 import {
   joinFromPage,
-  endBrowserScenario,
+  browserScene,
   publishCameraAndMic,
   receivedStats,
   waitForMediaFrom,
@@ -21,22 +20,15 @@ import {
 import { waitFor } from '../support/wait.ts';
 
 describe('sfu with livekit-client E2EE', () => {
-  let sfu: TestSfu | undefined;
-  const pages: BrowserPage[] = [];
-
-  afterEach(async (ctx) => {
-    await endBrowserScenario(ctx.task.result?.state === 'fail', pages, sfu);
-    sfu = undefined;
-  });
+  const scene = browserScene();
+  afterEach((ctx) => scene.end(ctx.task.result?.state === 'fail'));
 
   async function twoParticipants(aliceKey: string, bobKey: string) {
-    const alice = await openBrowserPage();
-    pages.push(alice);
-    const bob = await openBrowserPage();
-    pages.push(bob);
+    const alice = await scene.page();
+    const bob = await scene.page();
     const workerUrl = e2eeWorkerUrl();
-    await joinFromPage(alice.page, sfu!.wsUrl, await sfu!.token('alice'), { e2eeKey: aliceKey, workerUrl });
-    await joinFromPage(bob.page, sfu!.wsUrl, await sfu!.token('bob'), { e2eeKey: bobKey, workerUrl });
+    await joinFromPage(alice.page, scene.sfu.wsUrl, await scene.sfu.token('alice'), { e2eeKey: aliceKey, workerUrl });
+    await joinFromPage(bob.page, scene.sfu.wsUrl, await scene.sfu.token('bob'), { e2eeKey: bobKey, workerUrl });
     return { alice, bob };
   }
 
@@ -46,7 +38,7 @@ describe('sfu with livekit-client E2EE', () => {
     /** The VP8 frame bytes (E2EE: the encrypted frame), without the RTP payload descriptor. */
     const frameBytes = (payload: Buffer) => (parseVp8Descriptor(payload, desc) ? payload.subarray(desc.size) : payload);
     const outbound: { payload: Buffer; marker: boolean }[] = [];
-    sfu = await startTestSfu({
+    const sfu = await scene.start({
       tap: (e) => {
         if (e.kind !== 'video') return;
         if (e.direction === 'in') inbound.add(frameBytes(e.payload).toString('hex'));
@@ -72,7 +64,7 @@ describe('sfu with livekit-client E2EE', () => {
   });
 
   it('decodes nothing and reports decryption errors when the keys differ', async () => {
-    sfu = await startTestSfu();
+    await scene.start();
     const { alice, bob } = await twoParticipants('alice key', 'a different key');
     await publishCameraAndMic(alice.page);
     await waitForPageEvent(bob.page, (e) => e.type === 'encryptionError', 'decryption error at bob', 15_000);

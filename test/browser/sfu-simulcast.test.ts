@@ -9,9 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
-import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
-import { joinFromPage, endBrowserScenario, waitForPageEvent } from './sfu-browser-client.ts';
+import { joinFromPage, browserScene, waitForPageEvent } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 
 interface VideoIn {
@@ -63,20 +61,13 @@ async function sizeVideoElement(page: Page, width: number, height: number): Prom
 }
 
 describe('sfu simulcast with adaptive stream', () => {
-  let sfu: TestSfu | undefined;
-  const pages: BrowserPage[] = [];
-
-  afterEach(async (ctx) => {
-    await endBrowserScenario(ctx.task.result?.state === 'fail', pages, sfu);
-    sfu = undefined;
-  });
+  const scene = browserScene();
+  afterEach((ctx) => scene.end(ctx.task.result?.state === 'fail'));
 
   it('forwards the low layer to a shrunk video element and the high layer again when it grows, each within 3 s', async () => {
-    sfu = await startTestSfu();
-    const alice = await openBrowserPage();
-    pages.push(alice);
-    const bob = await openBrowserPage();
-    pages.push(bob);
+    const sfu = await scene.start();
+    const alice = await scene.page();
+    const bob = await scene.page();
     await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'), { dynacast: true });
     await joinFromPage(bob.page, sfu.wsUrl, await sfu.token('bob'), { adaptiveStream: true, dynacast: true });
     await alice.page.evaluate(async () => {

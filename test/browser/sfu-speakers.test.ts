@@ -7,10 +7,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { AudioFrame, AudioSource, LocalAudioTrack, TrackPublishOptions, TrackSource, type Room } from '@livekit/rtc-node';
-import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
-import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
-import { connectRtcNode, SAMPLE_RATE, type RtcNodeClient } from '../support/rtc-node.ts';
-import { joinFromPage, leaveFromPage, waitForPageEvent } from './sfu-browser-client.ts';
+import { connectRtcNode, SAMPLE_RATE } from '../support/rtc-node.ts';
+import { browserScene, joinFromPage, waitForPageEvent } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 
 interface SpeakerEvent {
@@ -51,24 +49,12 @@ async function publishMicrophone(room: Room): Promise<{ setAmplitude(a: number):
 }
 
 describe('sfu active speakers', () => {
-  let sfu: TestSfu | undefined;
-  const pages: BrowserPage[] = [];
-  const clients: RtcNodeClient[] = [];
-  const stops: (() => Promise<void>)[] = [];
-
-  afterEach(async () => {
-    for (const stop of stops.splice(0)) await stop();
-    for (const c of clients.splice(0)) await c.disconnect();
-    for (const p of pages) await leaveFromPage(p.page);
-    for (const p of pages.splice(0)) await p.close();
-    await sfu?.stop();
-    sfu = undefined;
-  });
+  const scene = browserScene();
+  afterEach((ctx) => scene.end(ctx.task.result?.state === 'fail'));
 
   it('makes a participant who starts speaking the active speaker at the other client within 1 s', async () => {
-    sfu = await startTestSfu();
-    const bob = await openBrowserPage();
-    pages.push(bob);
+    const sfu = await scene.start();
+    const bob = await scene.page();
     await joinFromPage(bob.page, sfu.wsUrl, await sfu.token('bob'));
     await bob.page.evaluate(() => {
       const LK = window.LivekitClient;
@@ -82,9 +68,9 @@ describe('sfu active speakers', () => {
     const speakerEvents = () => bob.page.evaluate(() => (window.testState.speakerEvents as SpeakerEvent[]).slice());
 
     const alice = await connectRtcNode(sfu.wsUrl, await sfu.token('alice'));
-    clients.push(alice);
+    scene.onEnd(() => alice.disconnect());
     const mic = await publishMicrophone(alice.room);
-    stops.push(() => mic.stop());
+    scene.onEnd(() => mic.stop());
     await waitForPageEvent(bob.page, (e) => e.type === 'trackSubscribed' && e.identity === 'alice', 'alice audio at bob');
     // Silence flows first: nobody is speaking.
     const room = sfu.sfu.rooms.getRoom('test-room')!;

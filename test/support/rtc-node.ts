@@ -214,7 +214,8 @@ export { RoomEvent };
 
 /**
  * One test's SFU and rtc-node clients, ended together by `end()` (call it in afterEach):
- * registered cleanups first (tone publishers, streams), then the clients, then the SFU.
+ * registered cleanups first, the last registered first (tone publishers, streams), then the
+ * clients, then the SFU.
  */
 export interface RtcNodeScene {
   start(opts?: Parameters<typeof startTestSfu>[0]): Promise<TestSfu>;
@@ -252,7 +253,7 @@ export function rtcNodeScene(): RtcNodeScene {
       cleanups.push(cleanup);
     },
     async end() {
-      for (const cleanup of cleanups.splice(0)) await cleanup();
+      for (const cleanup of cleanups.splice(0).toReversed()) await cleanup();
       for (const client of clients.splice(0)) await client.disconnect();
       await sfu?.stop();
       sfu = undefined;
