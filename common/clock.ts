@@ -86,3 +86,41 @@ export function createManualClock(startMs = 1_700_000_000_000): ManualClock {
   };
   return clock;
 }
+
+/** A task run every interval on a clock (see `repeatEvery`). */
+export interface Repeating {
+  /** Schedules the next run; idempotent; does nothing once stopped. */
+  start(): void;
+  /** Cancels the pending run for good. */
+  stop(): void;
+}
+
+/**
+ * Runs `tick` every `intervalMs` on `clock` (each run scheduled after the previous one ends, so
+ * runs never overlap) until stopped. A throwing tick is passed to `onError` and the next run is
+ * still scheduled: one bad round never ends the repetition or reaches the clock.
+ */
+export function repeatEvery(clock: Clock, intervalMs: number, tick: () => void, onError: (err: unknown) => void): Repeating {
+  let timer: TimerHandle | undefined;
+  let stopped = false;
+  const repeating: Repeating = {
+    start() {
+      if (stopped || timer !== undefined) return;
+      timer = clock.setTimeout(() => {
+        timer = undefined;
+        try {
+          tick();
+        } catch (err) {
+          onError(err);
+        }
+        repeating.start();
+      }, intervalMs);
+    },
+    stop() {
+      stopped = true;
+      clock.clearTimeout(timer);
+      timer = undefined;
+    },
+  };
+  return repeating;
+}

@@ -27,7 +27,7 @@ import {
   ParticipantInfo_State,
   SignalResponse,
 } from '@livekit/protocol';
-import type { Clock, TimerHandle } from '../../common/clock.ts';
+import { repeatEvery, type Clock, type Repeating } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { DownlinkStats, UplinkStats } from './types.ts';
 import type { Participant } from './participant.ts';
@@ -239,32 +239,23 @@ export class ConnectionQualityObserver {
   private readonly log: Logger;
   private readonly tracks = new Map<string, ParticipantTracks>();
   private previous = new Map<string, ConnectionQuality>();
-  private timer: TimerHandle | undefined;
-  private stopped = false;
+  private readonly rounds: Repeating;
 
   constructor(deps: { clock: Clock; participants: () => Iterable<Participant>; logger: Logger }) {
     this.clock = deps.clock;
     this.participants = deps.participants;
     this.log = deps.logger;
+    this.rounds = repeatEvery(this.clock, QUALITY_INTERVAL_MS, () => this.tick(), (err) =>
+      this.log.warn({ err }, 'connection quality round failed'),
+    );
   }
 
   start(): void {
-    if (this.stopped || this.timer !== undefined) return;
-    this.timer = this.clock.setTimeout(() => {
-      this.timer = undefined;
-      try {
-        this.tick();
-      } catch (err) {
-        this.log.warn({ err }, 'connection quality round failed');
-      }
-      this.start();
-    }, QUALITY_INTERVAL_MS);
+    this.rounds.start();
   }
 
   stop(): void {
-    this.stopped = true;
-    this.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    this.rounds.stop();
   }
 
   /** One round: score, then send if anything changed. Public for tests. */

@@ -104,6 +104,7 @@ export class Room {
       broadcast: (msg) => {
         for (const p of this.participants.values()) p.send(msg);
       },
+      logger: this.log,
     });
     this.speakers.start();
     this.quality = new ConnectionQualityObserver({

@@ -11,7 +11,8 @@
  * room supplies participants and the broadcast through deps (no sockets here).
  */
 import { SpeakerInfo, SpeakersChanged, SignalResponse, TrackType } from '@livekit/protocol';
-import type { Clock, TimerHandle } from '../../common/clock.ts';
+import { repeatEvery, type Clock, type Repeating } from '../../common/clock.ts';
+import type { Logger } from '../../common/logger.ts';
 import type { Participant } from './participant.ts';
 
 export const SPEAKER_INTERVAL_MS = 200;
@@ -29,32 +30,30 @@ interface SpeakerState {
 }
 
 export class SpeakerObserver {
-  private readonly clock: Clock;
   private readonly participants: () => Iterable<Participant>;
   private readonly broadcast: (msg: SignalResponse) => void;
   private readonly states = new Map<string, SpeakerState>();
-  private timer: TimerHandle | undefined;
-  private stopped = false;
+  private readonly rounds: Repeating;
 
-  constructor(deps: { clock: Clock; participants: () => Iterable<Participant>; broadcast: (msg: SignalResponse) => void }) {
-    this.clock = deps.clock;
+  constructor(deps: {
+    clock: Clock;
+    participants: () => Iterable<Participant>;
+    broadcast: (msg: SignalResponse) => void;
+    logger: Logger;
+  }) {
     this.participants = deps.participants;
     this.broadcast = deps.broadcast;
+    this.rounds = repeatEvery(deps.clock, SPEAKER_INTERVAL_MS, () => this.tick(), (err) =>
+      deps.logger.warn({ err }, 'active speaker round failed'),
+    );
   }
 
   start(): void {
-    if (this.stopped || this.timer !== undefined) return;
-    this.timer = this.clock.setTimeout(() => {
-      this.timer = undefined;
-      this.tick();
-      this.start();
-    }, SPEAKER_INTERVAL_MS);
+    this.rounds.start();
   }
 
   stop(): void {
-    this.stopped = true;
-    this.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    this.rounds.stop();
   }
 
   /** One observation round; public for tests. */

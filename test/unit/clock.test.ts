@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createManualClock } from '../../common/clock.ts';
+import { createManualClock, repeatEvery } from '../../common/clock.ts';
 
 describe('manual clock', () => {
   it('fires timers in deadline order only when time passes them', () => {
@@ -29,5 +29,28 @@ describe('manual clock', () => {
     }, 10);
     clock.advance(25);
     expect(at).toEqual([10, 20]);
+  });
+});
+
+describe('repeatEvery', () => {
+  it('runs every interval, survives a throwing round, and stops for good', () => {
+    const clock = createManualClock(0);
+    const runs: number[] = [];
+    const errors: unknown[] = [];
+    const task = repeatEvery(clock, 100, () => {
+      runs.push(clock.now());
+      if (runs.length === 2) throw new Error('bad round');
+    }, (err) => errors.push(err));
+    task.start();
+    task.start(); // idempotent: still one pending run
+    expect(clock.pending()).toBe(1);
+    clock.advance(350);
+    expect(runs).toEqual([100, 200, 300]);
+    expect(errors).toHaveLength(1);
+    task.stop();
+    task.start();
+    clock.advance(500);
+    expect(runs).toEqual([100, 200, 300]);
+    expect(clock.pending()).toBe(0);
   });
 });
