@@ -15,7 +15,7 @@ import { legacyLiveKitIdentity, liveKitIdentityForMember, liveKitRoomAlias } fro
 import { startFakeHomeserver, testRegistration, type FakeHomeserver } from '../fake-homeserver/server.ts';
 import { startAppserviceBridge, createRecordingSfu, type RecordingSfu, type RunningAppserviceBridge } from '../support/appservice-bridge.ts';
 import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
-import { freePort } from '../support/ports.ts';
+import { reservePort } from '../support/ports.ts';
 import { waitFor } from '../support/wait.ts';
 
 const CALL = 'org.matrix.msc3401.call.member';
@@ -63,7 +63,9 @@ for (const kind of ['memory', 'redis'] as const) {
 
     async function world(opts: { graceSeconds?: number; pushes?: boolean } = {}) {
       const clock = createManualClock(Date.now());
-      const port = await freePort();
+      const reserved = await reservePort();
+      cleanups.push(() => reserved.release());
+      const port = reserved.port;
       const reg = testRegistration(opts.pushes === false ? null : `http://127.0.0.1:${port}`);
       const hs = await startFakeHomeserver({ registration: reg, clock, backoffBaseMs: 1000 });
       cleanups.push(() => hs.stop());
@@ -76,6 +78,7 @@ for (const kind of ['memory', 'redis'] as const) {
       const sfu = createRecordingSfu(clock);
       const store = await makeStore(clock);
       const start = async (s: BridgeStore = store) => {
+        await reserved.release();
         const b = await startAppserviceBridge({
           homeserverUrl: hs.url,
           asToken: reg.as_token,
@@ -250,9 +253,10 @@ describe('bridge appservice HTTP edge', () => {
 
   async function setup() {
     const clock = createManualClock(Date.now());
-    const port = await freePort();
+    const reserved = await reservePort();
+    const port = reserved.port;
     const reg = testRegistration(`http://127.0.0.1:${port}`);
-    hs = await startFakeHomeserver({ registration: reg, clock });
+    hs = await startFakeHomeserver({ registration: reg, clock }).finally(() => reserved.release());
     sfu = createRecordingSfu(clock);
     b = await startAppserviceBridge({ homeserverUrl: hs.url, asToken: reg.as_token, hsToken: reg.hs_token, appserviceId: reg.id, store: createMemoryStore({ clock }), sfu, clock, port });
     return reg;

@@ -24,7 +24,7 @@ import { startComposedHomeserver, type ComposedHomeserver } from '../fake-homese
 import { testRegistration } from '../fake-homeserver/server.ts';
 import type { AppserviceRegistration } from '../fake-homeserver/appservice-pusher.ts';
 import type { HomeserverModel } from '../fake-homeserver/model.ts';
-import { freePort } from '../support/ports.ts';
+import { reservePort } from '../support/ports.ts';
 import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
 import { waitFor } from '../support/wait.ts';
@@ -152,7 +152,10 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     while (stops.length) await stops.pop()!().catch(() => undefined);
   };
   try {
-    const bridgePort = await freePort();
+    // Held until the bridge listens: the SFU and the homeserver start first with its URL.
+    const reserved = await reservePort();
+    stops.push(() => reserved.release());
+    const bridgePort = reserved.port;
     const bridgeUrl = `http://127.0.0.1:${bridgePort}`;
     const sfu = await startTestSfu({
       room: { auto_create: false },
@@ -229,6 +232,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       // on the listener's port instead of 443.
       token: { federation: { tlsCa: [federation.certPem], wellKnownPort: federation.port } },
     });
+    await reserved.release();
     await bridge.start();
     stops.push(() => bridge.stop());
     // Clients leave before the bridge stops, as in a real shutdown.
