@@ -56,6 +56,7 @@ import { ReceiverReportState } from './link-stats.ts';
 import { TwccFeedback, transportSequenceNumber } from './twcc.ts';
 import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
+import { installRtpHeaderGuard } from './rtp-guard.ts';
 
 const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
 /** A subscriber's REMB estimate is forgotten (layers uncapped) after this long without one. */
@@ -530,5 +531,6 @@ export function createWeriftTransportFactory(deps: {
   logger: Logger;
   clock: Clock;
 }): MediaTransportFactory {
+  installRtpHeaderGuard();
   return (opts) => new WeriftTransport(deps.config, opts, deps.logger, deps.clock);
 }
