@@ -1,0 +1,8 @@
+/** Every fuzz target, in the order `npm run fuzz` runs them. */
+import type { FuzzTarget } from '../target.ts';
+import { appserviceEvents } from './appservice-events.ts';
+import { rtpForward } from './rtp-forward.ts';
+import { tokenBody } from './token-body.ts';
+import { twirpBody } from './twirp-body.ts';
+
+export const TARGETS: FuzzTarget<never>[] = [tokenBody, appserviceEvents, twirpBody, rtpForward] as FuzzTarget<never>[];
