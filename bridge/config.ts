@@ -14,6 +14,7 @@ import {
   readYamlFile,
 } from '../common/config.ts';
 import type { LogLevel } from '../common/logger.ts';
+import { splitHostPort } from './token/federation.ts';
 
 /** Keys of the optional bridge YAML file; each also `BRIDGE_<UPPER_KEY>` in the environment. */
 export const bridgeFileSchema = z.strictObject({
@@ -23,8 +24,11 @@ export const bridgeFileSchema = z.strictObject({
   room_delete_grace_seconds: z.number().int().min(0).default(30),
   /** Seconds between full reconciliations with the homeserver and the SFU; 0 = only at start. */
   reconcile_interval_seconds: z.number().int().min(0).default(300),
-  /** Issue tokens only to users joined to the Matrix room. */
-  membership_check: z.boolean().default(true),
+  /**
+   * Issue tokens only to users joined to the Matrix room. `auto`: on exactly when there is an
+   * appservice registration to ask the homeserver with, else off (lk-jwt-service's behaviour).
+   */
+  membership_check: z.union([z.literal('auto'), z.boolean()]).default('auto'),
   /** Who may publish media: everyone (lk-jwt-service's Go release) or full-access homeservers' users only. */
   publish_policy: z.enum(['everyone', 'full_access']).default('everyone'),
   /** Seconds a remembered appservice transaction id is kept for deduplication. */
@@ -56,13 +60,32 @@ export interface BridgeConfig extends BridgeFileConfig {
     registrationFile?: string;
     /** `id` from the registration, used for the ping. */
     id?: string;
+    /**
+     * Where the homeserver's client-server API is, as configured: `homeserver_url`, else
+     * `LIVEKIT_CS_API_URL_OVERRIDES` for `serverName`; `undefined` = its
+     * `/.well-known/matrix/client`, resolved at start (bridge.ts).
+     */
+    homeserverUrl?: string;
+    homeserverUrlFrom: HomeserverUrlSource;
   };
+  /** `membership_check` resolved: `auto` became on with an appservice registration, else off. */
+  membershipCheck: boolean;
   logLevel: LogLevel;
   sanityCheckIntervalSeconds: number;
   membershipCheckIntervalSeconds: number;
 }
 
 export type Env = Record<string, string | undefined>;
+
+/** Which setting named the appservice's homeserver URL (for the start-up log line). */
+export type HomeserverUrlSource = 'homeserver_url' | 'LIVEKIT_CS_API_URL_OVERRIDES' | '.well-known/matrix/client';
+
+/** What a ConfigError says when `membership_check: true` has no registration to run with. */
+function membershipCheckProblem(key: string): string {
+  return `${key}: true needs an appservice registration (the homeserver is asked who is in a room with its as_token): ` +
+    'set LIVEKIT_AS_REGISTRATION_FILE (or LIVEKIT_AS_TOKEN and LIVEKIT_HS_TOKEN) and LIVEKIT_HS_SERVER_NAME, ' +
+    `or set ${key} to auto (the default) or false to issue tokens without the check, as lk-jwt-service does`;
+}
 
 export const SKIP_VERIFY_TLS_VALUE = 'YES_I_KNOW_WHAT_I_AM_DOING';
 export const MIN_SECRET_LENGTH = 32;
@@ -102,7 +125,8 @@ function fileConfigFromEnv(env: Env): Record<string, unknown> {
     const raw = env[`BRIDGE_${key.toUpperCase()}`];
     if (raw === undefined || raw === '') continue;
     const inner = type.unwrap();
-    if (inner instanceof z.ZodBoolean) out[key] = raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
+    const takesBoolean = inner instanceof z.ZodBoolean || (inner instanceof z.ZodUnion && inner.options.some((o) => o instanceof z.ZodBoolean));
+    if (takesBoolean) out[key] = raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
     else if (inner instanceof z.ZodNumber) out[key] = /^-?\d+$/.test(raw) ? Number(raw) : raw;
     else out[key] = raw;
   }
@@ -204,6 +228,25 @@ export function resolveBridgeConfig(env: Env, configFile?: string): BridgeConfig
       'The app service token(s) (LIVEKIT_AS_TOKEN/LIVEKIT_HS_TOKEN or LIVEKIT_AS_REGISTRATION_FILE) and LIVEKIT_HS_SERVER_NAME must either all be set or all be left empty',
     );
   }
+  if (serverName && !splitHostPort(serverName)) {
+    problems.push(`LIVEKIT_HS_SERVER_NAME: "${serverName}" is not a Matrix server name (host or host:port, e.g. example.org)`);
+  }
+  const homeserverUrl = fileCfg.homeserver_url.trim().replace(/\/+$/, '') || csApiUrlOverrides[serverName] || undefined;
+  if (fileCfg.homeserver_url.trim() && !/^https?:\/\/[^/]/.test(fileCfg.homeserver_url.trim())) {
+    problems.push(`homeserver_url (BRIDGE_HOMESERVER_URL): "${fileCfg.homeserver_url}" must start with http:// or https:// (e.g. http://synapse:8008)`);
+  }
+  const homeserverUrlFrom: HomeserverUrlSource = fileCfg.homeserver_url.trim()
+    ? 'homeserver_url'
+    : csApiUrlOverrides[serverName]
+      ? 'LIVEKIT_CS_API_URL_OVERRIDES'
+      : '.well-known/matrix/client';
+
+  // The membership check needs the registration's as_token; `auto` follows whether there is one.
+  const hasRegistration = asParts === 3;
+  if (fileCfg.membership_check === true && !hasRegistration) {
+    problems.push(membershipCheckProblem(env.BRIDGE_MEMBERSHIP_CHECK?.trim() ? 'BRIDGE_MEMBERSHIP_CHECK' : 'membership_check'));
+  }
+  const membershipCheck = fileCfg.membership_check === 'auto' ? hasRegistration : fileCfg.membership_check;
 
   const insecureRaw = env.LIVEKIT_INSECURE_SKIP_VERIFY_TLS?.trim() ?? '';
   const logLevel = logLevelOf(env.LIVEKIT_LOG_LEVEL, problems);
@@ -221,9 +264,10 @@ export function resolveBridgeConfig(env: Env, configFile?: string): BridgeConfig
     redisPassword: env.LIVEKIT_REDIS_PASSWORD?.trim() ?? '',
     csApiUrlOverrides,
     appservice:
-      asParts === 3
-        ? { asToken, hsToken, serverName, registrationFile, id: registrationId }
+      hasRegistration
+        ? { asToken, hsToken, serverName, registrationFile, id: registrationId, homeserverUrl, homeserverUrlFrom }
         : undefined,
+    membershipCheck,
     logLevel,
     sanityCheckIntervalSeconds,
     membershipCheckIntervalSeconds,

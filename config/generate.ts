@@ -90,10 +90,14 @@ Every value below is the default.`;
 
 const BRIDGE_NOTES: Record<string, string> = {
   homeserver_url: 'Client-server API base URL of the homeserver the appservice is registered with,\n' +
-    'e.g. http://synapse:8008 (inside a private network) or https://matrix.example.org.',
+    'e.g. http://synapse:8008 (inside a private network) or https://matrix.example.org.\n' +
+    'Empty: LIVEKIT_CS_API_URL_OVERRIDES for LIVEKIT_HS_SERVER_NAME, else that name\'s\n' +
+    '/.well-known/matrix/client (found at start, retried until found; the log says which).',
   room_delete_grace_seconds: 'A rejoin within this many seconds after a call ended keeps its SFU room.',
   reconcile_interval_seconds: 'Full reconcile with homeserver and SFU; 0 = only at start.',
-  membership_check: 'Issue tokens only to users joined to the Matrix room (keep true in production).',
+  membership_check: 'Issue tokens only to users joined to the Matrix room. auto: on exactly when there is an\n' +
+    'appservice registration to ask the homeserver with, else off as in lk-jwt-service (the start-up\n' +
+    'log says which). true without a registration refuses to start; false turns it off.',
   publish_policy: 'Who may publish media: `everyone` (lk-jwt-service\'s Go release) or `full_access`\n' +
     '(only users of LIVEKIT_FULL_ACCESS_HOMESERVERS; remote users can then only watch and listen).',
   txn_id_ttl_seconds: 'How long appservice transaction ids are remembered to drop retries. Longer than\n' +

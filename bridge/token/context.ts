@@ -10,6 +10,8 @@ import type { HomeserverClient } from '../homeserver/client.ts';
 import type { CsApiResolver } from './cs-api-resolver.ts';
 import type { TokenMinter } from './jwt.ts';
 import type { MembershipChecker } from './membership.ts';
+import type { OpenIdVerifier } from './openid.ts';
+import type { PublishPolicy } from './grants.ts';
 import { roomCreationFailed } from './errors.ts';
 import type { LiveKitRoomName } from './names.ts';
 import type { SfuRoomService } from '../sfu/room-service.ts';
@@ -17,8 +19,7 @@ import type { SfuRoomService } from '../sfu/room-service.ts';
 /** What the token service asks of the SFU. */
 export type TokenSfuApi = Pick<SfuRoomService, 'createRoom' | 'participantExists'>;
 
-/** Who may publish: everyone (lk-jwt-service Go HEAD) or full-access users only (Rust PR #222). */
-export type PublishPolicy = 'everyone' | 'full_access';
+export type { PublishPolicy } from './grants.ts';
 
 export interface TokenContext {
   clock: Clock;
@@ -27,6 +28,8 @@ export interface TokenContext {
   fullAccessHomeservers: readonly string[];
   publishPolicy: PublishPolicy;
   federation: FederationClient;
+  /** OpenID userinfo: at a configured client-server URL, else over federation (openid.ts). */
+  openId: OpenIdVerifier;
   csApi: CsApiResolver;
   homeserver: HomeserverClient;
   minter: TokenMinter;
@@ -34,18 +37,16 @@ export interface TokenContext {
   membership: MembershipChecker;
   delayedLeave: DelayedLeaveManager;
   appservice?: { asToken: string; hsToken: string; serverName: string };
-  /** Client-server URL of our own homeserver when configured (`homeserver_url`). */
+  /** Client-server URL of our own homeserver when configured (`homeserver_url`, else its override). */
   homeserverUrl?: string;
   /** Counts answered requests by endpoint and status. */
   countRequest(endpoint: string, status: number): void;
 }
 
-export function isFullAccess(ctx: TokenContext, serverName: string): boolean {
-  const list = ctx.fullAccessHomeservers;
-  return (list.length === 1 && list[0] === '*') || list.includes(serverName);
-}
-
-/** Our own homeserver's client-server API: `homeserver_url`, else the usual resolution. */
+/**
+ * Our own homeserver's client-server API: `homeserver_url` or its `LIVEKIT_CS_API_URL_OVERRIDES`
+ * entry, else its `.well-known/matrix/client` (cached by the resolver).
+ */
 export async function ownCsApi(ctx: TokenContext, serverName: string): Promise<string> {
   if (ctx.homeserverUrl) return ctx.homeserverUrl.replace(/\/+$/, '');
   return ctx.csApi.resolve(serverName);

@@ -2,13 +2,16 @@
  * The OpenID-authenticated endpoints of lk-jwt-service: `POST /sfu/get` (deprecated),
  * `POST /get_token` and `POST /delegate_delayed_leave`, with its request fields, validation
  * order, errcodes, statuses and verbatim texts (matrixrtc-auth-service.md §1-§8), its CORS
- * wrapper on every answer, OPTIONS → 200 and other methods → 405. Two deliberate differences:
- * unknown JSON fields are ignored, and a token is issued only to a member of the Matrix room
- * (403 M_FORBIDDEN otherwise; `membership_check: false` turns that off).
+ * wrapper on every answer, OPTIONS → 200 and other methods → 405. Deliberate differences:
+ * unknown JSON fields are ignored; with an appservice registration a token is issued only to a
+ * member of the Matrix room (403 M_FORBIDDEN otherwise; `membership_check` in config.ts); and
+ * OpenID tokens of a server whose client-server URL is configured are checked there (openid.ts).
+ * What a token grants comes from grants.ts, as for the proxied endpoints.
  */
 import type { Request, RequestHandler, Response } from 'express';
 import { decodeBody, GET_TOKEN_SPEC, readBody, SFU_GET_SPEC } from './body.ts';
-import { createSfuRoom, isFullAccess, type TokenContext } from './context.ts';
+import { createSfuRoom, type TokenContext } from './context.ts';
+import { DELEGATION_RESTRICTED, grantsFor, type Grants } from './grants.ts';
 import { JobRejectedError, ShuttingDownError } from './delayed-leave.ts';
 import {
   badJson,
@@ -32,7 +35,6 @@ import {
 } from './names.ts';
 
 const DELAY_PAIR = 'The request body is missing `delay_id` or `delay_timeout`';
-const DELEGATION_RESTRICTED = 'Delegation of delayed events is only supported for full access users';
 
 /** Wraps a POST handler in lk-jwt-service's CORS/OPTIONS/405 behaviour and error mapping. */
 export function legacyEndpoint(ctx: TokenContext, name: string, handle: (req: Request) => Promise<unknown>): RequestHandler {
@@ -52,7 +54,7 @@ export function legacyEndpoint(ctx: TokenContext, name: string, handle: (req: Re
 
 async function verifyOpenId(ctx: TokenContext, accessToken: string, serverName: string): Promise<string> {
   try {
-    return await ctx.federation.verifyOpenIdToken(accessToken, serverName);
+    return await ctx.openId.verify(accessToken, serverName);
   } catch (err) {
     if (err instanceof OpenIdVerificationError) {
       ctx.logger.info({ serverName, reason: err.message }, 'OpenID token rejected');
@@ -71,9 +73,9 @@ function checkDelayPair(delayId: string, delayTimeout: number): void {
   if ((delayId !== '') !== (delayTimeout > 0)) throw badJson(DELAY_PAIR);
 }
 
-async function mint(ctx: TokenContext, room: LiveKitRoomName, identity: LiveKitIdentity, fullAccess: boolean): Promise<string> {
+async function mint(ctx: TokenContext, room: LiveKitRoomName, identity: LiveKitIdentity, grants: Grants): Promise<string> {
   try {
-    return await ctx.minter.mint(room, identity, ctx.publishPolicy === 'everyone' || fullAccess);
+    return await ctx.minter.mint(room, identity, grants.canPublish);
   } catch (err) {
     ctx.logger.error({ err: (err as Error).message }, 'could not mint a LiveKit token');
     throw internalError();
@@ -106,23 +108,21 @@ async function issue(
   ctx: TokenContext,
   o: { serverName: string; userId: string; room: LiveKitRoomName; identity: LiveKitIdentity; delayId: string; delayTimeout: number },
 ): Promise<{ url: string; jwt: string }> {
-  const fullAccess = isFullAccess(ctx, o.serverName);
+  const grants = grantsFor(ctx, o.serverName);
   const delegated = hasDelay(o.delayId, o.delayTimeout);
-  if (delegated && !fullAccess) throw badJson(DELEGATION_RESTRICTED);
-  const jwt = await mint(ctx, o.room, o.identity, fullAccess);
-  if (fullAccess) {
-    if (delegated) await resolveCsApi(ctx, o.serverName);
-    await createSfuRoom(ctx, o.room);
-    if (delegated) {
-      await addJob(ctx, {
-        delayId: o.delayId,
-        delayTimeoutMs: o.delayTimeout,
-        serverName: o.serverName,
-        room: o.room,
-        identity: o.identity,
-        userId: o.userId,
-      });
-    }
+  if (delegated && !grants.mayDelegate) throw badJson(DELEGATION_RESTRICTED);
+  const jwt = await mint(ctx, o.room, o.identity, grants);
+  if (delegated) await resolveCsApi(ctx, o.serverName);
+  if (grants.createRoom) await createSfuRoom(ctx, o.room);
+  if (delegated) {
+    await addJob(ctx, {
+      delayId: o.delayId,
+      delayTimeoutMs: o.delayTimeout,
+      serverName: o.serverName,
+      room: o.room,
+      identity: o.identity,
+      userId: o.userId,
+    });
   }
   return { url: ctx.livekitUrl, jwt };
 }
@@ -185,7 +185,7 @@ export async function handleDelegateDelayedLeave(ctx: TokenContext, req: Request
   const serverName = b.openid_token.matrix_server_name;
   const sub = await verifyOpenId(ctx, b.openid_token.access_token, serverName);
   if (sub !== b.member.claimed_user_id) throw unauthorised();
-  if (!isFullAccess(ctx, serverName)) throw new MatrixError(403, 'M_FORBIDDEN', DELEGATION_RESTRICTED);
+  if (!grantsFor(ctx, serverName).mayDelegate) throw new MatrixError(403, 'M_FORBIDDEN', DELEGATION_RESTRICTED);
   await resolveCsApi(ctx, serverName);
   await addJob(ctx, {
     delayId: b.delay_id,

@@ -4,13 +4,15 @@
  * client-server `delegate_delayed_leave`. The homeserver authenticates the caller and tells us
  * who it is (`X-Matrix-User-Identifier` for C-S, `X-Matrix-Origin` for S-S); we trust those
  * headers only behind `Authorization: Bearer <hs_token>` (compared in constant time). Both body
- * shapes are accepted: line A's `member` object and line B's `member_id`. Local users may
- * publish; federated users subscribe only. A remote `server_name` is relayed to that server
- * through our homeserver's `fed_proxy`.
+ * shapes are accepted: line A's `member` object and line B's `member_id`. What a token grants
+ * (publish, room creation, delegation) comes from grants.ts for the user's server, as on the
+ * legacy endpoints. A remote `server_name` is relayed to that server through our homeserver's
+ * `fed_proxy`.
  */
 import type { Request, RequestHandler, Response } from 'express';
 import { decodeBody, PROXIED_SPEC, readBody, type ProxiedBody } from './body.ts';
-import { createSfuRoom, isFullAccess, ownCsApi, type TokenContext } from './context.ts';
+import { createSfuRoom, ownCsApi, type TokenContext } from './context.ts';
+import { DELEGATION_RESTRICTED, grantsFor, type Grants } from './grants.ts';
 import { JobRejectedError, ShuttingDownError } from './delayed-leave.ts';
 import {
   badJson,
@@ -108,16 +110,16 @@ async function ourCsApi(ctx: TokenContext): Promise<string> {
   }
 }
 
-async function mintAndCreate(ctx: TokenContext, b: ProxiedBody, userId: string, canPublish: boolean, createRoom: boolean) {
+async function mintAndCreate(ctx: TokenContext, b: ProxiedBody, userId: string, grants: Grants) {
   const room = liveKitRoomAlias(b.room_id, b.slot_id);
   let jwt: string;
   try {
-    jwt = await ctx.minter.mint(room, identityFor(userId, b), canPublish);
+    jwt = await ctx.minter.mint(room, identityFor(userId, b), grants.canPublish);
   } catch (err) {
     ctx.logger.error({ err: (err as Error).message }, 'could not mint a LiveKit token');
     throw internalError();
   }
-  if (createRoom) await createSfuRoom(ctx, room);
+  if (grants.createRoom) await createSfuRoom(ctx, room);
   return { jwt };
 }
 
@@ -127,10 +129,11 @@ export async function handleCsGetToken(ctx: TokenContext, req: Request): Promise
   const ours = ctx.appservice!.serverName;
   const local = !b.server_name || b.server_name === ours;
   if (local && b.url !== ctx.livekitUrl) throw urlMismatch();
-  if (!serverNameOfUserId(mxid)) throw malformedUser();
+  const userServer = serverNameOfUserId(mxid);
+  if (!userServer) throw malformedUser();
   await ourCsApi(ctx);
   await ctx.membership.requireJoined(b.room_id, mxid);
-  if (local) return mintAndCreate(ctx, b, mxid, true, isFullAccess(ctx, ours));
+  if (local) return mintAndCreate(ctx, b, mxid, grantsFor(ctx, userServer));
 
   // Remote SFU: ask the destination server's token service through our homeserver.
   const cs = await ourCsApi(ctx);
@@ -168,14 +171,18 @@ export async function handleSsGetToken(ctx: TokenContext, req: Request): Promise
   await ourCsApi(ctx);
   await ctx.membership.requireJoined(b.room_id, b.user_id);
   if (b.url !== ctx.livekitUrl) throw urlMismatch();
-  return mintAndCreate(ctx, b, b.user_id, false, true);
+  return mintAndCreate(ctx, b, b.user_id, grantsFor(ctx, userServer));
 }
 
 export async function handleCsDelegateDelayedLeave(ctx: TokenContext, req: Request): Promise<unknown> {
   const mxid = headerValue(req, 'X-Matrix-User-Identifier', 'Missing request authorization');
   const b = await readProxiedBody(req, ['url', 'room_id', 'slot_id', 'delay_id']);
   if (b.url !== ctx.livekitUrl) throw urlMismatch();
-  if (!serverNameOfUserId(mxid)) throw malformedUser();
+  const userServer = serverNameOfUserId(mxid);
+  if (!userServer) throw malformedUser();
+  if (!grantsFor(ctx, userServer).mayDelegate) {
+    throw new MatrixError(403, 'M_FORBIDDEN', DELEGATION_RESTRICTED);
+  }
   const cs = await ourCsApi(ctx);
   const as = { asToken: ctx.appservice!.asToken, userId: mxid };
   let delayMs = b.delay_timeout;

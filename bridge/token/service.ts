@@ -17,7 +17,7 @@ import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import { createRedisConnection, type RedisClient } from '../../common/redis.ts';
 import type { BridgeConfig } from '../config.ts';
-import type { PublishPolicy, TokenContext, TokenSfuApi } from './context.ts';
+import { ownCsApi, type PublishPolicy, type TokenContext, type TokenSfuApi } from './context.ts';
 import { createDelayedLeaveManager, type DelayedLeaveManager } from './delayed-leave.ts';
 import { sendGoNotFound } from './errors.ts';
 import { createFederationClient, type FederationClientDeps } from './federation.ts';
@@ -27,6 +27,7 @@ import { createMemoryJobStore, createRedisJobStore, type DelayedLeaveJobStore } 
 import { createTokenMinter } from './jwt.ts';
 import { handleDelegateDelayedLeave, handleGetToken, handleSfuGet, legacyEndpoint } from './legacy.ts';
 import { createMembershipChecker, type RoomMembershipOracle } from './membership.ts';
+import { createOpenIdVerifier } from './openid.ts';
 import { CS_PREFIX, handleCsDelegateDelayedLeave, handleCsGetToken, handleSsGetToken, proxiedEndpoint, SS_GET_TOKEN_PATH } from './proxied.ts';
 import { createSfuRoomService } from '../sfu/room-service.ts';
 
@@ -55,6 +56,12 @@ export interface TokenServiceDeps {
 export interface TokenService {
   readonly router: Router;
   readonly delayedLeave: DelayedLeaveManager;
+  /**
+   * The appservice's homeserver's client-server URL (config.ts's `appservice.homeserverUrl`,
+   * else its `.well-known/matrix/client`, cached 4 h); throws CsApiUnresolvableError, or Error
+   * without an appservice registration.
+   */
+  ownHomeserverUrl(): Promise<string>;
   start(): Promise<void>;
   close(): Promise<void>;
 }
@@ -73,8 +80,8 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   });
 
   const overrides = { ...config.csApiUrlOverrides };
-  if (config.appservice && config.homeserver_url && !overrides[config.appservice.serverName]) {
-    overrides[config.appservice.serverName] = config.homeserver_url.replace(/\/+$/, '');
+  if (config.appservice?.homeserverUrl && !overrides[config.appservice.serverName]) {
+    overrides[config.appservice.serverName] = config.appservice.homeserverUrl;
   }
   const federation = createFederationClient({
     clock,
@@ -110,13 +117,35 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   });
 
   const membership = createMembershipChecker({
-    enabled: config.membership_check,
+    enabled: config.membershipCheck,
     logger,
     oracle: deps.membershipOracle,
     homeserver,
     csApi,
     appservice: config.appservice,
-    homeserverUrl: config.homeserver_url || undefined,
+    homeserverUrl: config.appservice?.homeserverUrl,
+  });
+  if (config.membershipCheck) {
+    logger.info(
+      { serverName: config.appservice?.serverName },
+      'membership check on: tokens only for users joined to the Matrix room, asked of the homeserver with the appservice registration',
+    );
+  } else if (config.membership_check === false) {
+    logger.info('membership check off (membership_check: false): any user with a valid OpenID token gets a token');
+  } else {
+    logger.info(
+      'membership check off: no appservice registration, so tokens go to any user with a valid OpenID token, as lk-jwt-service does ' +
+        '(set LIVEKIT_AS_REGISTRATION_FILE and LIVEKIT_HS_SERVER_NAME to check room membership)',
+    );
+  }
+  const ownServer = config.appservice?.serverName;
+  const openId = createOpenIdVerifier({
+    logger,
+    federation,
+    fetch: deps.fetch,
+    // Our own homeserver at its known URL; any server the operator gave a client-server URL for, there.
+    knownClientServerUrl: async (serverName) =>
+      serverName === ownServer ? ownCsApi(ctx, serverName) : config.csApiUrlOverrides[serverName],
   });
 
   const ctx: TokenContext = {
@@ -126,6 +155,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     fullAccessHomeservers: config.fullAccessHomeservers,
     publishPolicy: deps.publishPolicy ?? config.publish_policy ?? 'everyone',
     federation,
+    openId,
     csApi,
     homeserver,
     minter: createTokenMinter({ clock, apiKey: config.livekit.key, apiSecret: config.livekit.secret }),
@@ -133,7 +163,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     membership,
     delayedLeave,
     appservice: config.appservice,
-    homeserverUrl: config.homeserver_url || undefined,
+    homeserverUrl: config.appservice?.homeserverUrl,
     countRequest: (endpoint, status) => requests.inc({ endpoint, status: String(status) }),
   };
 
@@ -176,6 +206,10 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   return {
     router,
     delayedLeave,
+    async ownHomeserverUrl() {
+      if (!ownServer) throw new Error('no appservice registration: the bridge has no homeserver of its own');
+      return ownCsApi(ctx, ownServer);
+    },
     async start() {
       try {
         await delayedLeave.restore();

@@ -70,7 +70,7 @@ export async function startTokenHarness(opts: TokenHarnessOptions = {}): Promise
     LIVEKIT_FULL_ACCESS_HOMESERVERS: opts.fullAccess ?? fed.serverName,
     LIVEKIT_JWT_BIND: '127.0.0.1:0',
     LIVEKIT_CS_API_URL_OVERRIDES: `${fed.serverName}=${hs.url}`,
-    BRIDGE_MEMBERSHIP_CHECK: String(opts.membershipCheck ?? true),
+    ...(opts.membershipCheck !== undefined ? { BRIDGE_MEMBERSHIP_CHECK: String(opts.membershipCheck) } : {}),
     ...(opts.appservice !== false
       ? { LIVEKIT_AS_TOKEN: AS_TOKEN, LIVEKIT_HS_TOKEN: HS_TOKEN, LIVEKIT_HS_SERVER_NAME: fed.serverName }
       : {}),

@@ -1,18 +1,23 @@
 /**
  * OpenID verification over federation TLS: certificate checks and the one exact value that skips
  * them, server-name resolution (IP literal with port, .well-known delegation, SRV) with the
- * right Host and SNI, and cached resolution.
+ * right Host and SNI, and cached resolution; and OpenID at a client-server URL the configuration
+ * names (plain HTTP allowed), with its 401 final and a fallback to federation where it does not
+ * serve userinfo.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeFederationServer, type FakeFederationServer } from '../fake-homeserver/federation.ts';
+import { startFakeHomeserver, testRegistration } from '../fake-homeserver/server.ts';
 import { startTokenHarness, type TokenHarness, type TokenHarnessOptions } from './token-harness.ts';
 
 const ROOM = '!room:example.com';
 const running: TokenHarness[] = [];
 const feds: FakeFederationServer[] = [];
+const stops: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const h of running.splice(0)) await h.stop();
   for (const f of feds.splice(0)) await f.stop();
+  for (const s of stops.splice(0)) await s();
 });
 async function start(opts: TokenHarnessOptions = {}): Promise<TokenHarness> {
   const h = await startTokenHarness({ fullAccess: 'trusted.example.com', membershipCheck: false, appservice: false, ...opts });
@@ -102,5 +107,58 @@ describe('server-name resolution', () => {
     const info = target.requests.find((r) => r.path.endsWith('/userinfo'))!;
     expect(info.host).toBe('localhost');
     expect(info.sni).toBe('localhost');
+  });
+});
+
+describe('OpenID at a configured client-server URL (openid.ts)', () => {
+  /** The fake homeserver core on plain HTTP, recording the userinfo requests it answers. */
+  async function plainHomeserver() {
+    const userinfo: string[] = [];
+    const hs = await startFakeHomeserver({
+      registration: testRegistration(null),
+      extraRoutes: (app) => {
+        app.use((req, _res, next) => {
+          if (req.path === '/_matrix/federation/v1/openid/userinfo') userinfo.push(req.path);
+          next();
+        });
+      },
+    });
+    stops.push(() => hs.stop());
+    const alice = hs.model.registerUser('alice');
+    const res = await fetch(`${hs.url}/_matrix/client/v3/user/${encodeURIComponent(alice.userId)}/openid/request_token`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${alice.accessToken}`, 'Content-Type': 'application/json' },
+      body: '{}',
+    });
+    const openid = (await res.json()) as Record<string, unknown>;
+    return { hs, userinfo, openid };
+  }
+
+  it('verifies a server named in LIVEKIT_CS_API_URL_OVERRIDES at that plain-HTTP URL, and its 401 is final', async () => {
+    const { hs, userinfo, openid } = await plainHomeserver();
+    const h = await start({ env: { LIVEKIT_CS_API_URL_OVERRIDES: `localhost=${hs.url}` } });
+    const ok = await h.post('/sfu/get', { room: ROOM, device_id: 'D', openid_token: openid });
+    expect(ok.status).toBe(200);
+    expect(userinfo).toHaveLength(1);
+    const bad = await h.post('/sfu/get', { room: ROOM, device_id: 'D', openid_token: { ...openid, access_token: 'not-a-token' } });
+    expect(bad.status).toBe(401);
+    expect(userinfo).toHaveLength(2);
+    expect(h.fed.requests.filter((r) => r.path.endsWith('/userinfo'))).toEqual([]);
+  });
+
+  it('refuses a sub of another server from the configured URL, as over federation', async () => {
+    const { hs, openid } = await plainHomeserver();
+    const h = await start({ env: { LIVEKIT_CS_API_URL_OVERRIDES: `evil.example=${hs.url}` } });
+    const res = await h.post('/sfu/get', { room: ROOM, device_id: 'D', openid_token: { ...openid, matrix_server_name: 'evil.example' } });
+    expect(res.status).toBe(401);
+  });
+
+  it('falls back to federation discovery when the configured URL does not serve userinfo', async () => {
+    // The harness's override points the fake federation server's name at a client-server API
+    // without the federation resource (404).
+    const h = await start();
+    expect((await sfuGet(h, h.fed.serverName, `@alice:${h.fed.serverName}`)).status).toBe(200);
+    expect(h.hs.requests.some((r) => r.path === '/_matrix/federation/v1/openid/userinfo')).toBe(true);
+    expect(h.fed.requests.filter((r) => r.path.endsWith('/userinfo'))).toHaveLength(1);
   });
 });

@@ -16,8 +16,16 @@ const running: TokenHarness[] = [];
 afterEach(async () => {
   for (const h of running.splice(0)) await h.stop();
 });
+/** alice's server (the harness's) is not full-access unless a test says so. */
 async function start(opts: TokenHarnessOptions = {}): Promise<TokenHarness> {
   const h = await startTokenHarness({ fullAccess: 'trusted.example.com', ...opts });
+  running.push(h);
+  return h;
+}
+const startRestricted = start;
+/** alice's server is the full-access one. */
+async function startFull(opts: TokenHarnessOptions = {}): Promise<TokenHarness> {
+  const h = await startTokenHarness(opts);
   running.push(h);
   return h;
 }
@@ -144,9 +152,18 @@ describe('C-S get_token', () => {
     expect(c.video.room).toBe(liveKitRoomAlias(ROOM, 'm.call#'));
   });
 
+  it('follows publish_policy: full_access for a local user of a server without full access', async () => {
+    const h = await start({ env: { BRIDGE_PUBLISH_POLICY: 'full_access' } });
+    h.hs.setJoined(ROOM, alice(h), true);
+    const res = await h.post(`${CS}/get_token`, lineB(h), csHeaders(alice(h)));
+    expect(res.status).toBe(200);
+    expect(claimsOf(res.json!.jwt).video.canPublish).toBe(false);
+  });
+
   it('relays a remote server_name through fed_proxy and answers 502 when the destination fails (its SFU is down)', async () => {
-    const remote = await start({ fullAccess: 'trusted.example.com' });
     const h = await start();
+    // alice's server is full-access there, so the destination creates the room: that fails.
+    const remote = await start({ fullAccess: h.fed.serverName });
     h.hs.setJoined(ROOM, alice(h), true);
     remote.hs.setJoined(ROOM, alice(h), true);
     h.hs.addFederationDestination(remote.fed.serverName, remote.url, HS_TOKEN);
@@ -259,21 +276,55 @@ describe('S-S get_token', () => {
     const h = await start({ env: { LIVEKIT_CS_API_URL_OVERRIDES: '' } });
     expect((await h.post(SS, ssBody(h), ssHeaders(origin))).json).toEqual({ errcode: 'M_BAD_JSON', error: 'Unable to resolve client-server API' });
   });
+  it('creates no SFU room for a user of a server without full access, as the legacy endpoints do', async () => {
+    const created: string[] = [];
+    const h = await start({
+      env: { BRIDGE_PUBLISH_POLICY: 'full_access' },
+      deps: { sfu: { createRoom: async (room: string) => void created.push(room), participantExists: async () => false } },
+    });
+    h.hs.setJoined(ROOM, `@alice:${origin}`, true);
+    const res = await h.post(SS, ssBody(h), ssHeaders(origin));
+    expect(res.status).toBe(200);
+    expect(claimsOf(res.json!.jwt).video.canPublish).toBe(false);
+    expect(created).toEqual([]);
+  });
+  it('creates the SFU room for a user of a full-access server, with the grants of the legacy endpoints', async () => {
+    const created: string[] = [];
+    const h = await start({
+      fullAccess: origin,
+      deps: { sfu: { createRoom: async (room: string) => void created.push(room), participantExists: async () => false } },
+    });
+    h.hs.setJoined(ROOM, `@alice:${origin}`, true);
+    const res = await h.post(SS, ssBody(h), ssHeaders(origin));
+    expect(res.status).toBe(200);
+    expect(claimsOf(res.json!.jwt).video.canPublish).toBe(true);
+    expect(created).toEqual([liveKitRoomAlias(ROOM, 'm.call#')]);
+  });
 });
 
 describe('C-S delegate_delayed_leave', () => {
   const body = (h: TokenHarness, extra: Record<string, unknown> = {}) => ({ ...lineB(h), delay_id: 'syd_cs_1', ...extra });
   const P = `${CS}/delegate_delayed_leave`;
+  // Delegation is for users of full-access servers (grants.ts): here alice's own server.
+
+  it('refuses a user of a server without full access with 403, as /delegate_delayed_leave does', async () => {
+    const h = await startRestricted();
+    h.hs.scheduleDelayedEvent({ delayId: 'syd_cs_1', roomId: ROOM, delayMs: 8000, userId: alice(h) });
+    const res = await h.post(P, body(h), csHeaders(alice(h)));
+    expect(res.status).toBe(403);
+    expect(res.json).toEqual({ errcode: 'M_FORBIDDEN', error: 'Delegation of delayed events is only supported for full access users' });
+    expect(h.hs.requests.filter((r) => r.path.includes('/delayed_events/'))).toEqual([]);
+  });
 
   it('rejects missing and wrong homeserver tokens and a missing header', async () => {
-    const h = await start();
+    const h = await startFull();
     expect((await h.post(P, body(h), csHeaders(alice(h), null))).json!.errcode).toBe('M_MISSING_TOKEN');
     expect((await h.post(P, body(h), csHeaders(alice(h), 'nope'))).json!.errcode).toBe('M_UNKNOWN_TOKEN');
     expect((await h.post(P, body(h), csHeaders())).json!.errcode).toBe('M_UNAUTHORIZED');
     expect(h.hs.actions()).toEqual([]);
   });
   it('rejects url mismatch, empty url, missing fields, malformed JSON and GET', async () => {
-    const h = await start();
+    const h = await startFull();
     expect((await h.post(P, body(h, { url: 'wss://x' }), csHeaders(alice(h)))).json!.errcode).toBe('M_INVALID_PARAM');
     expect((await h.post(P, body(h, { url: '' }), csHeaders(alice(h)))).json!.errcode).toBe('M_BAD_JSON');
     expect((await h.post(P, body(h, { delay_id: undefined }), csHeaders(alice(h)))).json!.errcode).toBe('M_BAD_JSON');
@@ -281,11 +332,11 @@ describe('C-S delegate_delayed_leave', () => {
     expect((await h.request('GET', P)).status).toBe(405);
   });
   it('rejects when our client-server API is unresolvable (unresolvable_cs_api)', async () => {
-    const h = await start({ env: { LIVEKIT_CS_API_URL_OVERRIDES: '' } });
+    const h = await startFull({ env: { LIVEKIT_CS_API_URL_OVERRIDES: '' } });
     expect((await h.post(P, body(h), csHeaders(alice(h)))).json!.error).toBe('Unable to resolve client-server API');
   });
   it('looks the delay up with the as_token and asserted user, then answers {} (delay_timeout_looked_up)', async () => {
-    const h = await start();
+    const h = await startFull();
     h.hs.scheduleDelayedEvent({ delayId: 'syd_cs_1', roomId: ROOM, delayMs: 8000, userId: alice(h) });
     const res = await h.post(P, body(h), csHeaders(alice(h)));
     expect(res.status).toBe(200);
@@ -296,31 +347,31 @@ describe('C-S delegate_delayed_leave', () => {
     expect(lookups[0]!.query.user_id).toBe(alice(h));
   });
   it('rejects an unknown delay_id (unknown_delay_id_rejected)', async () => {
-    const h = await start();
+    const h = await startFull();
     const res = await h.post(P, body(h), csHeaders(alice(h)));
     expect(res.json).toEqual({ errcode: 'M_INVALID_PARAM', error: 'Unknown `delay_id`' });
     expect(h.hs.actions()).toEqual([]);
   });
   it('rejects a delay_id of another room (delay_id_for_another_room_rejected)', async () => {
-    const h = await start();
+    const h = await startFull();
     h.hs.scheduleDelayedEvent({ delayId: 'syd_cs_1', roomId: '!other:example.com', delayMs: 300, userId: alice(h) });
     expect((await h.post(P, body(h), csHeaders(alice(h)))).json!.error).toBe('Unknown `delay_id`');
   });
   it('answers 503 when the look-up fails with 5xx', async () => {
-    const h = await start();
+    const h = await startFull();
     h.hs.setLookupFailure(502);
     const res = await h.post(P, body(h), csHeaders(alice(h)));
     expect(res.status).toBe(503);
     expect(res.json).toEqual({ errcode: 'M_UNKNOWN', error: 'Unable to look up the delayed event' });
   });
   it('drives the job from the looked-up delay (looked_up_delay_drives_the_job)', async () => {
-    const h = await start();
+    const h = await startFull();
     h.hs.scheduleDelayedEvent({ delayId: 'syd_cs_1', roomId: ROOM, delayMs: 300, userId: alice(h) });
     expect((await h.post(P, body(h), csHeaders(alice(h)))).status).toBe(200);
     await waitFor('send', () => h.hs.actions().includes('syd_cs_1:send') || undefined);
   });
   it('restarts and sends with the as_token and ?user_id (restart_and_send_use_identity_assertion)', async () => {
-    const h = await start();
+    const h = await startFull();
     h.hs.scheduleDelayedEvent({ delayId: 'syd_cs_1', roomId: ROOM, delayMs: 8000, userId: alice(h) });
     expect((await h.post(P, body(h), csHeaders(alice(h)))).status).toBe(200);
     const room = liveKitRoomAlias(ROOM, 'm.call#');

@@ -36,6 +36,58 @@ describe('bridge config', () => {
     expect(cfg.appservice).toBeUndefined();
     expect(cfg.logLevel).toBe('info');
     expect(cfg.membershipCheckIntervalSeconds).toBe(30);
+    expect(cfg.membership_check).toBe('auto');
+    expect(cfg.membershipCheck).toBe(false);
+  });
+
+  it("runs with only lk-jwt-service's variables: no membership check, no appservice", () => {
+    const cfg = resolveBridgeConfig({ ...base, LIVEKIT_JWT_BIND: '127.0.0.1:8080', LIVEKIT_CS_API_URL_OVERRIDES: 'example.org=http://127.0.0.1:8008' });
+    expect(cfg.membershipCheck).toBe(false);
+    expect(cfg.appservice).toBeUndefined();
+  });
+
+  const appserviceEnv: Env = { ...base, LIVEKIT_AS_TOKEN: 'AS', LIVEKIT_HS_TOKEN: 'HS', LIVEKIT_HS_SERVER_NAME: 'example.org' };
+
+  it('turns the membership check on by itself with an appservice registration', () => {
+    expect(resolveBridgeConfig(appserviceEnv).membershipCheck).toBe(true);
+    expect(resolveBridgeConfig({ ...appserviceEnv, BRIDGE_MEMBERSHIP_CHECK: 'false' }).membershipCheck).toBe(false);
+    expect(resolveBridgeConfig({ ...appserviceEnv, BRIDGE_MEMBERSHIP_CHECK: 'auto' }).membershipCheck).toBe(true);
+  });
+
+  it('refuses an explicit membership check without a registration, naming the key it came from and the fix', () => {
+    const fromEnv = problemsOf({ ...base, BRIDGE_MEMBERSHIP_CHECK: 'true' });
+    expect(fromEnv).toHaveLength(1);
+    expect(fromEnv[0]).toMatch(/^BRIDGE_MEMBERSHIP_CHECK: true needs an appservice registration/);
+    expect(fromEnv[0]).toMatch(/LIVEKIT_AS_REGISTRATION_FILE/);
+    expect(fromEnv[0]).toMatch(/LIVEKIT_HS_SERVER_NAME/);
+    expect(fromEnv[0]).toMatch(/auto \(the default\) or false/);
+    const dir = mkdtempSync(join(tmpdir(), 'bridge-cfg-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(file, 'membership_check: true\n');
+    expect(() => resolveBridgeConfig(base, file)).toThrow(/membership_check: true needs an appservice registration/);
+    expect(resolveBridgeConfig(appserviceEnv, file).membershipCheck).toBe(true);
+  });
+
+  it('refuses a membership_check that is neither auto nor a boolean', () => {
+    expect(problemsOf({ ...base, BRIDGE_MEMBERSHIP_CHECK: 'sometimes' }).some((p) => p.startsWith('membership_check: '))).toBe(true);
+  });
+
+  it.each<[string, Env, string | undefined, string]>([
+    ['BRIDGE_HOMESERVER_URL first', { BRIDGE_HOMESERVER_URL: 'http://synapse:8008/', LIVEKIT_CS_API_URL_OVERRIDES: 'example.org=http://other:8008' }, 'http://synapse:8008', 'homeserver_url'],
+    ['then the override for LIVEKIT_HS_SERVER_NAME', { LIVEKIT_CS_API_URL_OVERRIDES: 'elsewhere.org=http://x:1,example.org=http://127.0.0.1:8008' }, 'http://127.0.0.1:8008', 'LIVEKIT_CS_API_URL_OVERRIDES'],
+    ['else the server name\'s .well-known at start', { LIVEKIT_CS_API_URL_OVERRIDES: 'elsewhere.org=http://x:1' }, undefined, '.well-known/matrix/client'],
+  ])("finds the appservice's homeserver URL: %s", (_name, extra, url, from) => {
+    const cfg = resolveBridgeConfig({ ...appserviceEnv, ...extra });
+    expect(cfg.appservice?.homeserverUrl).toBe(url);
+    expect(cfg.appservice?.homeserverUrlFrom).toBe(from);
+  });
+
+  it.each([
+    ['a server name that is not one', { ...appserviceEnv, LIVEKIT_HS_SERVER_NAME: 'https://example.org' }, /^LIVEKIT_HS_SERVER_NAME: /],
+    ['a homeserver URL without a scheme', { ...appserviceEnv, BRIDGE_HOMESERVER_URL: 'synapse:8008' }, /^homeserver_url \(BRIDGE_HOMESERVER_URL\): /],
+  ])('refuses %s', (_n, env, pattern) => {
+    const problems = problemsOf(env);
+    expect(problems.some((p) => pattern.test(p)), problems.join('\n')).toBe(true);
   });
 
   it.each([
@@ -75,7 +127,15 @@ describe('bridge config', () => {
     const reg = join(dir, 'reg.yaml');
     writeFileSync(reg, 'id: rtc\nas_token: AS\nhs_token: HS\nurl: http://127.0.0.1:8080\n');
     const cfg = resolveBridgeConfig({ ...base, LIVEKIT_AS_REGISTRATION_FILE: reg, LIVEKIT_HS_SERVER_NAME: 'example.org' });
-    expect(cfg.appservice).toEqual({ asToken: 'AS', hsToken: 'HS', serverName: 'example.org', registrationFile: reg, id: 'rtc' });
+    expect(cfg.appservice).toEqual({
+      asToken: 'AS',
+      hsToken: 'HS',
+      serverName: 'example.org',
+      registrationFile: reg,
+      id: 'rtc',
+      homeserverUrl: undefined,
+      homeserverUrlFrom: '.well-known/matrix/client',
+    });
   });
 
   it('layers BRIDGE_* variables over the YAML file', () => {
