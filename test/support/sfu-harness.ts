@@ -30,6 +30,12 @@ export async function startTestSfu(
     room?: Record<string, unknown>;
     /** The SFU's `webhook` section (`api_key`, `urls`). */
     webhook?: Record<string, unknown>;
+    /** The SFU's `limit`, `signal_limits` and `overload` sections. */
+    limit?: Record<string, unknown>;
+    signal_limits?: Record<string, unknown>;
+    overload?: Record<string, unknown>;
+    /** CPU time the load monitor reads (overload.cpu_load_limit); the process's when absent. */
+    cpuUsage?: () => { user: number; system: number };
     clock?: Clock;
     logger?: Logger;
     tap?: PacketTap;
@@ -45,6 +51,10 @@ export async function startTestSfu(
       rtc: { node_ip: '127.0.0.1', port_range_start: 40000, port_range_end: 49999 },
       room: opts.room ?? {},
       ...(opts.webhook ? { webhook: opts.webhook } : {}),
+      ...(opts.limit ? { limit: opts.limit } : {}),
+      ...(opts.signal_limits ? { signal_limits: opts.signal_limits } : {}),
+      // Tests share a process (and its CPU) with their clients: CPU shedding only when asked.
+      overload: { cpu_load_limit: 0, ...opts.overload },
       logging: { level: 'warn' },
     },
     'test',
@@ -65,7 +75,13 @@ export async function startTestSfu(
         clock,
       })
     : undefined;
-  const sfu = createSfuServer({ config, logger, clock, ...(transportFactory ? { transportFactory } : {}) });
+  const sfu = createSfuServer({
+    config,
+    logger,
+    clock,
+    ...(transportFactory ? { transportFactory } : {}),
+    ...(opts.cpuUsage ? { cpuUsage: opts.cpuUsage } : {}),
+  });
   const { url } = await sfu.start();
   return {
     sfu,
