@@ -10,6 +10,7 @@ import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
 import { createWeriftTransportFactory } from '../../sfu/media/transport.ts';
 import type { PacketTap } from '../../sfu/media/forwarder.ts';
 import type { WeriftTransportConfig } from '../../sfu/media/peer-config.ts';
+import type { MediaTransportFactory } from '../../sfu/rtc/types.ts';
 
 export const TEST_API_KEY = 'testkey';
 export const TEST_API_SECRET = 'test-secret-0123456789abcdef-0123456789';
@@ -34,6 +35,8 @@ export async function startTestSfu(
     limit?: Record<string, unknown>;
     signal_limits?: Record<string, unknown>;
     overload?: Record<string, unknown>;
+    /** Wraps the werift transport factory (a test double around the real transports). */
+    wrapTransports?: (factory: MediaTransportFactory) => MediaTransportFactory;
     /** CPU time the load monitor reads (overload.cpu_load_limit); the process's when absent. */
     cpuUsage?: () => { user: number; system: number };
     clock?: Clock;
@@ -62,8 +65,8 @@ export async function startTestSfu(
   const logger =
     opts.logger ?? (process.env.SFU_TEST_LOG ? createLogger({ name: 'sfu', level: 'debug' }) : createSilentLogger());
   const clock = opts.clock ?? systemClock;
-  const transportFactory =
-    opts.tap || opts.dropOutgoing
+  const weriftFactory =
+    opts.tap || opts.dropOutgoing || opts.wrapTransports
     ? createWeriftTransportFactory({
         config: {
           portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
@@ -75,6 +78,7 @@ export async function startTestSfu(
         clock,
       })
     : undefined;
+  const transportFactory = weriftFactory && opts.wrapTransports ? opts.wrapTransports(weriftFactory) : weriftFactory;
   const sfu = createSfuServer({
     config,
     logger,
