@@ -274,6 +274,15 @@ function runSocket(ws: WebSocket, auth: Authorized, deps: SignallingDeps): void 
   };
   void refresh();
 
+  /** Never lets a fault out of a socket event handler, where it would reach the process. */
+  const failSession = (err: unknown) => {
+    try {
+      session.fail(err);
+    } catch (closeErr) {
+      log.error({ err, closeErr }, 'closing a failed participant failed too');
+      ws.terminate();
+    }
+  };
   const rate = createMessageRate(deps.clock, deps.limits.signal_limits);
   ws.on('message', (data: RawData, isBinary: boolean) => {
     lastHeard = deps.clock.now();
@@ -298,13 +307,18 @@ function runSocket(ws: WebSocket, auth: Authorized, deps: SignallingDeps): void 
       session.handleRequest(req);
     } catch (err) {
       // One participant's fault ends that participant only (logged and counted by `fail`).
-      session.fail(err);
+      failSession(err);
     }
   });
   ws.on('close', () => {
     const wasClosed = closed;
     stop();
-    if (!wasClosed) session.handleDisconnect();
+    if (wasClosed) return;
+    try {
+      session.handleDisconnect();
+    } catch (err) {
+      failSession(err);
+    }
   });
   ws.on('error', (err) => log.debug({ err }, 'signal socket error'));
 }
