@@ -76,12 +76,27 @@ export function identityWithinLimit(limit: LimitConfig, identity: string): boole
   return within(limit.max_participant_identity_length, bytes(identity));
 }
 
+/** The config key of each participant field's LiveKit limit. */
+export const FIELD_LIMIT_KEYS = {
+  name: 'limit.max_participant_name_length',
+  metadata: 'limit.max_metadata_size',
+  attributes: 'limit.max_attributes_size',
+} as const;
+
+/** A broken cap: the config key and what was seen. */
+export interface CapProblem {
+  limit: string;
+  detail: string;
+}
+
 /**
  * Why an SDP must not reach werift's parser, or undefined when it may. Linear in the text:
  * a 1 MB SDP is scanned in about a millisecond, where werift took 16 s for one.
  */
-export function sdpProblem(limits: SignalLimits, sdp: string): string | undefined {
-  if (sdp.length > limits.max_sdp_bytes) return `SDP is ${sdp.length} bytes, over signal_limits.max_sdp_bytes (${limits.max_sdp_bytes})`;
+export function sdpProblem(limits: SignalLimits, sdp: string): CapProblem | undefined {
+  if (sdp.length > limits.max_sdp_bytes) {
+    return { limit: 'signal_limits.max_sdp_bytes', detail: `SDP of ${sdp.length} bytes (cap ${limits.max_sdp_bytes})` };
+  }
   let sections = 0;
   let ssrcLines = 0;
   let at = 0;
@@ -92,12 +107,15 @@ export function sdpProblem(limits: SignalLimits, sdp: string): string | undefine
       sections++;
       ssrcLines = 0;
       if (sections > limits.max_sdp_media_sections) {
-        return `SDP has more than signal_limits.max_sdp_media_sections (${limits.max_sdp_media_sections}) m= sections`;
+        return { limit: 'signal_limits.max_sdp_media_sections', detail: `SDP with over ${limits.max_sdp_media_sections} m= sections` };
       }
     } else if (sdp.startsWith('a=ssrc', at)) {
       ssrcLines++;
       if (ssrcLines > limits.max_sdp_ssrc_lines_per_section) {
-        return `an m= section has more than signal_limits.max_sdp_ssrc_lines_per_section (${limits.max_sdp_ssrc_lines_per_section}) a=ssrc lines`;
+        return {
+          limit: 'signal_limits.max_sdp_ssrc_lines_per_section',
+          detail: `m= section with over ${limits.max_sdp_ssrc_lines_per_section} a=ssrc lines`,
+        };
       }
     }
     at = end + 1;

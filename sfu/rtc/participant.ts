@@ -51,6 +51,7 @@ import { DynacastState } from './dynacast.ts';
 import { maxQualityFor, subscribedQualityUpdate, type TrackSettings } from './layers.ts';
 import type { GuardMetrics } from '../metrics.ts';
 import {
+  FIELD_LIMIT_KEYS,
   UPDATE_LIMIT_MESSAGES,
   mergeAttributes,
   participantFieldOverLimit,
@@ -330,8 +331,7 @@ export class Participant {
       attributes: mergeAttributes(this.attributes, v.attributes),
     });
     if (over) {
-      const key = { name: 'max_participant_name_length', metadata: 'max_metadata_size', attributes: 'max_attributes_size' }[over];
-      this.guard.badInput(`update_metadata over limit.${key}`, {}, `limit.${key}`);
+      this.guard.badInput(`update_metadata over ${FIELD_LIMIT_KEYS[over]}`, {}, FIELD_LIMIT_KEYS[over]);
       this.refuse(RequestResponse_Reason.LIMIT_EXCEEDED, UPDATE_LIMIT_MESSAGES[over], v.requestId);
       return;
     }
@@ -346,8 +346,7 @@ export class Participant {
   private sdpAcceptable(sdp: string, what: 'offer' | 'answer'): boolean {
     const problem = sdpProblem(this.limits.signal, sdp);
     if (!problem) return true;
-    this.closeForLimit(problem.includes('media_sections') ? 'signal_limits.max_sdp_media_sections'
-      : problem.includes('ssrc') ? 'signal_limits.max_sdp_ssrc_lines_per_section' : 'signal_limits.max_sdp_bytes', `${what} refused: ${problem}`);
+    this.closeForLimit(problem.limit, `${what} refused: ${problem.detail}`);
     return false;
   }
 

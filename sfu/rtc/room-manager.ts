@@ -36,6 +36,7 @@ import type { JoinRequest, MediaTransportFactory, SignalSink } from './types.ts'
 import type { Participant } from './participant.ts';
 import type { GuardMetrics } from '../metrics.ts';
 import {
+  FIELD_LIMIT_KEYS,
   LIMIT_ERRORS,
   identityWithinLimit,
   mergeAttributes,
@@ -160,16 +161,11 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     return new RoomServiceError('invalid_argument', message);
   }
 
-  function updateLimitError(field: 'name' | 'metadata' | 'attributes'): RoomServiceError {
+  function updateLimitError(field: keyof typeof FIELD_LIMIT_KEYS): RoomServiceError {
     const l = config.limit;
-    const [key, max] =
-      field === 'name'
-        ? (['limit.max_participant_name_length', l.max_participant_name_length] as const)
-        : field === 'metadata'
-          ? (['limit.max_metadata_size', l.max_metadata_size] as const)
-          : (['limit.max_attributes_size', l.max_attributes_size] as const);
+    const max = { name: l.max_participant_name_length, metadata: l.max_metadata_size, attributes: l.max_attributes_size }[field];
     // twirp.InvalidArgumentError(err, max): "<err> <max>".
-    return limitError(`${LIMIT_ERRORS[field]} ${max}`, key);
+    return limitError(`${LIMIT_ERRORS[field]} ${max}`, FIELD_LIMIT_KEYS[field]);
   }
 
   function requireRoom(name: string): Room {
