@@ -133,7 +133,9 @@ describe('sfu signal limits', () => {
   });
 
   it("refuses RoomService calls over the limits with Twirp invalid_argument and LiveKit's text", async () => {
-    sfu = await startTestSfu({ limit: { max_metadata_size: 16, max_attributes_size: 16, max_room_name_length: 12 } });
+    sfu = await startTestSfu({
+      limit: { max_metadata_size: 16, max_attributes_size: 16, max_room_name_length: 12, max_participant_name_length: 8 },
+    });
     await join('alice');
     const api = new RoomServiceClient(sfu.url, TEST_API_KEY, TEST_API_SECRET);
     expect(await refusal(api.updateParticipant('test-room', 'alice', { metadata: 'm'.repeat(17) }))).toEqual([
@@ -145,6 +147,11 @@ describe('sfu signal limits', () => {
       400,
       'invalid_argument',
       'attribute size exceeds limits 16',
+    ]);
+    expect(await refusal(api.updateParticipant('test-room', 'alice', { name: 'a-long-name' }))).toEqual([
+      400,
+      'invalid_argument',
+      'name length exceeds limits 8',
     ]);
     expect(await refusal(api.createRoom({ name: 'a-very-long-room' }))).toEqual([
       400,
