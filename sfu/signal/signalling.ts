@@ -284,7 +284,7 @@ function runSocket(ws: WebSocket, auth: Authorized, deps: SignallingDeps): void 
     }
   };
   const rate = createMessageRate(deps.clock, deps.limits.signal_limits);
-  ws.on('message', (data: RawData, isBinary: boolean) => {
+  const onMessage = (data: RawData, isBinary: boolean) => {
     lastHeard = deps.clock.now();
     if (closed) return;
     if (!rate.take()) {
@@ -303,8 +303,11 @@ function runSocket(ws: WebSocket, auth: Authorized, deps: SignallingDeps): void 
       log.debug({ err }, 'unparseable signal frame');
       return;
     }
+    session.handleRequest(req);
+  };
+  ws.on('message', (data: RawData, isBinary: boolean) => {
     try {
-      session.handleRequest(req);
+      onMessage(data, isBinary);
     } catch (err) {
       // One participant's fault ends that participant only (logged and counted by `fail`).
       failSession(err);
