@@ -353,7 +353,7 @@ export class Participant {
   /** Ends a session that broke one of our signalling caps: leave DISCONNECT (rejoining would repeat it). */
   closeForLimit(key: string, detail: string): void {
     if (this.closed) return;
-    this.guard.badInput(detail, { limit: key }, key);
+    this.guard.badInput(`session closed: over ${key}`, { detail }, key);
     this.close(DisconnectReason.STATE_MISMATCH, true, LeaveRequest_Action.DISCONNECT);
   }
 
