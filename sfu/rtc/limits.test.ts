@@ -12,6 +12,7 @@ import { attributesSize, mergeAttributes, participantFieldOverLimit, roomNameWit
 import { SignalGuard } from './signal-guard.ts';
 
 const defaults = defaultSfuConfig();
+const section = (ssrcs: number) => `m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n${'a=ssrc:1 cname:c\r\n'.repeat(ssrcs)}`;
 
 describe('limits', () => {
   it("counts sizes in UTF-8 bytes and treats 0 as no limit, as LiveKit's LimitConfig", () => {
@@ -36,7 +37,6 @@ describe('limits', () => {
     expect(mergeAttributes({ a: '1', b: '2' }, { b: '', c: '3' })).toEqual({ a: '1', c: '3' });
   });
 
-  const section = (ssrcs: number) => `m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n${'a=ssrc:1 cname:c\r\n'.repeat(ssrcs)}`;
   it.each([
     ['a small offer', `v=0\r\n${section(4)}${section(4)}`, undefined],
     ['too many bytes', `v=0\r\na=x:${'y'.repeat(2000)}\r\n`, /max_sdp_bytes/],
