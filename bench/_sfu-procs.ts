@@ -100,6 +100,9 @@ export async function startSfuProcess(
     `keys: {${BENCH_API_KEY}: "${BENCH_API_SECRET}"}`,
     `rtc: {node_ip: "127.0.0.1", port_range_start: ${opts.portRange[0]}, port_range_end: ${opts.portRange[1]}}`,
     'room: {auto_create: true, empty_timeout: 60, departure_timeout: 5}',
+    // The bench drives the SFU to saturation on purpose, all from loopback: no shedding.
+    'overload: {cpu_load_limit: 0}',
+    'signal_limits: {max_connections_per_ip: 0}',
     'logging: {level: warn}',
     '',
   ].join('\n');

@@ -62,6 +62,22 @@ const SFU_NOTES: Record<string, string> = {
     '  - http://bridge:8080/sfu_webhook',
   'logging.level': 'debug, info, warn or error. JSON lines on stdout when json is true.',
   turn: 'The embedded TURN server is not supported: run coturn and list it under rtc.turn_servers.',
+  limit: "LiveKit's limit block, same keys, defaults and errors (README \"Limits\"). Sizes are bytes,\n" +
+    'lengths are bytes of UTF-8; 0 = no limit, except signal_message_size_limit (always bounded here).',
+  'limit.num_tracks': 'Published + subscribed tracks on this node; at the limit joins get 503\n' +
+    '"node has exceeded its configured limit". 0 = no limit.',
+  'limit.bytes_per_sec': 'Media bytes in + out per second on this node (over overload.window_seconds);\n' +
+    'at the limit joins get the same 503. 0 = no limit.',
+  'limit.subscription_limit_video': 'Video subscriptions per participant; further ones wait for a free slot. 0 = no limit.',
+  'limit.max_metadata_size': 'Participant metadata (token, update_metadata, UpdateParticipant) and room metadata.',
+  'limit.max_attributes_size': 'All attributes of a participant together (keys + values).',
+  'limit.signal_message_size_limit': 'Largest signalling WebSocket frame; a larger one closes the connection (1009).',
+  signal_limits: "Ours, not LiveKit's: what one signalling connection may send. Breaking a cap closes\n" +
+    'that participant with a leave (AddTrack / trickle caps only refuse that request).',
+  'signal_limits.max_connections_per_ip': 'Behind a reverse proxy every client has the proxy\'s address: raise it or set 0.',
+  overload: "Ours, not LiveKit's: above these this node refuses new joins with LiveKit's 503\n" +
+    '"node has exceeded its configured limit" instead of degrading every call. cpu_load_limit is\n' +
+    'CPU time of the SFU process per second (1 = one core busy; Node runs media on one thread).',
   connectivity_page: 'Ours, not LiveKit\'s: serve the connectivity test page on /test (join yourself through\n' +
     'the SFU, read ICE candidate type, RTT, loss, bitrate). DEVELOPMENT AID: whoever reaches /test can\n' +
     'mint join tokens (POST /test/token, rooms connectivity-test-* only, signed with the first key).\n' +

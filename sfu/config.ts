@@ -11,6 +11,10 @@ import { LOG_LEVELS } from '../common/logger.ts';
 
 const port = z.number().int().min(0).max(65535);
 const seconds = z.number().int().min(0);
+/** A LiveKit size/length/count limit: 0 = no limit (LiveKit's meaning). */
+const limitOrZero = z.number().int().min(0);
+/** One of our caps: always on, so nothing from outside grows a process without bound. */
+const cap = (min = 1) => z.number().int().min(min, { message: `must be at least ${min} (these caps cannot be turned off)` });
 
 const turnServer = z.strictObject({
   host: z.string().min(1),
@@ -85,6 +89,59 @@ export const sfuConfigSchema = z
         }).default(false),
       })
       .prefault({}),
+    /**
+     * LiveKit's `limit` block (pkg/config/config.go LimitConfig, defaults of v1.13), each key
+     * enforced where LiveKit enforces it (sfu/rtc/limits.ts says where and with which error).
+     */
+    limit: z
+      .strictObject({
+        num_tracks: limitOrZero.default(0),
+        bytes_per_sec: z.number().min(0).default(0),
+        subscription_limit_video: limitOrZero.default(0),
+        subscription_limit_audio: limitOrZero.default(0),
+        max_metadata_size: limitOrZero.default(512 * 1024),
+        max_attributes_size: limitOrZero.default(64 * 1024),
+        max_room_name_length: limitOrZero.default(256),
+        max_participant_identity_length: limitOrZero.default(256),
+        max_participant_name_length: limitOrZero.default(256),
+        /** LiveKit allows 0 (unbounded); here a frame is always bounded. */
+        signal_message_size_limit: cap().default(2 << 20),
+      })
+      .prefault({}),
+    /** Ours, not LiveKit's: caps on what one signalling connection may send (sfu/rtc/limits.ts). */
+    signal_limits: z
+      .strictObject({
+        /** Sustained signal messages per second per connection (token bucket refill). */
+        messages_per_second: cap().default(50),
+        /** Messages a connection may send at once before the sustained rate applies. */
+        message_burst: cap().default(200),
+        /** Bytes of one SDP offer or answer, checked before the SDP parser sees it. */
+        max_sdp_bytes: cap(1024).default(512 * 1024),
+        /** m= sections of one SDP (a subscriber answer carries one per subscribed track). */
+        max_sdp_media_sections: cap().default(256),
+        /** `a=ssrc:` lines in one m= section (werift's parser is quadratic in them). */
+        max_sdp_ssrc_lines_per_section: cap().default(32),
+        /** AddTrack requests waiting for their media at once. */
+        max_pending_tracks: cap().default(16),
+        /** Characters of an AddTrack name, cid and stream. */
+        max_track_name_length: cap().default(256),
+        /** Distinct trickled ICE candidates per peer connection; repeats are dropped. */
+        max_candidates_per_transport: cap().default(100),
+        /** Open or authenticating signalling connections from one IP address; 0 = no limit. */
+        max_connections_per_ip: limitOrZero.default(128),
+      })
+      .prefault({}),
+    /** Ours, not LiveKit's: above these the node refuses new joins (503, LiveKit's text). */
+    overload: z
+      .strictObject({
+        /** Participants on this node, all rooms together; 0 = no limit. */
+        max_participants: limitOrZero.default(0),
+        /** CPU the SFU process used over the last window, in cores (1 = one core busy); 0 = off. */
+        cpu_load_limit: z.number().min(0).default(0.9),
+        /** Length of the measuring window, seconds. */
+        window_seconds: cap().default(5),
+      })
+      .prefault({}),
     /** Ours, not LiveKit's: serve the connectivity test page and its dev-token endpoint on `/test` (sfu/connectivity; off in production). */
     connectivity_page: z.boolean().default(false),
   });
@@ -109,12 +166,20 @@ const UNSUPPORTED: Record<string, string> = {
   'logging.sample': 'not supported yet; remove it',
   'logging.component_levels': 'not supported yet; remove it',
   region: 'multi-region routing is not supported; remove it',
-  node_selector: 'multi-region routing is not supported; remove it',
+  node_selector:
+    'multi-region routing is not supported; remove it (for cpu_load_limit / sysload_limit use overload.cpu_load_limit, which refuses joins on this node)',
   signal_relay: 'not supported; remove it',
   psrpc: 'not supported; remove it',
   audio: 'not supported yet (active speaker tuning); remove it',
   video: 'not supported yet; remove it',
-  limit: 'not supported yet; remove it',
+  'limit.max_data_blob_key_length': 'data blobs are not supported; remove it',
+  'limit.max_data_blobs_size': 'data blobs are not supported; remove it',
+  'limit.max_data_track_custom_encoding_length': 'data tracks are not supported; remove it',
+  'limit.agent_signal_message_size_limit': 'agent workers are not supported; remove it',
+  'limit.max_api_request_body_size': 'not configurable here; the Twirp API bounds request bodies itself; remove it',
+  'room.max_metadata_size': 'deprecated in LiveKit; use limit.max_metadata_size',
+  'room.max_room_name_length': 'deprecated in LiveKit; use limit.max_room_name_length',
+  'room.max_participant_identity_length': 'deprecated in LiveKit; use limit.max_participant_identity_length',
   development: 'not supported; use `npm start` for a development setup',
 };
 

@@ -71,6 +71,13 @@ export interface WebhookMetrics {
   queueLength(read: () => number): () => void;
 }
 
+export interface GuardMetrics {
+  /** Something refused by a limit; `limit` is the config key (e.g. `signal_limits.max_sdp_bytes`). */
+  refused(limit: string): void;
+  /** An exception while handling one participant's signalling; that participant was closed. */
+  participantFailed(): void;
+}
+
 export interface TwirpMetrics {
   request(method: string, code: string): void;
 }
@@ -84,6 +91,10 @@ export interface SfuMetrics {
   readonly tracks: TrackMetrics;
   readonly webhook: WebhookMetrics;
   readonly twirp: TwirpMetrics;
+  /** Limits and faults of the signalling edge and the session layer. */
+  readonly guard: GuardMetrics;
+  /** Media bytes received + sent so far (for limit.bytes_per_sec); reads plain numbers. */
+  mediaBytes(): number;
   /** Used by `attachSfuEventMetrics`; exposed for tests and for a session layer without events. */
   readonly sessions: {
     setRooms(n: number): void;
@@ -319,7 +330,24 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
     registers,
   });
 
+  const limitRefusals = new Counter({
+    name: 'matrixrtc_sfu_limit_refusals_total',
+    help: 'Requests, messages and joins refused by a configured limit, by config key',
+    labelNames: ['limit'],
+    registers,
+  });
+  const participantFailures = new Counter({
+    name: 'matrixrtc_sfu_participant_failures_total',
+    help: "Exceptions in one participant's signalling handling (the participant was closed, the process kept running)",
+    registers,
+  });
+
   return {
+    guard: {
+      refused: (limit) => limitRefusals.inc({ limit }),
+      participantFailed: () => participantFailures.inc(),
+    },
+    mediaBytes: () => pktBytes[0]! + pktBytes[1]! + pktBytes[2]! + pktBytes[3]!,
     packets: {
       incoming(bytes, retransmit) {
         const i = retransmit ? 1 : 0;

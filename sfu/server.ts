@@ -21,6 +21,7 @@ import { attachSfuEventMetrics, createSfuMetrics, type SfuMetrics } from './metr
 import { createRoomServiceHandler } from './twirp/router.ts';
 import { createWebhookNotifier, type WebhookNotifier, type WebhookNotifierOptions } from './webhook/notifier.ts';
 import { createConnectivityRouter } from './connectivity/router.ts';
+import { createLoadMonitor, type CpuTimes } from './rtc/load.ts';
 
 export interface SfuDeps {
   config: SfuConfig;
@@ -31,6 +32,8 @@ export interface SfuDeps {
   /** Media transports; werift with rtc.* from the config when absent. */
   transportFactory?: MediaTransportFactory;
   /** Webhook delivery tuning (retries, backoff, queue bound); URLs and key come from config.webhook. */
+  /** CPU time of the process for overload.cpu_load_limit; process.cpuUsage when absent. */
+  cpuUsage?: () => CpuTimes;
   webhook?: Partial<Pick<WebhookNotifierOptions, 'maxQueue' | 'maxAttempts' | 'initialBackoffMs' | 'maxBackoffMs' | 'requestTimeoutMs' | 'fetch'>>;
 }
 
@@ -77,7 +80,14 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
       logger: logger.child({ component: 'media' }),
       clock: deps.clock,
     });
-  const rooms = createRoomManager({ config, logger, clock: deps.clock, transportFactory });
+  const load = createLoadMonitor({
+    config,
+    clock: deps.clock,
+    logger: logger.child({ component: 'load' }),
+    mediaBytes: () => sfuMetrics.mediaBytes(),
+    ...(deps.cpuUsage ? { cpuUsage: deps.cpuUsage } : {}),
+  });
+  const rooms = createRoomManager({ config, logger, clock: deps.clock, transportFactory, load, guard: sfuMetrics.guard });
 
   // RoomService (Twirp), webhooks and session metrics: edges over the room manager.
   const detachEventMetrics = attachSfuEventMetrics(rooms, sfuMetrics, deps.clock);
@@ -98,7 +108,14 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     });
     webhooks.attach(rooms);
   }
-  const signalDeps = { keys: config.keys, rooms, logger: logger.child({ component: 'signal' }), clock: deps.clock };
+  const signalDeps = {
+    keys: config.keys,
+    rooms,
+    logger: logger.child({ component: 'signal' }),
+    clock: deps.clock,
+    limits: config,
+    metrics: sfuMetrics.guard,
+  };
   registerSignalRoutes(app, signalDeps);
   // The connectivity test page (a development aid): only when the config turns it on.
   if (config.connectivity_page) {
@@ -135,6 +152,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
       return { url, address };
     },
     async stop() {
+      load.stop();
       rooms.close();
       signalling.close();
       detachEventMetrics();

@@ -31,6 +31,7 @@ import {
   RequestResponse,
   RequestResponse_Reason,
   VideoQuality,
+  type UpdateParticipantMetadata,
   type UpdateTrackSettings,
 } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
@@ -48,6 +49,17 @@ import type {
 import type { JoinPermissions } from '../signal/auth.ts';
 import { DynacastState } from './dynacast.ts';
 import { maxQualityFor, subscribedQualityUpdate, type TrackSettings } from './layers.ts';
+import type { GuardMetrics } from '../metrics.ts';
+import {
+  FIELD_LIMIT_KEYS,
+  UPDATE_LIMIT_MESSAGES,
+  mergeAttributes,
+  participantFieldOverLimit,
+  sdpProblem,
+  type LimitConfig,
+  type SignalLimits,
+} from './limits.ts';
+import { SignalGuard } from './signal-guard.ts';
 
 export interface PublishedTrack {
   info: TrackInfo;
@@ -106,6 +118,11 @@ export function permissionToProto(p: JoinPermissions): ParticipantPermission {
   });
 }
 
+export interface ParticipantLimits {
+  limit: LimitConfig;
+  signal: SignalLimits;
+}
+
 export class Participant {
   readonly sid: ParticipantSid;
   readonly identity: ParticipantIdentity;
@@ -135,6 +152,10 @@ export class Participant {
   private readonly log: Logger;
   private readonly clock: Clock;
   private closed = false;
+  private readonly limits: ParticipantLimits;
+  private readonly guard: SignalGuard;
+  /** Whether a track sid exists in the room (track settings and choices are kept only for those). */
+  private readonly knownTrack: (sid: TrackSid) => boolean;
 
   constructor(opts: {
     sid: ParticipantSid;
@@ -143,6 +164,9 @@ export class Participant {
     hooks: ParticipantHooks;
     logger: Logger;
     clock: Clock;
+    limits: ParticipantLimits;
+    metrics?: GuardMetrics | undefined;
+    knownTrack?: (sid: TrackSid) => boolean;
   }) {
     this.sid = opts.sid;
     this.identity = opts.req.identity as ParticipantIdentity;
@@ -158,6 +182,25 @@ export class Participant {
     this.log = opts.logger;
     this.clock = opts.clock;
     this.joinedAtMs = opts.clock.now();
+    this.limits = opts.limits;
+    this.guard = new SignalGuard({ limits: opts.limits.signal, clock: opts.clock, logger: opts.logger, metrics: opts.metrics });
+    this.knownTrack = opts.knownTrack ?? (() => true);
+  }
+
+  /** AddTrack requests still waiting for their media. */
+  get pendingTrackCount(): number {
+    return this.pending.length;
+  }
+
+  /** Track settings kept for later subscriptions (only sids that exist in the room). */
+  get trackSettingsCount(): number {
+    return this.trackSettings.size;
+  }
+
+  /** A track left the room: its settings and subscription choice are of no further use. */
+  forgetTrack(sid: TrackSid): void {
+    this.trackSettings.delete(sid);
+    this.subscriptionChoices.delete(sid);
   }
 
   get isClosed(): boolean {
@@ -218,26 +261,14 @@ export class Participant {
     const m = req.message;
     switch (m.case) {
       case 'offer':
-        void this.transport?.handleOffer(m.value.sdp, m.value.id);
+        if (this.sdpAcceptable(m.value.sdp, 'offer')) void this.transport?.handleOffer(m.value.sdp, m.value.id);
         return;
       case 'answer':
-        void this.transport?.handleAnswer(m.value.sdp, m.value.id);
+        if (this.sdpAcceptable(m.value.sdp, 'answer')) void this.transport?.handleAnswer(m.value.sdp, m.value.id);
         return;
       case 'trickle': {
-        let init: { candidate?: string; sdpMid?: string; sdpMLineIndex?: number; usernameFragment?: string };
-        try {
-          init = JSON.parse(m.value.candidateInit) as typeof init;
-        } catch {
-          this.log.debug('unparseable trickle candidate');
-          return;
-        }
-        if (!init.candidate) return;
-        void this.transport?.addCandidate(m.value.target === 1 ? 'subscriber' : 'publisher', {
-          candidate: init.candidate,
-          sdpMid: init.sdpMid ?? null,
-          sdpMLineIndex: init.sdpMLineIndex ?? null,
-          usernameFragment: init.usernameFragment ?? null,
-        });
+        const candidate = this.guard.trickle(m.value);
+        if (candidate) void this.transport?.addCandidate(candidate.target, candidate.init);
         return;
       }
       case 'addTrack':
@@ -270,25 +301,60 @@ export class Participant {
           }),
         );
         return;
-      case 'updateMetadata': {
-        if (!this.permission.canUpdateMetadata) {
-          this.log.debug('update_metadata without canUpdateOwnMetadata');
-          return;
-        }
-        const v = m.value;
-        this.hooks.onUpdateMetadata(this, v.name || undefined, v.metadata || undefined, v.attributes);
+      case 'updateMetadata':
+        this.updateOwnMetadata(m.value);
         return;
-      }
       default:
         // sync_state, simulate, subscription_permission, update_layers, update_*_track: tolerated.
         return;
     }
   }
 
-  private refuse(reason: RequestResponse_Reason, message: string): void {
+  private refuse(reason: RequestResponse_Reason, message: string, requestId = 0): void {
     this.send(
-      new SignalResponse({ message: { case: 'requestResponse', value: new RequestResponse({ reason, message }) } }),
+      new SignalResponse({
+        message: { case: 'requestResponse', value: new RequestResponse({ requestId, reason, message }) },
+      }),
     );
+  }
+
+  /** As LiveKit's UpdateMetadata: permission, then name / metadata / attribute limits, then apply. */
+  private updateOwnMetadata(v: UpdateParticipantMetadata): void {
+    if (!this.permission.canUpdateMetadata) {
+      this.guard.badInput('update_metadata without canUpdateOwnMetadata');
+      this.refuse(RequestResponse_Reason.NOT_ALLOWED, 'does not have permission to update own metadata', v.requestId);
+      return;
+    }
+    const over = participantFieldOverLimit(this.limits.limit, {
+      name: v.name,
+      metadata: v.metadata,
+      attributes: mergeAttributes(this.attributes, v.attributes),
+    });
+    if (over) {
+      this.guard.badInput(`update_metadata over ${FIELD_LIMIT_KEYS[over]}`, {}, FIELD_LIMIT_KEYS[over]);
+      this.refuse(RequestResponse_Reason.LIMIT_EXCEEDED, UPDATE_LIMIT_MESSAGES[over], v.requestId);
+      return;
+    }
+    this.hooks.onUpdateMetadata(this, v.name || undefined, v.metadata || undefined, v.attributes);
+    if (v.requestId) this.refuse(RequestResponse_Reason.OK, '', v.requestId);
+  }
+
+  /**
+   * Checks an SDP before werift's parser sees it (which needed 16 s for 45,000 a=ssrc lines). One
+   * over the caps cannot be negotiated, so the participant is closed with a leave saying so.
+   */
+  private sdpAcceptable(sdp: string, what: 'offer' | 'answer'): boolean {
+    const problem = sdpProblem(this.limits.signal, sdp);
+    if (!problem) return true;
+    this.closeForLimit(problem.limit, `${what} refused: ${problem.detail}`);
+    return false;
+  }
+
+  /** Ends a session that broke one of our signalling caps: leave DISCONNECT (rejoining would repeat it). */
+  closeForLimit(key: string, detail: string): void {
+    if (this.closed) return;
+    this.guard.badInput(`session closed: over ${key}`, { detail }, key);
+    this.close(DisconnectReason.STATE_MISMATCH, true, LeaveRequest_Action.DISCONNECT);
   }
 
   private addTrack(req: AddTrackRequest): void {
@@ -299,6 +365,11 @@ export class Participant {
     ) {
       this.log.info({ source: req.source }, 'add_track refused: no permission to publish');
       this.refuse(RequestResponse_Reason.NOT_ALLOWED, 'does not have permission to publish');
+      return;
+    }
+    const problem = this.guard.addTrackProblem(req, this.pending.length);
+    if (problem) {
+      this.refuse(RequestResponse_Reason.LIMIT_EXCEEDED, problem);
       return;
     }
     if (this.pending.some((p) => p.cid === req.cid)) {
@@ -454,6 +525,7 @@ export class Participant {
     const settings: TrackSettings = { disabled: req.disabled, width: req.width, height: req.height, quality: req.quality };
     for (const raw of req.trackSids) {
       const sid = raw as TrackSid;
+      if (!this.knownTrack(sid)) continue;
       this.trackSettings.set(sid, settings);
       const sub = this.subscriptions.get(sid);
       if (!sub) continue;

@@ -11,6 +11,7 @@ import {
   DataPacket_Kind,
   DisconnectReason,
   ICEServer,
+  LeaveRequest_Action,
   ParticipantInfo,
   UserPacket,
   type CreateRoomRequest,
@@ -33,6 +34,16 @@ import { asIdentity, asRoomName, newRoomSid, type RoomName, type TrackSid } from
 import { Room, type RoomSettings } from './room.ts';
 import type { JoinRequest, MediaTransportFactory, SignalSink } from './types.ts';
 import type { Participant } from './participant.ts';
+import type { GuardMetrics } from '../metrics.ts';
+import {
+  FIELD_LIMIT_KEYS,
+  LIMIT_ERRORS,
+  identityWithinLimit,
+  mergeAttributes,
+  participantFieldOverLimit,
+  roomNameWithinLimit,
+} from './limits.ts';
+import type { LoadMonitor } from './load.ts';
 
 /** A join the session layer refuses, with LiveKit's HTTP status and text. */
 export class JoinRefusedError extends Error {
@@ -47,11 +58,14 @@ export class JoinRefusedError extends Error {
 export const ROOM_NOT_FOUND = 'requested room does not exist';
 
 export interface RoomManagerDeps {
-  config: Pick<SfuConfig, 'room' | 'rtc'>;
+  config: Pick<SfuConfig, 'room' | 'rtc' | 'limit' | 'signal_limits'>;
   logger: Logger;
   clock: Clock;
   transportFactory: MediaTransportFactory;
   nodeId?: string;
+  /** Node load (CPU, media rate) for shedding joins; none = never overloaded by it. */
+  load?: Pick<LoadMonitor, 'overloaded'>;
+  guard?: GuardMetrics;
 }
 
 /** The edge's handle on a joined participant. */
@@ -59,6 +73,10 @@ export interface ParticipantSession {
   readonly sid: string;
   readonly identity: string;
   handleRequest(req: SignalRequest): void;
+  /** Handling this participant's signalling threw: close it (the client rejoins from scratch). */
+  fail(err: unknown): void;
+  /** The connection broke one of our signal_limits (`key`): close the participant, logged and counted. */
+  closeForLimit(key: string, detail: string): void;
   /** The WebSocket closed: the participant leaves (resume is not offered). */
   handleDisconnect(): void;
 }
@@ -125,6 +143,8 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
       nodeId,
       iceServersFor: (identity) => turnServers(config.rtc, identity, clock.now()),
       emit,
+      limits: { limit: config.limit, signal: config.signal_limits },
+      guard: deps.guard,
       onClosed: (r) => {
         if (rooms.get(r.name) === r) rooms.delete(r.name);
         log.info({ room: r.name }, 'room closed');
@@ -134,6 +154,18 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     log.info({ room: name }, 'room created');
     emit({ type: 'room_started', room: room.toInfo() });
     return room;
+  }
+
+  function limitError(message: string, key: string): RoomServiceError {
+    deps.guard?.refused(key);
+    return new RoomServiceError('invalid_argument', message);
+  }
+
+  function updateLimitError(field: keyof typeof FIELD_LIMIT_KEYS): RoomServiceError {
+    const l = config.limit;
+    const max = { name: l.max_participant_name_length, metadata: l.max_metadata_size, attributes: l.max_attributes_size }[field];
+    // twirp.InvalidArgumentError(err, max): "<err> <max>".
+    return limitError(`${LIMIT_ERRORS[field]} ${max}`, FIELD_LIMIT_KEYS[field]);
   }
 
   function requireRoom(name: string): Room {
@@ -149,7 +181,41 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     return { room, p };
   }
 
+  function nodeCounts(): { participants: number; tracks: number } {
+    let participants = 0;
+    let tracks = 0;
+    for (const room of rooms.values()) {
+      for (const p of room.participants.values()) {
+        participants++;
+        tracks += p.published.size + p.subscriptions.size;
+      }
+    }
+    return { participants, tracks };
+  }
+
+  /** LiveKit's join-time limit checks (ValidateConnectRequest, StartSession), then load. */
+  function checkJoinLimits(req: JoinRequest): void {
+    const limit = config.limit;
+    if (!identityWithinLimit(limit, req.identity)) {
+      throw new JoinRefusedError(400, `${LIMIT_ERRORS.identity}: max length ${limit.max_participant_identity_length}`);
+    }
+    if (!roomNameWithinLimit(limit, req.room)) {
+      throw new JoinRefusedError(400, `${LIMIT_ERRORS.roomName}: max length ${limit.max_room_name_length}`);
+    }
+    const over = participantFieldOverLimit(limit, { metadata: req.metadata, attributes: req.attributes });
+    if (over) throw new JoinRefusedError(400, LIMIT_ERRORS[over]);
+    // Someone already in the room replaces themselves: that adds nothing to the node.
+    if (rooms.get(asRoomName(req.room))?.participants.has(asIdentity(req.identity))) return;
+    const overloaded = deps.load?.overloaded(nodeCounts());
+    if (overloaded) {
+      deps.guard?.refused(overloaded);
+      log.warn({ limit: overloaded, room: req.room }, 'node over a configured limit: join refused');
+      throw new JoinRefusedError(503, LIMIT_ERRORS.node);
+    }
+  }
+
   function checkJoin(req: JoinRequest): void {
+    checkJoinLimits(req);
     const room = rooms.get(asRoomName(req.room));
     if (!room && !config.room.auto_create) throw new JoinRefusedError(404, ROOM_NOT_FOUND);
     const revokedTs = revoked.get(req.room)?.get(req.identity);
@@ -157,6 +223,7 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
       throw new JoinRefusedError(401, 'permissions denied');
     }
     if (room && !room.hasRoomFor(req.identity)) {
+      deps.guard?.refused('room.max_participants');
       throw new JoinRefusedError(500, 'room has exceeded its max participants');
     }
   }
@@ -173,6 +240,12 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
         sid: p.sid,
         identity: p.identity,
         handleRequest: (msg) => p.handleRequest(msg),
+        fail: (err) => {
+          deps.guard?.participantFailed();
+          log.error({ err, room: req.room, participant: p.sid }, 'handling a signal request failed: closing the participant');
+          p.close(DisconnectReason.STATE_MISMATCH, true, LeaveRequest_Action.RECONNECT);
+        },
+        closeForLimit: (key, detail) => p.closeForLimit(key, detail),
         handleDisconnect: () => p.close(DisconnectReason.CLIENT_INITIATED, false),
       };
     },
@@ -193,6 +266,13 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
 
     async createRoom(req: CreateRoomRequest): Promise<RoomInfo> {
       if (!req.name) throw new RoomServiceError('invalid_argument', 'no room name');
+      // LiveKit pkg/service/roomservice.go CreateRoom.
+      if (!roomNameWithinLimit(config.limit, req.name)) {
+        throw limitError(`${LIMIT_ERRORS.roomName}: max length ${config.limit.max_room_name_length}`, 'limit.max_room_name_length');
+      }
+      if (participantFieldOverLimit(config.limit, { metadata: req.metadata })) {
+        throw limitError(`${LIMIT_ERRORS.metadata} ${config.limit.max_metadata_size}`, 'limit.max_metadata_size');
+      }
       const existing = rooms.get(asRoomName(req.name));
       if (existing) {
         if (req.emptyTimeout) existing.settings.emptyTimeout = req.emptyTimeout;
@@ -245,7 +325,17 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     },
 
     async updateParticipant(roomName, identity, update: UpdateParticipantInput) {
+      // LiveKit pkg/service/roomservice.go UpdateParticipant; attributes count merged, as stored.
+      const over = participantFieldOverLimit(config.limit, {
+        name: update.name,
+        metadata: update.metadata,
+        ...(update.attributes ? { attributes: update.attributes } : {}),
+      });
+      if (over) throw updateLimitError(over);
       const { room, p } = requireParticipant(roomName, identity);
+      if (update.attributes && participantFieldOverLimit(config.limit, { attributes: mergeAttributes(p.attributes, update.attributes) })) {
+        throw updateLimitError('attributes');
+      }
       if (update.permission) {
         p.permission = update.permission.clone();
         p.bumpVersion();
@@ -279,6 +369,9 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     },
 
     async updateRoomMetadata(name, metadata) {
+      if (participantFieldOverLimit(config.limit, { metadata })) {
+        throw limitError(`${LIMIT_ERRORS.metadata} ${config.limit.max_metadata_size}`, 'limit.max_metadata_size');
+      }
       const room = requireRoom(name);
       room.setMetadata(metadata);
       return room.toInfo();

@@ -26,6 +26,7 @@ import {
   ServerInfo,
   ServerInfo_Edition,
   SignalResponse,
+  TrackType,
   UserPacket,
   type VideoQuality,
 } from '@livekit/protocol';
@@ -33,7 +34,8 @@ import type { Logger } from '../../common/logger.ts';
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type { SfuEvent } from '../room-service-api.ts';
 import { newParticipantSid, type ParticipantIdentity, type RoomName, type RoomSid, type TrackSid } from './ids.ts';
-import { Participant, type ParticipantHooks, type PublishedTrack } from './participant.ts';
+import { Participant, type ParticipantHooks, type ParticipantLimits, type PublishedTrack } from './participant.ts';
+import type { GuardMetrics } from '../metrics.ts';
 import type { DataChannelKind, JoinRequest, MediaTransportFactory, SignalSink } from './types.ts';
 import { highestWanted } from './layers.ts';
 import { SpeakerObserver } from './speakers.ts';
@@ -62,6 +64,8 @@ export interface RoomDeps {
   iceServersFor: (identity: string) => ICEServer[];
   emit: (event: SfuEvent) => void;
   onClosed: (room: Room) => void;
+  limits: ParticipantLimits;
+  guard?: GuardMetrics | undefined;
 }
 
 export class Room {
@@ -93,7 +97,10 @@ export class Room {
       onTrackUnpublished: (p, t) => this.onTrackUnpublished(p, t),
       onData: (p, packet, kind) => this.routeData(p, packet, kind),
       onSubscriptionRequest: (p, sids, subscribe) => this.updateSubscriptions(p, sids, subscribe),
-      onSubscriptionChanged: (_p, sid) => this.refreshDynacast(sid),
+      onSubscriptionChanged: (p, sid) => {
+        this.refreshDynacast(sid);
+        if (!p.subscriptions.has(sid)) this.fillFreedSlot(p);
+      },
       onUpdateMetadata: (p, name, metadata, attrs) => this.updateParticipant(p, { name, metadata, attributes: attrs }),
       onClosed: (p, reason) => this.onParticipantClosed(p, reason),
     };
@@ -156,7 +163,17 @@ export class Room {
     this.everJoined = true;
     const sid = newParticipantSid();
     const plog = this.log.child({ participant: sid, identity: req.identity });
-    const p = new Participant({ sid, req, sink, hooks: this.hooks, logger: plog, clock: this.deps.clock });
+    const p = new Participant({
+      sid,
+      req,
+      sink,
+      hooks: this.hooks,
+      logger: plog,
+      clock: this.deps.clock,
+      limits: this.deps.limits,
+      metrics: this.deps.guard,
+      knownTrack: (trackSid) => this.findTrack(trackSid) !== undefined,
+    });
     const transport = this.deps.transportFactory({
       participantSid: sid,
       events: {
@@ -258,7 +275,10 @@ export class Room {
   }
 
   private onTrackUnpublished(p: Participant, track: PublishedTrack): void {
-    for (const other of this.participants.values()) other.unsubscribe(track.info.sid as TrackSid);
+    for (const other of this.participants.values()) {
+      other.unsubscribe(track.info.sid as TrackSid);
+      other.forgetTrack(track.info.sid as TrackSid);
+    }
     this.broadcastParticipant(p);
     this.emit({ type: 'track_unpublished', room: this.toInfo(), participant: p.toInfo(), track: track.info });
   }
@@ -266,7 +286,36 @@ export class Room {
   private maybeSubscribe(subscriber: Participant, publisher: Participant, track: PublishedTrack): void {
     if (subscriber.isClosed || subscriber.state !== ParticipantInfo_State.ACTIVE) return;
     if (!subscriber.wantsTrack(track.info.sid as TrackSid)) return;
+    if (!this.hasSubscriptionSlot(subscriber, track)) return;
     subscriber.subscribe(publisher, track);
+  }
+
+  /**
+   * limit.subscription_limit_video / _audio, as LiveKit's hasCapacityForSubscription: at the limit
+   * a further subscription waits (no error to the client) until one of that kind ends.
+   */
+  private hasSubscriptionSlot(subscriber: Participant, track: PublishedTrack): boolean {
+    const video = track.info.type === TrackType.VIDEO;
+    const limit = video ? this.deps.limits.limit.subscription_limit_video : this.deps.limits.limit.subscription_limit_audio;
+    if (limit <= 0 || subscriber.subscriptions.has(track.info.sid as TrackSid)) return true;
+    let count = 0;
+    for (const sub of subscriber.subscriptions.values()) if ((sub.track.info.type === TrackType.VIDEO) === video) count++;
+    if (count < limit) return true;
+    this.log.debug({ subscriber: subscriber.identity, track: track.info.sid, limit }, 'subscription limit reached; subscription waits');
+    this.deps.guard?.refused(video ? 'limit.subscription_limit_video' : 'limit.subscription_limit_audio');
+    return false;
+  }
+
+  /** A subscription ended: with a subscription limit, a waiting one may take its slot. */
+  private fillFreedSlot(p: Participant): void {
+    const limit = this.deps.limits.limit;
+    if (p.isClosed || (limit.subscription_limit_video <= 0 && limit.subscription_limit_audio <= 0)) return;
+    for (const other of this.participants.values()) {
+      if (other === p) continue;
+      for (const track of other.published.values()) {
+        if (!p.subscriptions.has(track.info.sid as TrackSid)) this.maybeSubscribe(p, other, track);
+      }
+    }
   }
 
   /** Tells a video track's publisher the highest quality any subscriber now wants (dynacast). */
@@ -292,13 +341,15 @@ export class Room {
 
   updateSubscriptions(p: Participant, trackSids: string[], subscribe: boolean): void {
     for (const sid of trackSids) {
+      // Only sids of tracks in the room are remembered: the client cannot grow the map at will.
+      const found = this.findTrack(sid);
+      if (!found) continue;
       p.subscriptionChoices.set(sid as TrackSid, subscribe);
       if (!subscribe) {
         p.unsubscribe(sid as TrackSid);
         continue;
       }
-      const found = this.findTrack(sid);
-      if (found && found.publisher !== p) this.maybeSubscribe(p, found.publisher, found.track);
+      if (found.publisher !== p) this.maybeSubscribe(p, found.publisher, found.track);
     }
   }
 

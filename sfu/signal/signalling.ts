@@ -24,19 +24,25 @@ import type { Clock, TimerHandle } from '../../common/clock.ts';
 import { AuthError, mintRefreshToken, permissionsOf, verifyJoinToken, type JoinClaims } from './auth.ts';
 import { JoinRefusedError, type ParticipantSession, type RoomManager } from '../rtc/room-manager.ts';
 import type { JoinRequest } from '../rtc/types.ts';
+import type { SfuConfig } from '../config.ts';
+import type { GuardMetrics } from '../metrics.ts';
+import { createMessageRate } from './rate.ts';
 
 export const WS_PING_INTERVAL_MS = 10_000;
 /** A client that sent nothing (not even its pings, every 5 s) for this long is gone. */
 export const CLIENT_SILENCE_TIMEOUT_MS = 30_000;
 /** LiveKit refreshes tokens every 5 minutes. */
 export const TOKEN_REFRESH_INTERVAL_MS = 5 * 60_000;
-const MAX_FRAME_BYTES = 1 << 20;
+/** Refused before the upgrade: our signal_limits.max_connections_per_ip. */
+export const TOO_MANY_CONNECTIONS = 'too many signalling connections from this address';
 
 export interface SignallingDeps {
   keys: Readonly<Record<string, string>>;
   rooms: RoomManager;
   logger: Logger;
   clock: Clock;
+  limits: Pick<SfuConfig, 'limit' | 'signal_limits'>;
+  metrics?: GuardMetrics | undefined;
 }
 
 /** Why a connect was refused: HTTP status + LiveKit's text. */
@@ -162,7 +168,15 @@ export function registerSignalRoutes(app: Express, deps: SignallingDeps): void {
 
 function writeHttpError(socket: Duplex, status: number, message: string): void {
   const body = Buffer.from(message);
-  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 500: 'Internal Server Error' }[status];
+  const reason = {
+    400: 'Bad Request',
+    401: 'Unauthorized',
+    404: 'Not Found',
+    429: 'Too Many Requests',
+    500: 'Internal Server Error',
+    503: 'Service Unavailable',
+  }[status];
+  if (socket.destroyed) return;
   socket.end(
     `HTTP/1.1 ${status} ${reason ?? 'Error'}\r\n` +
       'Content-Type: text/plain; charset=utf-8\r\n' +
@@ -260,8 +274,23 @@ function runSocket(ws: WebSocket, auth: Authorized, deps: SignallingDeps): void 
   };
   void refresh();
 
-  ws.on('message', (data: RawData, isBinary: boolean) => {
+  /** Never lets a fault out of a socket event handler, where it would reach the process. */
+  const failSession = (err: unknown) => {
+    try {
+      session.fail(err);
+    } catch (closeErr) {
+      log.error({ err, closeErr }, 'closing a failed participant failed too');
+      ws.terminate();
+    }
+  };
+  const rate = createMessageRate(deps.clock, deps.limits.signal_limits);
+  const onMessage = (data: RawData, isBinary: boolean) => {
     lastHeard = deps.clock.now();
+    if (closed) return;
+    if (!rate.take()) {
+      session.closeForLimit('signal_limits.messages_per_second', 'signal messages faster than signal_limits.messages_per_second');
+      return;
+    }
     let req: SignalRequest;
     try {
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
@@ -274,24 +303,53 @@ function runSocket(ws: WebSocket, auth: Authorized, deps: SignallingDeps): void 
       log.debug({ err }, 'unparseable signal frame');
       return;
     }
+    session.handleRequest(req);
+  };
+  ws.on('message', (data: RawData, isBinary: boolean) => {
     try {
-      session.handleRequest(req);
+      onMessage(data, isBinary);
     } catch (err) {
-      log.error({ err, message: req.message.case }, 'handling a signal request failed');
+      // One participant's fault ends that participant only (logged and counted by `fail`).
+      failSession(err);
     }
   });
   ws.on('close', () => {
     const wasClosed = closed;
     stop();
-    if (!wasClosed) session.handleDisconnect();
+    if (wasClosed) return;
+    try {
+      session.handleDisconnect();
+    } catch (err) {
+      failSession(err);
+    }
   });
   ws.on('error', (err) => log.debug({ err }, 'signal socket error'));
 }
 
 /** Hooks the `/rtc` upgrade into an HTTP server. */
 export function attachSignalling(server: Server, deps: SignallingDeps): { close(): void } {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: deps.limits.limit.signal_message_size_limit });
+  const perIp = new Map<string, number>();
+  const maxPerIp = deps.limits.signal_limits.max_connections_per_ip;
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Node drops its own socket error handler for upgrades: without this a reset during
+    // authentication would be an uncaught 'error' event. `ws` adds its own once upgraded.
+    const onSocketError = (err: Error) => deps.logger.debug({ err }, 'signal socket error before upgrade');
+    socket.on('error', onSocketError);
+    const ip = req.socket.remoteAddress ?? '';
+    const open = perIp.get(ip) ?? 0;
+    if (maxPerIp > 0 && open >= maxPerIp) {
+      deps.metrics?.refused('signal_limits.max_connections_per_ip');
+      deps.logger.debug({ ip, open }, 'signal connection refused: signal_limits.max_connections_per_ip');
+      writeHttpError(socket, 429, TOO_MANY_CONNECTIONS);
+      return;
+    }
+    perIp.set(ip, open + 1);
+    socket.once('close', () => {
+      const n = (perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) perIp.delete(ip);
+      else perIp.set(ip, n);
+    });
     const url = new URL(req.url ?? '/', 'http://localhost');
     const path = url.pathname.replace(/\/+$/, '');
     if (path !== '/rtc') {
@@ -301,7 +359,11 @@ export function attachSignalling(server: Server, deps: SignallingDeps): { close(
     authorize(deps, url, req)
       .then((auth) => {
         if (!auth.reconnect) deps.rooms.checkJoin(auth.req);
-        wss.handleUpgrade(req, socket, head, (ws) => runSocket(ws, auth, deps));
+        if (socket.destroyed) return;
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          socket.off('error', onSocketError);
+          runSocket(ws, auth, deps);
+        });
       })
       .catch((err: unknown) => {
         const refusal = refusalOf(err);

@@ -14,96 +14,14 @@ import {
   ParticipantInfo_State,
   Ping,
   SignalRequest,
-  SignalResponse,
   CreateRoomRequest,
 } from '@livekit/protocol';
 import { TokenVerifier } from 'livekit-server-sdk';
 import { createManualClock } from '../../common/clock.ts';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
 import { waitFor } from '../support/wait.ts';
+import { openRaw, rtcUrl, upgradeRefusal } from '../support/raw-signal.ts';
 import type { SfuEvent } from '../../sfu/room-service-api.ts';
-
-type Case = NonNullable<SignalResponse['message']['case']>;
-
-interface RawClient {
-  ws: WebSocket;
-  messages: SignalResponse[];
-  textFrames: number;
-  next<C extends Case>(c: C, timeoutMs?: number): Promise<Extract<SignalResponse['message'], { case: C }>['value']>;
-  send(req: SignalRequest, asJson?: boolean): void;
-  closed: Promise<void>;
-}
-
-async function openRaw(url: string): Promise<RawClient> {
-  const ws = new WebSocket(url);
-  const messages: SignalResponse[] = [];
-  const consumed = new Set<number>();
-  const client: RawClient = {
-    ws,
-    messages,
-    textFrames: 0,
-    async next(c, timeoutMs = 5000) {
-      const found = await waitFor(
-        `signal message ${c}`,
-        () => {
-          for (let i = 0; i < messages.length; i++) {
-            if (!consumed.has(i) && messages[i]!.message.case === c) {
-              consumed.add(i);
-              return messages[i]!;
-            }
-          }
-          return undefined;
-        },
-        { timeoutMs },
-      );
-      return found.message.value as never;
-    },
-    send(req, asJson = false) {
-      ws.send(asJson ? req.toJsonString() : req.toBinary());
-    },
-    closed: new Promise((resolve) => ws.once('close', () => resolve())),
-  };
-  ws.on('message', (data: Buffer, isBinary: boolean) => {
-    if (isBinary) messages.push(SignalResponse.fromBinary(new Uint8Array(data)));
-    else {
-      client.textFrames++;
-      messages.push(SignalResponse.fromJsonString(data.toString('utf8'), { ignoreUnknownFields: true }));
-    }
-  });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('error', reject);
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
-  });
-  return client;
-}
-
-/** Status and body of a refused WebSocket upgrade. */
-async function upgradeRefusal(url: string): Promise<{ status: number; body: string; cors: string | undefined }> {
-  return await new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.once('open', () => {
-      ws.close();
-      reject(new Error('upgrade unexpectedly accepted'));
-    });
-    ws.once('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString('utf8')));
-      res.on('end', () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          body,
-          cors: res.headers['access-control-allow-origin'] as string | undefined,
-        }),
-      );
-    });
-    ws.once('error', () => undefined);
-  });
-}
-
-function rtcUrl(sfu: TestSfu, token: string, extra = ''): string {
-  return `${sfu.wsUrl}/rtc?access_token=${encodeURIComponent(token)}&protocol=16&sdk=js&version=2.23.0${extra}`;
-}
 
 async function rawToken(payload: Record<string, unknown>, secret = TEST_API_SECRET, iss = TEST_API_KEY) {
   const now = Math.floor(Date.now() / 1000);

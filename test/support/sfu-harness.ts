@@ -10,6 +10,7 @@ import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
 import { createWeriftTransportFactory } from '../../sfu/media/transport.ts';
 import type { PacketTap } from '../../sfu/media/forwarder.ts';
 import type { WeriftTransportConfig } from '../../sfu/media/peer-config.ts';
+import type { MediaTransportFactory } from '../../sfu/rtc/types.ts';
 
 export const TEST_API_KEY = 'testkey';
 export const TEST_API_SECRET = 'test-secret-0123456789abcdef-0123456789';
@@ -30,6 +31,14 @@ export async function startTestSfu(
     room?: Record<string, unknown>;
     /** The SFU's `webhook` section (`api_key`, `urls`). */
     webhook?: Record<string, unknown>;
+    /** The SFU's `limit`, `signal_limits` and `overload` sections. */
+    limit?: Record<string, unknown>;
+    signal_limits?: Record<string, unknown>;
+    overload?: Record<string, unknown>;
+    /** Wraps the werift transport factory (a test double around the real transports). */
+    wrapTransports?: (factory: MediaTransportFactory) => MediaTransportFactory;
+    /** CPU time the load monitor reads (overload.cpu_load_limit); the process's when absent. */
+    cpuUsage?: () => { user: number; system: number };
     clock?: Clock;
     logger?: Logger;
     tap?: PacketTap;
@@ -45,6 +54,10 @@ export async function startTestSfu(
       rtc: { node_ip: '127.0.0.1', port_range_start: 40000, port_range_end: 49999 },
       room: opts.room ?? {},
       ...(opts.webhook ? { webhook: opts.webhook } : {}),
+      ...(opts.limit ? { limit: opts.limit } : {}),
+      ...(opts.signal_limits ? { signal_limits: opts.signal_limits } : {}),
+      // Tests share a process (and its CPU) with their clients: CPU shedding only when asked.
+      overload: { cpu_load_limit: 0, ...opts.overload },
       logging: { level: 'warn' },
     },
     'test',
@@ -52,8 +65,8 @@ export async function startTestSfu(
   const logger =
     opts.logger ?? (process.env.SFU_TEST_LOG ? createLogger({ name: 'sfu', level: 'debug' }) : createSilentLogger());
   const clock = opts.clock ?? systemClock;
-  const transportFactory =
-    opts.tap || opts.dropOutgoing
+  const weriftFactory =
+    opts.tap || opts.dropOutgoing || opts.wrapTransports
     ? createWeriftTransportFactory({
         config: {
           portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
@@ -65,7 +78,14 @@ export async function startTestSfu(
         clock,
       })
     : undefined;
-  const sfu = createSfuServer({ config, logger, clock, ...(transportFactory ? { transportFactory } : {}) });
+  const transportFactory = weriftFactory && opts.wrapTransports ? opts.wrapTransports(weriftFactory) : weriftFactory;
+  const sfu = createSfuServer({
+    config,
+    logger,
+    clock,
+    ...(transportFactory ? { transportFactory } : {}),
+    ...(opts.cpuUsage ? { cpuUsage: opts.cpuUsage } : {}),
+  });
   const { url } = await sfu.start();
   return {
     sfu,

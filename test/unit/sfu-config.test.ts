@@ -50,6 +50,80 @@ describe('sfu config', () => {
     expect(problems.some((p) => pattern.test(p)), problems.join('\n')).toBe(true);
   });
 
+  it("takes LiveKit's limit keys with LiveKit's defaults, and our signal_limits and overload caps", () => {
+    const cfg = parseSfuConfig(ok, 'test.yaml');
+    // livekit/livekit pkg/config/config.go DefaultConfig.Limit (v1.13.5).
+    expect(cfg.limit).toEqual({
+      num_tracks: 0,
+      bytes_per_sec: 0,
+      subscription_limit_video: 0,
+      subscription_limit_audio: 0,
+      max_metadata_size: 512 * 1024,
+      max_attributes_size: 64 * 1024,
+      max_room_name_length: 256,
+      max_participant_identity_length: 256,
+      max_participant_name_length: 256,
+      signal_message_size_limit: 2 * 1024 * 1024,
+    });
+    expect(cfg.signal_limits).toEqual({
+      messages_per_second: 50,
+      message_burst: 200,
+      max_sdp_bytes: 512 * 1024,
+      max_sdp_media_sections: 256,
+      max_sdp_ssrc_lines_per_section: 32,
+      max_pending_tracks: 16,
+      max_track_name_length: 256,
+      max_candidates_per_transport: 100,
+      max_connections_per_ip: 128,
+    });
+    expect(cfg.overload).toEqual({ max_participants: 0, cpu_load_limit: 0.9, window_seconds: 5 });
+  });
+
+  it.each([
+    ['limit', 'num_tracks', 500],
+    ['limit', 'bytes_per_sec', 12.5e6],
+    ['limit', 'subscription_limit_video', 9],
+    ['limit', 'subscription_limit_audio', 12],
+    ['limit', 'max_metadata_size', 1024],
+    ['limit', 'max_attributes_size', 2048],
+    ['limit', 'max_room_name_length', 64],
+    ['limit', 'max_participant_identity_length', 64],
+    ['limit', 'max_participant_name_length', 64],
+    ['limit', 'signal_message_size_limit', 65536],
+    ['signal_limits', 'messages_per_second', 20],
+    ['signal_limits', 'message_burst', 40],
+    ['signal_limits', 'max_sdp_bytes', 65536],
+    ['signal_limits', 'max_sdp_media_sections', 64],
+    ['signal_limits', 'max_sdp_ssrc_lines_per_section', 8],
+    ['signal_limits', 'max_pending_tracks', 4],
+    ['signal_limits', 'max_track_name_length', 64],
+    ['signal_limits', 'max_candidates_per_transport', 30],
+    ['signal_limits', 'max_connections_per_ip', 0],
+    ['overload', 'max_participants', 300],
+    ['overload', 'cpu_load_limit', 0.75],
+    ['overload', 'window_seconds', 10],
+  ] as const)('reads %s.%s', (block, key, value) => {
+    const cfg = parseSfuConfig({ ...ok, [block]: { [key]: value } }, 'test.yaml');
+    expect((cfg[block] as Record<string, number>)[key]).toBe(value);
+  });
+
+  it.each([
+    ['a negative limit', { ...ok, limit: { num_tracks: -1 } }, /^limit\.num_tracks: /],
+    ['a fractional length', { ...ok, limit: { max_room_name_length: 2.5 } }, /^limit\.max_room_name_length: /],
+    ['an unbounded signalling frame', { ...ok, limit: { signal_message_size_limit: 0 } }, /^limit\.signal_message_size_limit: must be at least 1/],
+    ['a cap turned off', { ...ok, signal_limits: { max_pending_tracks: 0 } }, /^signal_limits\.max_pending_tracks: must be at least 1 \(these caps cannot be turned off\)/],
+    ['a tiny SDP cap', { ...ok, signal_limits: { max_sdp_bytes: 100 } }, /^signal_limits\.max_sdp_bytes: must be at least 1024/],
+    ['a negative CPU limit', { ...ok, overload: { cpu_load_limit: -0.5 } }, /^overload\.cpu_load_limit: /],
+    ['an unknown limit key', { ...ok, limit: { num_trakcs: 1 } }, /^limit\.num_trakcs: unknown key/],
+    ['data blob limits', { ...ok, limit: { max_data_blobs_size: 1 } }, /^limit\.max_data_blobs_size: LiveKit setting not supported by this SFU: data blobs/],
+    ['the API body limit', { ...ok, limit: { max_api_request_body_size: 1 } }, /^limit\.max_api_request_body_size: LiveKit setting not supported/],
+    ['the legacy room.max_metadata_size', { ...ok, room: { max_metadata_size: 1 } }, /^room\.max_metadata_size: .*use limit\.max_metadata_size/],
+    ['node_selector load limits', { ...ok, node_selector: { cpu_load_limit: 0.8 } }, /^node_selector: .*use overload\.cpu_load_limit/],
+  ])('refuses %s with a message naming the key', (_name, raw, pattern) => {
+    const problems = problemsOf(raw);
+    expect(problems.some((p) => pattern.test(p)), problems.join('\n')).toBe(true);
+  });
+
   it('reads LIVEKIT_CONFIG over the file and LIVEKIT_KEYS over keys, as livekit-server does', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sfu-cfg-'));
     const file = join(dir, 'livekit.yaml');
