@@ -11,6 +11,7 @@ const SMOKE_CASES: Record<string, number> = {
   'token-body': 5000,
   'appservice-events': 2000,
   'twirp-body': 3000,
+  'signal-frame': 1500,
   'rtp-forward': 3000,
 };
 
