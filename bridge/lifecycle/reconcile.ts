@@ -63,7 +63,7 @@ export function membershipsFromState(state: unknown[], now: number): CallMembers
   }
   const out: CallMembership[] = [];
   for (const raw of state) {
-    const i = interpretEvent(raw);
+    const i = interpretEvent(raw, now);
     const list = i.kind === 'join' ? [i.membership] : i.kind === 'legacy_list' ? i.memberships : [];
     for (const m of list) if (joined.has(m.userId) && m.expiresAt > now) out.push(m);
   }
