@@ -138,7 +138,7 @@ export function startStickyMember(opts: StickyMemberOptions): StickyMember {
 
 /** A real MatrixClient for `userId` on `baseUrl` (no sync: the manager only sends). */
 export function matrixClientFor(baseUrl: string, userId: string, deviceId: string, accessToken: string): MatrixClient {
-  return createClient({ baseUrl, userId, deviceId, accessToken });
+  return createClient({ baseUrl, userId, deviceId, accessToken, logger: quietLogger });
 }
 
 export interface GeneratedStickyContents {
