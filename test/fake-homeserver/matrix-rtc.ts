@@ -92,3 +92,10 @@ export function stickyFields(ev: StoredEvent, now: number): { top?: Record<strin
   const expiresAt = Math.min(ev.origin_server_ts, now) + duration;
   return { top: { duration_ms: ev.sticky.duration_ms }, ttlMs: expiresAt > now ? expiresAt - now : undefined };
 }
+
+/** The profile a parsed homeserver.yaml asks for (for tests that run the fake as configured). */
+export function profileFromHomeserverConfig(config: Record<string, unknown>): MatrixRtcProfile {
+  const experimental = (config.experimental_features ?? {}) as Record<string, unknown>;
+  const transports = ((config.matrix_rtc ?? {}) as { transports?: RtcTransport[] }).transports;
+  return { msc4143: experimental.msc4143_enabled === true, msc4354: experimental.msc4354_enabled === true, ...(transports ? { transports } : {}) };
+}

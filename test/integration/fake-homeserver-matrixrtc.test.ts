@@ -7,10 +7,12 @@
  * can send its sticky delayed leave and join, and the appservice receives them in ordinary
  * transactions with `msc4354_sticky` and the remaining TTL, the delayed leave too when it fires.
  */
+import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { startRecordingAppservice, type RecordingAppservice } from '../fake-homeserver/recording-appservice.ts';
 import { startFakeHomeserver, testRegistration, type FakeHomeserver } from '../fake-homeserver/server.ts';
-import { RTC_TRANSPORTS_PATH, type MatrixRtcProfile } from '../fake-homeserver/matrix-rtc.ts';
+import { profileFromHomeserverConfig, RTC_TRANSPORTS_PATH, type MatrixRtcProfile } from '../fake-homeserver/matrix-rtc.ts';
 import { matrixClientFor, RTC_MEMBER, startStickyMember, type StickyMember } from '../support/matrixrtc-sticky.ts';
 import { waitFor } from '../support/wait.ts';
 
@@ -60,6 +62,13 @@ describe('fake homeserver: MatrixRTC transports discovery', () => {
     await as!.stop();
     const bare = await setup({ msc4143: true });
     expect(await bare.call('GET', RTC_TRANSPORTS_PATH, bare.alice.accessToken)).toEqual({ status: 200, body: {} });
+  });
+  it('run as the trial`s synapse-dev/homeserver.yaml says, hands Element Call the token service Caddy publishes, and takes sticky events', async () => {
+    const yaml = parse(readFileSync(new URL('../../synapse-dev/homeserver.yaml', import.meta.url), 'utf8')) as Record<string, unknown>;
+    const w = await setup(profileFromHomeserverConfig(yaml));
+    expect(await w.call('GET', RTC_TRANSPORTS_PATH, w.alice.accessToken)).toEqual({ status: 200, body: { rtc_transports: [{ type: 'livekit', livekit_service_url: 'https://rtc.localhost/livekit/jwt' }] } });
+    const versions = await w.call('GET', '/_matrix/client/versions');
+    expect((versions.body.unstable_features as Record<string, boolean>)['org.matrix.msc4354']).toBe(true);
   });
 });
 
