@@ -372,7 +372,8 @@ describe('both MSC4195 body shapes on every proxied endpoint', () => {
     expect(claimsOf(res.json!.jwt).sub).toBe(identity(user));
   });
   it.each(shapes)('delegate_delayed_leave accepts %s and sends the delayed leave when that participant leaves', async (_name, part, identity) => {
-    const h = await start();
+    // Delegation is for users of full-access servers: the harness default, alice's own.
+    const h = await start({ fullAccess: undefined });
     h.hs.scheduleDelayedEvent({ delayId: 'syd_shape', roomId: ROOM, delayMs: 8000, userId: alice(h) });
     const res = await h.post(`${CS}/delegate_delayed_leave`, { ...shapeless(h), delay_id: 'syd_shape', ...part }, csHeaders(alice(h)));
     expect(res.status).toBe(200);
