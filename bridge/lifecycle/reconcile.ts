@@ -63,7 +63,7 @@ export function membershipsFromState(state: unknown[], now: number): CallMembers
   }
   const out: CallMembership[] = [];
   for (const raw of state) {
-    const i = interpretEvent(raw);
+    const i = interpretEvent(raw, now);
     const list = i.kind === 'join' ? [i.membership] : i.kind === 'legacy_list' ? i.memberships : [];
     for (const m of list) if (joined.has(m.userId) && m.expiresAt > now) out.push(m);
   }
@@ -159,6 +159,9 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           const tracked = new Map((await store.listMemberships(roomId)).map((m) => [m.key, m]));
           const desiredKeys = new Set(desired.map((m) => m.key));
           for (const m of tracked.values()) {
+            // Sticky (MSC4354) memberships are not room state: they end by their leave or their
+            // expiry, or when their user leaves the room (the state read above).
+            if (m.source === 'sticky' && (await store.getRoomMember(roomId, m.userId)) === 'join') continue;
             if (!desiredKeys.has(m.key)) {
               await tracker.drop(roomId, m.key);
               report.dropped++;

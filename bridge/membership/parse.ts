@@ -5,7 +5,10 @@
  * clients send (see matrixrtc-membership-events.md): `org.matrix.msc3401.call.member` session
  * events under all state-key forms, `org.matrix.msc4143.rtc.member` sticky events and the legacy
  * `memberships` array. Ownership is checked here: a key that names someone other than the
- * sender yields `forged`.
+ * sender yields `forged`. Lifetimes are bounded here too (`boundedExpiry`): whatever `expires`,
+ * `expires_ts`, `created_ts` or the sticky duration say, a membership ends at most 24 h after
+ * the event was sent (or received, if that was earlier), so no timer is ever armed for longer
+ * and no ghost outlives a day without a refresh.
  */
 import { LEGACY_SLOT_ID } from '../token/names.ts';
 import type { CallMembership } from '../store/store.ts';
@@ -14,8 +17,14 @@ export const CALL_MEMBER_TYPE = 'org.matrix.msc3401.call.member';
 export const RTC_MEMBER_TYPE = 'org.matrix.msc4143.rtc.member';
 /** Default lifetime of a session membership without `expires` (4 h). */
 export const DEFAULT_EXPIRES_MS = 4 * 60 * 60 * 1000;
-/** MSC4354's maximum sticky duration (1 h), used when the event does not say. */
+/** MSC4354's maximum sticky duration (1 h); Synapse and matrix-js-sdk cap `duration_ms` to it. */
 export const MAX_STICKY_MS = 60 * 60 * 1000;
+/**
+ * The longest a membership lives without a new event (24 h). Element Call refreshes hourly, so a
+ * live device never meets it; `expires` grows by 4 h per refresh while `created_ts` stays, so
+ * long calls legitimately claim more than 24 h: those are clamped, never rejected.
+ */
+export const MAX_MEMBERSHIP_LIFETIME_MS = 24 * 60 * 60 * 1000;
 
 export interface MatrixEvent {
   type: string;
@@ -58,13 +67,27 @@ const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+/** A number, including the infinities `JSON.parse` makes of `1e400`. */
+const anyNum = (v: unknown): number | undefined => (typeof v === 'number' && !Number.isNaN(v) ? v : undefined);
+
+/**
+ * Clamps a claimed end of membership into [base, base + 24 h], where base is when the event was
+ * sent (`origin_server_ts`, or when it was received if that is earlier: a remote server's clock
+ * can claim the future). Below base (negative `expires`, an old `expires_ts`, `-Infinity`, or the
+ * NaN of `Infinity - Infinity`) means already over, as matrix-js-sdk clients see it; above the
+ * cap (`expires: 3e9`, `Infinity`, a `created_ts` in the future) is clamped.
+ */
+export function boundedExpiry(claimed: number, base: number): number {
+  if (Number.isNaN(claimed) || claimed < base) return base;
+  return Math.min(claimed, base + MAX_MEMBERSHIP_LIFETIME_MS);
+}
 
 /** Minimal shape check; anything else is `invalid` and never throws. */
 export function asMatrixEvent(raw: unknown): MatrixEvent | undefined {
   if (!isObject(raw)) return undefined;
   const { type, room_id, sender, event_id, origin_server_ts, content } = raw;
   if (typeof type !== 'string' || typeof room_id !== 'string' || typeof sender !== 'string') return undefined;
-  if (typeof event_id !== 'string' || typeof origin_server_ts !== 'number') return undefined;
+  if (typeof event_id !== 'string' || typeof origin_server_ts !== 'number' || !Number.isFinite(origin_server_ts)) return undefined;
   if (!isObject(content)) return undefined;
   if ('state_key' in raw && raw.state_key !== undefined && typeof raw.state_key !== 'string') return undefined;
   return raw as MatrixEvent;
@@ -106,11 +129,11 @@ function slotOf(content: Record<string, unknown>): string {
   return `${app}#${callId || 'ROOM'}`;
 }
 
-function sessionMembership(ev: MatrixEvent, content: Record<string, unknown>, key: ParsedStateKey): CallMembership | undefined {
+function sessionMembership(ev: MatrixEvent, content: Record<string, unknown>, key: ParsedStateKey, base: number): CallMembership | undefined {
   const deviceId = str(content.device_id) ?? key.deviceId;
   if (!deviceId) return undefined;
-  const created = num(content.created_ts) ?? ev.origin_server_ts;
-  const expires = num(content.expires) ?? DEFAULT_EXPIRES_MS;
+  const created = anyNum(content.created_ts) ?? ev.origin_server_ts;
+  const expires = anyNum(content.expires) ?? DEFAULT_EXPIRES_MS;
   return {
     roomId: ev.room_id,
     key: `state:${ev.state_key}`,
@@ -121,18 +144,18 @@ function sessionMembership(ev: MatrixEvent, content: Record<string, unknown>, ke
     slotId: slotOf(content),
     eventId: ev.event_id,
     originServerTs: ev.origin_server_ts,
-    expiresAt: created + expires,
+    expiresAt: boundedExpiry(created + expires, base),
   };
 }
 
-function legacyMemberships(ev: MatrixEvent, userId: string, list: unknown[]): CallMembership[] {
+function legacyMemberships(ev: MatrixEvent, userId: string, list: unknown[], base: number): CallMembership[] {
   const out: CallMembership[] = [];
   for (const entry of list) {
     if (!isObject(entry)) continue;
     const deviceId = str(entry.device_id);
     if (!deviceId) continue;
-    const created = num(entry.created_ts) ?? ev.origin_server_ts;
-    const expiresAt = num(entry.expires_ts) ?? created + (num(entry.expires) ?? DEFAULT_EXPIRES_MS);
+    const created = anyNum(entry.created_ts) ?? ev.origin_server_ts;
+    const expiresAt = boundedExpiry(anyNum(entry.expires_ts) ?? created + (anyNum(entry.expires) ?? DEFAULT_EXPIRES_MS), base);
     out.push({
       roomId: ev.room_id,
       key: `legacy:${userId}:${deviceId}`,
@@ -154,7 +177,7 @@ function prevContentOf(ev: MatrixEvent): Record<string, unknown> | undefined {
   return isObject(p) ? p : undefined;
 }
 
-function interpretCallMember(ev: MatrixEvent): Interpretation {
+function interpretCallMember(ev: MatrixEvent, base: number): Interpretation {
   const stateKey = ev.state_key;
   if (stateKey === undefined) return { kind: 'ignored' };
   const key = parseCallMemberStateKey(stateKey);
@@ -164,42 +187,66 @@ function interpretCallMember(ev: MatrixEvent): Interpretation {
 
   if (key.form === 'legacy_user') {
     const list = Array.isArray(content.memberships) ? content.memberships : [];
-    return { kind: 'legacy_list', roomId: ev.room_id, userId: key.userId, memberships: legacyMemberships(ev, key.userId, list) };
+    return { kind: 'legacy_list', roomId: ev.room_id, userId: key.userId, memberships: legacyMemberships(ev, key.userId, list, base) };
   }
   if (Object.keys(content).length === 0) {
     const prev = prevContentOf(ev);
-    const prevMembership = prev && Object.keys(prev).length ? sessionMembership(ev, prev, key) : undefined;
+    const prevMembership = prev && Object.keys(prev).length ? sessionMembership(ev, prev, key, base) : undefined;
     return {
       kind: 'leave',
       ended: { roomId: ev.room_id, key: `state:${stateKey}`, userId: key.userId, deviceId: key.deviceId, prev: prevMembership },
     };
   }
-  const m = sessionMembership(ev, content, key);
+  const m = sessionMembership(ev, content, key, base);
   if (!m) return { kind: 'invalid', reason: 'call.member content without device_id' };
   return { kind: 'join', membership: m };
 }
 
-function stickyDurationOf(ev: MatrixEvent): number {
+/**
+ * MSC4354 as Synapse implements it (rust/src/events/mod.rs `sticky_duration`): an event is sticky
+ * when its top-level `msc4354_sticky` (or the stable `sticky`) has a non-negative integer
+ * `duration_ms`; the duration is capped at 1 h. Anything else is not a sticky event.
+ */
+function stickyDurationOf(ev: MatrixEvent): number | undefined {
   for (const k of ['msc4354_sticky', 'sticky']) {
     const s = ev[k];
-    if (isObject(s)) {
-      const d = num(s.duration_ms);
-      if (d !== undefined) return Math.min(d, MAX_STICKY_MS);
-    }
+    if (!isObject(s)) continue;
+    const d = s.duration_ms;
+    if (typeof d === 'number' && Number.isInteger(d) && d >= 0) return Math.min(d, MAX_STICKY_MS);
   }
-  return MAX_STICKY_MS;
+  return undefined;
 }
 
-function interpretRtcMember(ev: MatrixEvent): Interpretation {
+/**
+ * When a sticky event stops being sticky. Synapse (rust/src/events/serialize.rs) and
+ * matrix-js-sdk (`MatrixEvent.unstableStickyExpiresAt`) both count from
+ * min(origin_server_ts, now); Synapse also says what is left in
+ * `unsigned.msc4354_sticky_duration_ttl_ms` when it serialises the event (for an appservice:
+ * when it sends the transaction). The TTL is relative, so it is immune to clock skew between the
+ * homeserver and us; it is used when we know when the event arrived, never beyond the duration.
+ */
+function stickyExpiry(ev: MatrixEvent, durationMs: number, base: number, receivedAt: number | undefined): number {
+  const ttl = isObject(ev.unsigned) ? num(ev.unsigned.msc4354_sticky_duration_ttl_ms) : undefined;
+  if (receivedAt !== undefined && ttl !== undefined && ttl >= 0) return Math.min(receivedAt + ttl, base + durationMs);
+  return base + durationMs;
+}
+
+function interpretRtcMember(ev: MatrixEvent, base: number, receivedAt: number | undefined): Interpretation {
   const content = ev.content;
-  const stickyKey = str(content.msc4354_sticky_key);
+  // matrix-js-sdk (membershipData/rtc.ts) accepts the stable `sticky_key` as well.
+  const stickyKey = str(content.msc4354_sticky_key) ?? str(content.sticky_key);
   if (!stickyKey) return { kind: 'invalid', reason: 'rtc.member without msc4354_sticky_key' };
   const key = `sticky:${ev.sender}:${stickyKey}`;
   const member = content.member;
-  if (!isObject(member)) {
-    // Only the sticky key: a leave. It can only end the sender's own membership (keyed by sender).
+  // A leave: only the sticky key (and `slot_id`), as matrix-js-sdk's StickyEventMembershipManager
+  // sends its hang-up and its delayed leave, or a member marked `membership: "leave"` (later MSC4143
+  // drafts). Keyed by sender, it can only end the sender's own membership.
+  if (!isObject(member) || member.membership === 'leave') {
     return { kind: 'leave', ended: { roomId: ev.room_id, key, userId: ev.sender } };
   }
+  const durationMs = stickyDurationOf(ev);
+  // Not sticky (a homeserver without MSC4354 dropped the duration): clients do not count it either.
+  if (durationMs === undefined) return { kind: 'invalid', reason: 'rtc.member join that is not a sticky event (no msc4354_sticky.duration_ms)' };
   const userId = str(member.user_id);
   const deviceId = str(member.device_id);
   if (!userId || !deviceId) return { kind: 'invalid', reason: 'rtc.member member without user_id/device_id' };
@@ -216,20 +263,25 @@ function interpretRtcMember(ev: MatrixEvent): Interpretation {
       slotId: str(content.slot_id) ?? LEGACY_SLOT_ID,
       eventId: ev.event_id,
       originServerTs: ev.origin_server_ts,
-      expiresAt: ev.origin_server_ts + stickyDurationOf(ev),
+      expiresAt: stickyExpiry(ev, durationMs, base, receivedAt),
     },
   };
 }
 
-/** What one event means for calls. Never throws. */
-export function interpretEvent(raw: unknown): Interpretation {
+/**
+ * What one event means for calls. Never throws. `receivedAt` (epoch ms on our clock, when the
+ * transaction or the state read arrived) bounds lifetimes when the sender's clock runs ahead and
+ * lets the sticky TTL count; without it lifetimes count from `origin_server_ts` alone.
+ */
+export function interpretEvent(raw: unknown, receivedAt?: number): Interpretation {
   const ev = asMatrixEvent(raw);
   if (!ev) return { kind: 'invalid', reason: 'not a Matrix event (missing type, room_id, sender, event_id, origin_server_ts or content)' };
+  const base = receivedAt === undefined ? ev.origin_server_ts : Math.min(ev.origin_server_ts, receivedAt);
   switch (ev.type) {
     case CALL_MEMBER_TYPE:
-      return interpretCallMember(ev);
+      return interpretCallMember(ev, base);
     case RTC_MEMBER_TYPE:
-      return interpretRtcMember(ev);
+      return interpretRtcMember(ev, base, receivedAt);
     case 'm.room.member': {
       const membership = str(ev.content.membership);
       if (ev.state_key === undefined || !membership) return { kind: 'invalid', reason: 'm.room.member without state_key or membership' };

@@ -208,7 +208,7 @@ export function createMembershipTracker(deps: MembershipTrackerDeps): Membership
     },
     async applyEvents(events) {
       for (const raw of events) {
-        const i = interpretEvent(raw);
+        const i = interpretEvent(raw, clock.now());
         const roomId = 'roomId' in i ? i.roomId : i.kind === 'join' ? i.membership.roomId : i.kind === 'leave' ? i.ended.roomId : undefined;
         const at = typeof (raw as { origin_server_ts?: unknown })?.origin_server_ts === 'number'
           ? (raw as { origin_server_ts: number }).origin_server_ts

@@ -50,6 +50,7 @@ export function mountReadRoutes(app: express.Express, ctx: FakeHomeserverContext
     for (const k of UNSTABLE_TRUE) unstable[k] = true;
     for (const k of UNSTABLE_FALSE) unstable[k] = false;
     unstable['org.matrix.msc4140'] = ctx.maxEventDelayMs !== undefined;
+    Object.assign(unstable, ctx.extraUnstableFeatures);
     sendJson(res, 200, { versions: SYNAPSE_1132_VERSIONS, unstable_features: unstable });
   });
 

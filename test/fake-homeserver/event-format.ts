@@ -6,8 +6,10 @@
  * both levels (README rules 11-14). `withoutPrev` gives the shape of an event Synapse reloaded
  * from its database after a restart (rule 7): only `replaces_state` survives. A redacted event
  * has `unsigned.redacted_by` / `redacted_because` and a top-level `redacted_because`, and no
- * `prev_content` (cs-api/state-as-alice-msc3757.json).
+ * `prev_content` (cs-api/state-as-alice-msc3757.json). A sticky event (MSC4354, matrix-rtc.ts)
+ * carries `msc4354_sticky` and, while sticky, `unsigned.msc4354_sticky_duration_ttl_ms`.
  */
+import { stickyFields } from './matrix-rtc.ts';
 import type { StoredEvent } from './model.ts';
 
 export function formatEvent(ev: StoredEvent, now: number, opts: { withoutPrev?: boolean } = {}): Record<string, unknown> {
@@ -45,6 +47,9 @@ export function formatEvent(ev: StoredEvent, now: number, opts: { withoutPrev?: 
     unsigned.invite_room_state = ev.invite_room_state;
     out.invite_room_state = ev.invite_room_state;
   }
+  const sticky = stickyFields(ev, now);
+  if (sticky.top) out.msc4354_sticky = sticky.top;
+  if (sticky.ttlMs !== undefined) unsigned.msc4354_sticky_duration_ttl_ms = sticky.ttlMs;
   return out;
 }
 

@@ -21,6 +21,8 @@ export interface FakeHomeserverContext {
   onOpenIdToken?: (token: string, userId: string) => void;
   /** `max_event_delay_duration` in ms; undefined = MSC4140 disabled. */
   maxEventDelayMs?: number;
+  /** Unstable features newer-Synapse settings add to `/versions` (matrix-rtc.ts). */
+  extraUnstableFeatures?: Record<string, boolean>;
   /** Resolves the requesting user of a client-server request (throws MatrixApiError). */
   requester(req: Request): string;
   /** Whether the request carries the appservice's as_token. */

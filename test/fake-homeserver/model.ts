@@ -27,6 +27,8 @@ export interface StoredEvent {
   invite_room_state?: Record<string, unknown>[];
   /** The redaction that emptied this event. */
   redacted_because?: StoredEvent;
+  /** MSC4354: the top-level `msc4354_sticky` of a sticky event, as the client asked (matrix-rtc.ts). */
+  sticky?: { duration_ms: number };
 }
 
 export interface FakeRoom {
@@ -87,7 +89,7 @@ export interface HomeserverModel {
   setMembership(sender: string, roomId: string, target: string, membership: 'invite' | 'join' | 'leave' | 'ban', reason?: string): string;
   /** Writes state after the auth checks; returns the event id (the existing one for an identical re-send). */
   sendState(sender: string, roomId: string, type: string, stateKey: string, content: Record<string, unknown>): string;
-  sendEvent(sender: string, roomId: string, type: string, content: Record<string, unknown>): string;
+  sendEvent(sender: string, roomId: string, type: string, content: Record<string, unknown>, opts?: { sticky?: { duration_ms: number } }): string;
   redact(sender: string, roomId: string, eventId: string, reason?: string): string;
   stateEvent(roomId: string, type: string, stateKey: string): StoredEvent | undefined;
   currentState(roomId: string): StoredEvent[];
@@ -315,10 +317,10 @@ export function createHomeserverModel(deps: { serverName: string; clock: Clock }
       }
       return persist({ type, room_id: roomId, sender, state_key: stateKey, content }).event_id;
     },
-    sendEvent(sender, roomId, type, content) {
+    sendEvent(sender, roomId, type, content, opts = {}) {
       requireJoined(roomId, sender);
       if (powerLevel(roomId, sender) < requiredLevel(roomId, type, false)) throw new MatrixApiError(403, 'M_FORBIDDEN', "You don't have permission to post that to the room.");
-      return persist({ type, room_id: roomId, sender, content }).event_id;
+      return persist({ type, room_id: roomId, sender, content, ...(opts.sticky ? { sticky: opts.sticky } : {}) }).event_id;
     },
     redact(sender, roomId, eventId, reason) {
       requireJoined(roomId, sender);

@@ -34,6 +34,8 @@ interface DelayedEvent {
   type: string;
   stateKey: string | undefined;
   content: Record<string, unknown>;
+  /** MSC4354: sent as a sticky event of this duration when it fires. */
+  stickyDurationMs: number | undefined;
   delay: number;
   runningSince: number;
   timer: TimerHandle;
@@ -42,7 +44,7 @@ interface DelayedEvent {
 export interface DelayedEvents {
   /** The delay the request asks for (undefined = send now); throws the recorded 400s. */
   parseDelay(req: Request): number | undefined;
-  schedule(userId: string, roomId: string, type: string, stateKey: string | undefined, content: Record<string, unknown>, delay: number): string;
+  schedule(userId: string, roomId: string, type: string, stateKey: string | undefined, content: Record<string, unknown>, delay: number, stickyDurationMs?: number): string;
   pendingIds(): string[];
   /** Delayed events that fired but were refused at send time (e.g. power levels). */
   readonly refused: { delayId: string; error: string }[];
@@ -65,7 +67,7 @@ export function createDelayedEvents(deps: { model: HomeserverModel; clock: Clock
     clock.clearTimeout(e.timer);
     try {
       if (e.stateKey !== undefined) model.sendState(e.userId, e.roomId, e.type, e.stateKey, e.content);
-      else model.sendEvent(e.userId, e.roomId, e.type, e.content);
+      else model.sendEvent(e.userId, e.roomId, e.type, e.content, e.stickyDurationMs === undefined ? {} : { sticky: { duration_ms: e.stickyDurationMs } });
     } catch (err) {
       refused.push({ delayId: id, error: (err as Error).message });
     }
@@ -103,13 +105,13 @@ export function createDelayedEvents(deps: { model: HomeserverModel; clock: Clock
       }
       return delay;
     },
-    schedule(userId, roomId, type, stateKey, content, delay) {
+    schedule(userId, roomId, type, stateKey, content, delay, stickyDurationMs) {
       model.room(roomId);
       if ([...pending.values()].filter((e) => e.userId === userId).length >= maxPerUser) {
         throw new MatrixApiError(400, 'M_UNKNOWN', 'The maximum number of delayed events has been reached.', { 'org.matrix.msc4140.errcode': 'M_MAX_DELAY_UNSUPPORTED' });
       }
       const delayId = `syd_${letters(20)}`;
-      const e: DelayedEvent = { delayId, userId, roomId, type, stateKey, content, delay, runningSince: 0, timer: undefined as unknown as TimerHandle };
+      const e: DelayedEvent = { delayId, userId, roomId, type, stateKey, content, stickyDurationMs, delay, runningSince: 0, timer: undefined as unknown as TimerHandle };
       pending.set(delayId, e);
       arm(e);
       return delayId;

@@ -22,6 +22,7 @@ import { mountReadRoutes } from './cs-read-routes.ts';
 import { mountEphemeralRoutes } from './ephemeral-routes.ts';
 import { handler, sendError, sendJson, tokenOf, type FakeHomeserverContext } from './http-util.ts';
 import { createHomeserverModel, MatrixApiError, type StoredEvent } from './model.ts';
+import { createMatrixRtcFeatures, type MatrixRtcFeatures, type MatrixRtcProfile } from './matrix-rtc.ts';
 import { createDelayedEvents, type DelayedEvents } from './msc4140.ts';
 import { createInterest, validateRegistration, validateRegistrations } from './registration.ts';
 
@@ -42,6 +43,8 @@ export interface FakeHomeserverOptions {
   msc2409ToDevice?: boolean;
   /** Called for every OpenID token minted. */
   onOpenIdToken?: (token: string, userId: string) => void;
+  /** Newer-Synapse MatrixRTC settings (matrix-rtc.ts); default: none, as on 1.132. */
+  matrixRtc?: MatrixRtcProfile;
   /** Extra routes mounted before the built-in ones (they win on a path both serve). */
   extraRoutes?: (app: express.Express, hs: FakeHomeserverContext) => void;
 }
@@ -50,6 +53,7 @@ export interface FakeHomeserver extends FakeHomeserverContext {
   url: string;
   pusher: AppservicePusher;
   delayed: DelayedEvents;
+  matrixRtc: MatrixRtcFeatures;
   /** Simulates a Synapse restart: txn ids restart, pending retries wait for the next event. */
   restart(): void;
   stop(): Promise<void>;
@@ -76,6 +80,7 @@ export async function startFakeHomeserver(opts: FakeHomeserverOptions): Promise<
   });
   const maxEventDelayMs = opts.maxEventDelayMs === null ? undefined : (opts.maxEventDelayMs ?? 86_400_000);
   const delayed = createDelayedEvents({ model, clock, maxDelayMs: maxEventDelayMs });
+  const matrixRtc = createMatrixRtcFeatures(opts.matrixRtc);
 
   const isAppservice = (req: Request) => tokenOf(req) === reg.as_token;
 
@@ -104,6 +109,7 @@ export async function startFakeHomeserver(opts: FakeHomeserverOptions): Promise<
     openidTokens: new Map(),
     onOpenIdToken: opts.onOpenIdToken,
     maxEventDelayMs,
+    extraUnstableFeatures: matrixRtc.unstableFeatures(),
     requester,
     isAppservice,
   };
@@ -115,6 +121,7 @@ export async function startFakeHomeserver(opts: FakeHomeserverOptions): Promise<
   mountReadRoutes(app, ctx);
   mountEphemeralRoutes(app, ctx, pusher);
   delayed.mount(app, ctx);
+  matrixRtc.mount(app, ctx);
 
   app.post(`${C}/v3/createRoom`, handler((req, res) => {
     const user = ctx.requester(req);
@@ -170,9 +177,10 @@ export async function startFakeHomeserver(opts: FakeHomeserverOptions): Promise<
   app.put(`${C}/v3/rooms/:roomId/send/:type/:txnId`, handler((req, res) => {
     const user = ctx.requester(req);
     const content = (req.body ?? {}) as Record<string, unknown>;
+    const sticky = matrixRtc.parseStickyDuration(req);
     const delay = delayed.parseDelay(req);
-    if (delay !== undefined) return sendJson(res, 200, { delay_id: delayed.schedule(user, String(req.params.roomId), String(req.params.type), undefined, content, delay) });
-    const eventId = model.sendEvent(user, String(req.params.roomId), String(req.params.type), content);
+    if (delay !== undefined) return sendJson(res, 200, { delay_id: delayed.schedule(user, String(req.params.roomId), String(req.params.type), undefined, content, delay, sticky) });
+    const eventId = model.sendEvent(user, String(req.params.roomId), String(req.params.type), content, sticky === undefined ? {} : { sticky: { duration_ms: sticky } });
     sendJson(res, 200, { event_id: eventId });
   }));
   app.put(`${C}/v3/rooms/:roomId/redact/:eventId/:txnId`, handler((req, res) => {
@@ -204,6 +212,7 @@ export async function startFakeHomeserver(opts: FakeHomeserverOptions): Promise<
     url: urlOf(address),
     pusher,
     delayed,
+    matrixRtc,
     restart: () => pusher.restart(),
     async stop() {
       pusher.stop();

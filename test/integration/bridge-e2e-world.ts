@@ -24,6 +24,7 @@ import { startComposedHomeserver, type ComposedHomeserver } from '../fake-homese
 import { testRegistration } from '../fake-homeserver/server.ts';
 import type { AppserviceRegistration } from '../fake-homeserver/appservice-pusher.ts';
 import type { HomeserverModel } from '../fake-homeserver/model.ts';
+import type { MatrixRtcProfile } from '../fake-homeserver/matrix-rtc.ts';
 import { reservePort } from '../support/ports.ts';
 import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
@@ -90,6 +91,8 @@ export interface WorldOptions {
   csApi?: 'token-helper' | 'core';
   /** false: the registration has no url, so the homeserver never pushes (the bridge only reconciles). */
   pushes?: boolean;
+  /** Newer-Synapse MatrixRTC settings of the fake homeserver (sticky events, /rtc/transports). */
+  matrixRtc?: MatrixRtcProfile;
   /** Runs after the SFU and the seeded homeserver are up and before the bridge starts. */
   beforeBridge?: (pre: PreBridge) => Promise<void>;
 }
@@ -167,6 +170,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     const composed = await startComposedHomeserver({
       registration: reg,
       backoffBaseMs: 100,
+      matrixRtc: opts.matrixRtc,
       ...(opts.csApi === 'core'
         ? {
             extraRoutes: (app) => {

@@ -4,8 +4,9 @@
  * look-up and identity assertion on restart/send. Requests go straight to the token service with
  * the headers Synapse adds, and once through the fake homeserver's proxy end to end.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { liveKitIdentityForMemberId, liveKitRoomAlias } from '../../bridge/token/names.ts';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { liveKitIdentityForMember, liveKitIdentityForMemberId, liveKitRoomAlias } from '../../bridge/token/names.ts';
+import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
 import { waitFor } from '../support/wait.ts';
 import { AS_TOKEN, claimsOf, HS_TOKEN, startTokenHarness, type TokenHarness, type TokenHarnessOptions } from './token-harness.ts';
 
@@ -385,5 +386,61 @@ describe('C-S delegate_delayed_leave', () => {
       [`Bearer ${AS_TOKEN}`, alice(h)],
       [`Bearer ${AS_TOKEN}`, alice(h)],
     ]);
+  });
+});
+
+describe('both MSC4195 body shapes on every proxied endpoint', () => {
+  const origin = 'origin.example.org';
+  /** Element Call (js-sdk) sends `member: {id, claimed_device_id}`; lk-jwt-service line B sends `member_id`. */
+  const shapes = [
+    ['member_id', { member_id: 'member-1' }, (u: string) => liveKitIdentityForMemberId(u, 'member-1')],
+    ['member {id, claimed_device_id}', { member: { id: 'member-1', claimed_device_id: 'DEVICE' } }, (u: string) => liveKitIdentityForMember(u, 'DEVICE', 'member-1')],
+    ['member {id, claimed_user_id, claimed_device_id}', { member: { id: 'member-1', claimed_user_id: '@ignored:elsewhere', claimed_device_id: 'DEVICE' } }, (u: string) => liveKitIdentityForMember(u, 'DEVICE', 'member-1')],
+  ] as const;
+  const shapeless = (h: TokenHarness) => ({ url: h.config.livekit.url, room_id: ROOM, slot_id: 'm.call#' });
+
+  it.each(shapes)('C-S get_token accepts %s and names the participant by it', async (_name, part, identity) => {
+    const h = await start();
+    h.hs.setJoined(ROOM, alice(h), true);
+    const res = await h.post(`${CS}/get_token`, { ...shapeless(h), ...part }, csHeaders(alice(h)));
+    expect(res.status).toBe(200);
+    expect(claimsOf(res.json!.jwt).sub).toBe(identity(alice(h)));
+  });
+  // S-S always creates the SFU room: it needs an SFU to answer CreateRoom.
+  let sfu: TestSfu;
+  beforeAll(async () => {
+    sfu = await startTestSfu();
+  });
+  afterAll(async () => {
+    await sfu.stop();
+  });
+  it.each(shapes)('S-S get_token accepts %s and names the participant by it', async (_name, part, identity) => {
+    const h = await start({ livekitUrl: sfu.wsUrl, env: { LIVEKIT_KEY: TEST_API_KEY, LIVEKIT_SECRET: TEST_API_SECRET } });
+    const user = `@alice:${origin}`;
+    h.hs.setJoined(ROOM, user, true);
+    const res = await h.post(SS, { ...shapeless(h), user_id: user, ...part }, ssHeaders(origin));
+    expect(res.status).toBe(200);
+    expect(claimsOf(res.json!.jwt).sub).toBe(identity(user));
+  });
+  it.each(shapes)('delegate_delayed_leave accepts %s and sends the delayed leave when that participant leaves', async (_name, part, identity) => {
+    // Delegation is for users of full-access servers: the harness default, alice's own.
+    const h = await start({ fullAccess: undefined });
+    h.hs.scheduleDelayedEvent({ delayId: 'syd_shape', roomId: ROOM, delayMs: 8000, userId: alice(h) });
+    const res = await h.post(`${CS}/delegate_delayed_leave`, { ...shapeless(h), delay_id: 'syd_shape', ...part }, csHeaders(alice(h)));
+    expect(res.status).toBe(200);
+    await h.webhook('participant_left', liveKitRoomAlias(ROOM, 'm.call#'), identity(alice(h)), true);
+    await waitFor('send', () => h.hs.actions().includes('syd_shape:send') || undefined);
+  });
+  it.each([
+    ['neither member_id nor member', {}],
+    ['a member without claimed_device_id', { member: { id: 'member-1' } }],
+    ['a member without id', { member: { claimed_device_id: 'DEVICE' } }],
+    ['an empty member_id', { member_id: '' }],
+  ])('C-S get_token refuses a body with %s (M_BAD_JSON)', async (_name, part) => {
+    const h = await start();
+    h.hs.setJoined(ROOM, alice(h), true);
+    const res = await h.post(`${CS}/get_token`, { ...shapeless(h), ...part }, csHeaders(alice(h)));
+    expect(res.status).toBe(400);
+    expect(res.json).toEqual({ errcode: 'M_BAD_JSON', error: 'The request body is missing `member_id` or a `member` with `id` and `claimed_device_id`' });
   });
 });

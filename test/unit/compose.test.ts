@@ -212,7 +212,7 @@ describe('synapse-dev/homeserver.yaml', () => {
   const experimental = homeserver.experimental_features as Record<string, boolean>;
 
   it('turns on every experimental feature MatrixRTC needs', () => {
-    for (const flag of ['msc3266_enabled', 'msc4143_enabled', 'msc4222_enabled', 'msc4502_enabled', 'msc4512_enabled']) {
+    for (const flag of ['msc3266_enabled', 'msc4143_enabled', 'msc4222_enabled', 'msc4502_enabled', 'msc4512_enabled', 'msc4354_enabled']) {
       expect(experimental[flag], flag).toBe(true);
     }
   });
