@@ -224,7 +224,7 @@ describe('delegated delayed-leave lifecycle', () => {
     expect(h.service.delayedLeave.state(LK_ROOM, b.identity)).toBe('waiting');
   });
 
-  it('ignores webhooks with a bad signature', async () => {
+  it('refuses webhooks with a bad signature (401) and leaves the job alone', async () => {
     const h = await start();
     const d = delegate(h, { delayId: 'syd_sig', timeout: 30_000 });
     await d.send();
@@ -232,7 +232,7 @@ describe('delegated delayed-leave lifecycle', () => {
       body: JSON.stringify({ event: 'participant_joined', room: { name: LK_ROOM }, participant: { identity: d.identity } }),
       headers: { 'Content-Type': 'application/webhook+json', Authorization: 'not-a-jwt' },
     });
-    expect(res.status).toBe(200);
+    expect(res.status).toBe(401);
     expect(h.service.delayedLeave.state(LK_ROOM, d.identity)).toBe('waiting');
   });
 });
