@@ -1,6 +1,7 @@
 /**
  * The embedded default behind `npm start`: SFU and bridge in one process, in-memory state, no
- * Redis, listening on loopback only, with a development key pair from the data folder. Built
+ * Redis, listening on loopback only, with a development key pair from the data folder; the SFU's
+ * webhooks go to the bridge's `/sfu_webhook`, signed with that key. Built
  * by `createEmbedded(opts)` so a test can start it on free ports and stop it.
  */
 import type { Clock } from '../common/clock.ts';
@@ -37,6 +38,12 @@ export interface Embedded {
   stop(): Promise<void>;
 }
 
+/** Where the SFU posts its webhooks: the bridge's `/sfu_webhook` (unknown while the bridge port is 0). */
+export function embeddedWebhookUrls(host: string, bridgePort: number): string[] {
+  const hostForUrl = host.includes(':') ? `[${host}]` : host;
+  return bridgePort > 0 ? [`http://${hostForUrl}:${bridgePort}/sfu_webhook`] : [];
+}
+
 export function createEmbedded(opts: EmbeddedOptions): Embedded {
   const { keys, created, path } = loadOrCreateDevKeys(opts.dataDir);
   const sfuConfig = resolveSfuConfig({
@@ -46,6 +53,9 @@ export function createEmbedded(opts: EmbeddedOptions): Embedded {
       bind_addresses: [opts.host],
       keys: { [keys.key]: keys.secret },
       rtc: { node_ip: opts.host },
+      // The bridge ends a crashed client's delegated call leave on the SFU's participant_left; with
+      // --bridge-port 0 it has only its own poll of the SFU (LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS).
+      webhook: { api_key: keys.key, urls: embeddedWebhookUrls(opts.host, opts.bridgePort) },
       connectivity_page: true,
     }),
   });
