@@ -8,7 +8,7 @@ import type { Clock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
 import { createMetricsRegistry } from '../common/metrics.ts';
 import { resolveBridgeConfig, type Env } from '../bridge/config.ts';
-import { createBridge } from '../bridge/bridge.ts';
+import { createBridge, type BridgeProcessDeps } from '../bridge/bridge.ts';
 import { resolveSfuConfig } from '../sfu/config.ts';
 import { createSfuServer } from '../sfu/server.ts';
 import { loadOrCreateDevKeys } from './dev-keys.ts';
@@ -22,6 +22,8 @@ export interface EmbeddedOptions {
   clock: Clock;
   /** Extra environment for the bridge (BRIDGE_* settings); LIVEKIT_* are set here. */
   env?: Env;
+  /** Token-service overrides (a private CA for OpenID look-ups, as `createBridge` takes). */
+  token?: BridgeProcessDeps['token'];
 }
 
 export interface EmbeddedUrls {
@@ -81,6 +83,7 @@ export function createEmbedded(opts: EmbeddedOptions): Embedded {
     logger: opts.logger.child({ component: 'bridge' }),
     clock: opts.clock,
     extraMetrics: [sfuMetrics],
+    ...(opts.token ? { token: opts.token } : {}),
   });
   return {
     async start() {

@@ -27,8 +27,9 @@
  * Several replicas: a job runs in exactly one manager, the holder of its lease in the store
  * (job-store.ts), renewed every third of `leaseMs`. `add()` takes the lease (replacing the job
  * wherever it ran); every renewal round also adopts stored jobs whose lease is free (their
- * replica stopped or died), so they survive it. An SFU event for a job this replica does not
- * run is published to the others, and the owner applies it.
+ * replica died: within the lease and one round), and a replica that stops releases its leases
+ * and says so, so the others adopt its jobs at once. An SFU event for a job this replica does
+ * not run is published to the others, and the owner applies it.
  *
  * Two forms of the action exist (homeserver/client.ts): the path form `…/{id}/<action>` first;
  * a 404 M_UNRECOGNIZED (unknown endpoint, not unknown id) switches to the body form
@@ -88,7 +89,7 @@ export const HOUR_MS = 3_600_000;
 /** The longest `delay_timeout` taken (24 h); larger is refused, not clamped. */
 export const MAX_DELAY_TIMEOUT_MS = 24 * HOUR_MS;
 /** Default lease of a job on its replica; the owner renews it every third of it. */
-export const DEFAULT_LEASE_MS = 15_000;
+export const DEFAULT_LEASE_MS = 6_000;
 /** How long a job found by polling may stay connected without any webhook before we warn. */
 export const WEBHOOK_GRACE_MS = 5_000;
 
@@ -121,7 +122,7 @@ export interface DelayedLeaveManagerDeps {
   sanityCheckIntervalMs: number;
   /** This replica's name on its leases (default a random one). */
   replicaId?: string;
-  /** Lease of a job on its replica (default 15 s): how long a dead replica's jobs wait. */
+  /** Lease of a job on its replica (default 6 s): how long a dead replica`s jobs wait. */
   leaseMs?: number;
   /** [0,1) source for backoff jitter; tests pass a fixed one. */
   random?: () => number;
@@ -485,6 +486,10 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
 
   function onMessage(m: JobMessage): void {
     if (closed) return;
+    if (m.kind === 'released') {
+      if (m.owner !== replicaId) adopt().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not adopt released delayed-leave jobs'));
+      return;
+    }
     const job = jobs.get(jobField(m.room, m.identity));
     if (m.kind === 'claimed') {
       if (job && m.owner !== replicaId) drop(job, 'a newer request for the same participant reached another replica');
@@ -606,6 +611,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       jobs.clear();
       // Hand the jobs over at once instead of after the lease: a sibling adopts them on its next round.
       await Promise.allSettled(held.map((j) => store.release(j.params.room, j.params.identity, replicaId)));
+      if (held.length) await store.publish({ kind: 'released', owner: replicaId }).catch(() => undefined);
     },
   };
 }

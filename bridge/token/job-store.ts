@@ -66,6 +66,11 @@ export type JobMessage =
       owner: string;
       room: string;
       identity: string;
+    }
+  | {
+      /** `owner` stopped and let its leases go: others adopt its jobs now, not a round later. */
+      kind: 'released';
+      owner: string;
     };
 
 export interface DelayedLeaveJobStore {
@@ -94,6 +99,7 @@ export function parseJobMessage(raw: string): JobMessage | undefined {
   } catch {
     return undefined;
   }
+  if (m?.kind === 'released' && typeof m.owner === 'string') return { kind: 'released', owner: m.owner };
   if (!m || typeof m.room !== 'string' || typeof m.identity !== 'string') return undefined;
   if (m.kind === 'sfu' && typeof m.from === 'string' && ['joined', 'left', 'aborted'].includes(m.event as string) && typeof m.clientInitiated === 'boolean') {
     return { kind: 'sfu', from: m.from, room: m.room, identity: m.identity, event: m.event as 'joined', clientInitiated: m.clientInitiated };
