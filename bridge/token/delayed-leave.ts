@@ -31,22 +31,20 @@
  * and says so, so the others adopt its jobs at once. An SFU event for a job this replica does
  * not run is published to the others, and the owner applies it.
  *
- * Two forms of the action exist (homeserver/client.ts): the path form `…/{id}/<action>` first;
- * a 404 M_UNRECOGNIZED (unknown endpoint, not unknown id) switches to the body form
- * `…/{id}` `{"action"}`, which Synapse 1.132 only accepts from a user. The bridge has a user
- * credential only as the appservice of the delayed event owner's homeserver (as_token +
- * `?user_id=`); without one the job logs it once and ends as on a 404. The form that answered
- * is remembered per client-server API URL, so later calls go straight to it.
+ * Restart and send go through delayed-event-actions.ts: path form first, the authenticated
+ * body form (Synapse 1.132) as the appservice acting for the owner; without that credential
+ * the job logs it once and ends as on a 404.
  *
- * Lifecycle: built by `createDelayedLeaveManager(deps)`; `restore()` once at start, `add()` from
- * the token handlers, `onSfuEvent()` from the webhook, `close()` at shutdown. Every timer runs on
+ * Lifecycle: built by `createDelayedLeaveManager(deps)`; `restore()` once at start (subscribes,
+ * adopts free stored jobs, starts the lease and watch rounds), `add()` from the token handlers,
+ * `onSfuEvent()` from the webhook, `close()` at shutdown (hands its jobs over). Every timer runs on
  * the injected clock; async steps re-check that their job is still current before acting.
  */
 import { randomUUID } from 'node:crypto';
 import { repeatEvery, type Clock, type Repeating, type TimerHandle } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
-import type { ActionOutcome, AsIdentity, DelayedEventAction, DelayedEventForm, HomeserverClient } from '../homeserver/client.ts';
-import { serverNameOfUserId } from './names.ts';
+import type { HomeserverClient } from '../homeserver/client.ts';
+import { createBackoff, createDelayedEventActions } from './delayed-event-actions.ts';
 import type { CsApiResolver } from './cs-api-resolver.ts';
 import type { DelayedLeaveJobStore, JobMessage, JobParams } from './job-store.ts';
 import { jobField } from './job-store.ts';
@@ -84,6 +82,8 @@ const TRANSITIONS: Record<JobState, Partial<Record<JobSignal, JobState>>> = {
   aborted: {},
   replaced: {},
 };
+
+export { createBackoff } from './delayed-event-actions.ts';
 
 export const HOUR_MS = 3_600_000;
 /** The longest `delay_timeout` taken (24 h); larger is refused, not clamped. */
@@ -157,25 +157,13 @@ interface Job {
   log: Logger;
 }
 
-/** Backoff intervals: 1 s, ×1.5, ±50 % jitter, at most 60 s. */
-export function createBackoff(random: () => number): () => number {
-  let interval = 1000;
-  return () => {
-    const delta = 0.5 * interval;
-    const next = interval - delta + random() * (2 * delta);
-    interval = Math.min(60_000, interval * 1.5);
-    return Math.min(60_000, next);
-  };
-}
-
 export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): DelayedLeaveManager {
   const { clock, logger, store, sfu, homeserver, csApi } = deps;
   const random = deps.random ?? Math.random;
   const replicaId = deps.replicaId ?? `replica-${randomUUID()}`;
   const leaseMs = deps.leaseMs ?? DEFAULT_LEASE_MS;
   const jobs = new Map<string, Job>();
-  /** Client-server API URL -> the action form that server answered (not M_UNRECOGNIZED). */
-  const forms = new Map<string, DelayedEventForm>();
+  const actions = createDelayedEventActions({ clock, logger, homeserver, asToken: deps.asToken, appserviceServerName: deps.appserviceServerName, random });
   let closed = false;
   let started = false;
   let webhookSeen = false;
@@ -262,88 +250,6 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     }
   }
 
-  function asIdentity(job: Job): AsIdentity | undefined {
-    return job.params.asUserId && deps.asToken ? { asToken: deps.asToken, userId: job.params.asUserId } : undefined;
-  }
-
-  /** The credential for the body form: the appservice acting as the owner, if it may. */
-  function bodyIdentity(job: Job): AsIdentity | undefined {
-    const own = asIdentity(job);
-    if (own) return own;
-    const user = job.params.userId;
-    if (!deps.asToken || !deps.appserviceServerName || !user || serverNameOfUserId(user) !== deps.appserviceServerName) return undefined;
-    return { asToken: deps.asToken, userId: user };
-  }
-
-  /** Remember the form a server answered with (a transport failure tells nothing). */
-  function learn(csUrl: string, form: DelayedEventForm, outcome: ActionOutcome): void {
-    if (outcome.kind === 'unrecognized' || (outcome.kind === 'retry' && outcome.status === undefined)) return;
-    if (forms.get(csUrl) === form) return;
-    forms.set(csUrl, form);
-    logger.info({ csApi: csUrl, form }, `homeserver takes delayed-event actions in the ${form === 'body' ? 'authenticated {action}' : 'path'} form`);
-  }
-
-  /**
-   * One attempt of `action` in the form the server is known to take (path form first, body form
-   * after a 404 M_UNRECOGNIZED). 'no_credential': only the body form works there and the bridge
-   * may not act as the owner.
-   */
-  async function attempt(job: Job, csUrl: string, action: DelayedEventAction): Promise<ActionOutcome | { kind: 'no_credential' }> {
-    const { delayId } = job.params;
-    if (forms.get(csUrl) !== 'body') {
-      const outcome = await homeserver.delayedEventAction(csUrl, delayId, action, asIdentity(job), 'path');
-      learn(csUrl, 'path', outcome);
-      if (outcome.kind !== 'unrecognized') return outcome;
-      if (!isCurrent(job)) return outcome;
-    }
-    const cred = bodyIdentity(job);
-    if (!cred) {
-      if (!job.noCredentialLogged) {
-        job.noCredentialLogged = true;
-        job.log.warn(
-          { csApi: csUrl, action, appservice: Boolean(deps.asToken) },
-          deps.asToken
-            ? 'the homeserver only takes authenticated delayed-event actions ({action} form) and the owner is not a user of the appservice`s homeserver: the delayed leave cannot be managed'
-            : 'the homeserver only takes authenticated delayed-event actions ({action} form) and the bridge runs without an appservice registration: the delayed leave cannot be managed',
-        );
-      }
-      return { kind: 'no_credential' };
-    }
-    const outcome = await homeserver.delayedEventAction(csUrl, delayId, action, cred, 'body');
-    learn(csUrl, 'body', outcome);
-    if (outcome.kind === 'unrecognized') {
-      forms.delete(csUrl);
-      job.log.warn({ csApi: csUrl, action }, 'the homeserver knows neither form of delayed-event management');
-    }
-    return outcome;
-  }
-
-  /**
-   * Calls the action until `stop` says so or the window closes. Resolves with the last outcome
-   * ('ok' | 'not_found' | 'no_credential' | 'gave_up'), or undefined when the job stopped being current.
-   */
-  async function retryAction(job: Job, csUrl: string, action: DelayedEventAction, windowMs: number, stateAtStart: JobState) {
-    const startedAt = clock.now();
-    const nextDelay = createBackoff(random);
-    for (;;) {
-      const outcome = await attempt(job, csUrl, action);
-      if (!isCurrent(job) || job.state !== stateAtStart) return undefined;
-      // An endpoint neither form has counts as an unknown id (today's 404 semantics).
-      if (outcome.kind === 'unrecognized') return 'not_found' as const;
-      if (outcome.kind !== 'retry') return outcome.kind;
-      const delay = Math.max(nextDelay(), outcome.retryAfterMs ?? 0);
-      if (clock.now() + delay - startedAt > windowMs) {
-        job.log.warn({ action, reason: outcome.reason }, 'delayed event action gave up');
-        return 'gave_up' as const;
-      }
-      job.log.debug({ action, reason: outcome.reason, retryInMs: Math.round(delay) }, 'delayed event action will be retried');
-      await new Promise<void>((resolve) => {
-        job.actionTimer = clock.setTimeout(resolve, delay);
-      });
-      if (!isCurrent(job) || job.state !== stateAtStart) return undefined;
-    }
-  }
-
   async function runRestart(job: Job): Promise<void> {
     if (!isCurrent(job) || job.state !== 'connected') return;
     const remaining = (job.restartDeadline ?? 0) - clock.now();
@@ -355,7 +261,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       job.log.warn({ err: (err as Error).message }, 'restart: client-server API unresolvable');
       return signal(job, 'cs_api_not_found');
     }
-    const result = await retryAction(job, csUrl, 'restart', remaining, 'connected');
+    const result = await actions.retry(job, csUrl, 'restart', remaining, () => isCurrent(job) && job.state === 'connected');
     if (result === undefined) return;
     if (result === 'not_found' || result === 'no_credential') return signal(job, 'restart_not_found');
     if (result === 'gave_up') return signal(job, 'restart_timed_out');
@@ -376,7 +282,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       return finish(job);
     }
     if (!isCurrent(job)) return;
-    const result = await retryAction(job, csUrl, 'send', windowMs, 'disconnected');
+    const result = await actions.retry(job, csUrl, 'send', windowMs, () => isCurrent(job) && job.state === 'disconnected');
     if (result === undefined) return;
     if (result === 'not_found') job.log.info('delayed leave event already sent or cancelled');
     else if (result === 'ok') job.log.info('delayed leave event sent');
