@@ -541,6 +541,7 @@ describe('several replicas on one store', () => {
       save: (j) => cut(() => shared.save(j)),
       delete: (r, i) => cut(() => shared.delete(r, i)),
       all: () => cut(() => shared.all()),
+      get: (r, i) => cut(() => shared.get(r, i)),
       claim: (r, i, o, t, f) => cut(() => shared.claim(r, i, o, t, f)),
       release: (r, i, o) => cut(() => shared.release(r, i, o)),
       publish: (m) => cut(() => shared.publish(m)),

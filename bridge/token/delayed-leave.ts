@@ -353,18 +353,20 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
 
   /** Renews the leases of the jobs run here, drops those lost, adopts stored jobs nobody runs. */
   async function leaseRound(): Promise<void> {
-    for (const job of jobs.values()) {
-      if (!isCurrent(job)) continue;
+    const renewals = [...jobs.values()].map(async (job) => {
+      const askedAt = clock.now();
       let held: boolean | undefined;
       try {
         held = await store.claim(job.params.room, job.params.identity, replicaId, leaseMs);
       } catch (err) {
         job.log.debug({ err: (err as Error).message }, 'could not renew the delayed-leave lease');
       }
-      if (held === true) job.leaseUntil = clock.now() + leaseMs;
+      if (!isCurrent(job)) return;
+      if (held === true) job.leaseUntil = askedAt + leaseMs;
       else if (held === false) drop(job, 'lease taken by another replica');
       else if (clock.now() >= job.leaseUntil) drop(job, 'lease expired while the store was unreachable');
-    }
+    });
+    await Promise.all(renewals);
     await adopt();
   }
 
@@ -383,8 +385,14 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
         continue;
       }
       if (!(await store.claim(s.params.room, s.params.identity, replicaId, leaseMs))) continue;
+      // The listing may be older than the lease: the job may have finished (or been replaced) since.
+      const current = await store.get(s.params.room, s.params.identity);
       if (closed || jobs.has(key)) continue;
-      start(s.params);
+      if (!current) {
+        await store.release(s.params.room, s.params.identity, replicaId);
+        continue;
+      }
+      start(current.params);
       adopted++;
     }
     return adopted;
@@ -398,7 +406,14 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     }
     const job = jobs.get(jobField(m.room, m.identity));
     if (m.kind === 'claimed') {
-      if (job && m.owner !== replicaId) drop(job, 'a newer request for the same participant reached another replica');
+      if (!job || m.owner === replicaId) return;
+      // Two requests for one participant on two replicas at once: the lease says who won.
+      store.claim(m.room, m.identity, replicaId, leaseMs).then(
+        (held) => {
+          if (!held) drop(job, 'a newer request for the same participant reached another replica');
+        },
+        (err: unknown) => job.log.debug({ err: (err as Error).message }, 'could not check the delayed-leave lease'),
+      );
       return;
     }
     if (m.from === replicaId) return;

@@ -77,6 +77,7 @@ export interface DelayedLeaveJobStore {
   save(job: StoredJob): Promise<void>;
   delete(room: string, identity: string): Promise<void>;
   all(): Promise<StoredJob[]>;
+  get(room: string, identity: string): Promise<StoredJob | undefined>;
   /**
    * Takes or extends the job's lease for `owner` for `ttlMs`: when nobody holds it, when
    * `owner` already does, or always with `force` (a newer job replaces the one wherever it
@@ -147,6 +148,10 @@ export function createMemoryJobStore(clock: Clock = systemClock): DelayedLeaveJo
     },
     async all() {
       return [...jobs.values()].map((j) => structuredClone(j));
+    },
+    async get(room, identity) {
+      const job = jobs.get(jobField(room, identity));
+      return job && structuredClone(job);
     },
     async close() {},
   };
@@ -272,6 +277,10 @@ export function createRedisJobStore(deps: { redis: RedisClient; logger: Logger }
     },
     async delete(room, identity) {
       await redis.hdel(REDIS_JOBS_HASH_KEY, jobField(room, identity));
+    },
+    async get(room, identity) {
+      const raw = await redis.hget(REDIS_JOBS_HASH_KEY, jobField(room, identity));
+      return raw === null ? undefined : decodeStoredJob(raw);
     },
     async all() {
       const fields = await redis.hgetall(REDIS_JOBS_HASH_KEY);
