@@ -451,6 +451,18 @@ describe('delay timeout bound', () => {
     await h.manager.add(params({ delayTimeoutMs: MAX_DELAY_TIMEOUT_MS }));
     expect(h.manager.state('ROOM', 'ID')).toBe('waiting');
   });
+
+  it('purges a stored job with an out-of-range timeout (e.g. written by lk-jwt-service) instead of running it', async () => {
+    const clock = createManualClock();
+    const store = createMemoryJobStore(clock);
+    await store.save({ params: params({ identity: 'HUGE', delayTimeoutMs: 3e9 }), restartedAt: clock.now() });
+    await store.save({ params: params({ identity: 'OK' }), restartedAt: clock.now() });
+    const h = harness({ clock, store });
+    await h.manager.restore();
+    expect(h.manager.state('ROOM', 'HUGE')).toBeUndefined();
+    expect(h.manager.state('ROOM', 'OK')).toBe('waiting');
+    expect((await store.all()).map((j) => j.params.identity)).toEqual(['OK']);
+  });
 });
 
 describe('watching the SFU (sanity poll)', () => {
@@ -484,6 +496,27 @@ describe('watching the SFU (sanity poll)', () => {
     h.present.delete('ROOM|B');
     await h.advance(2000);
     expect(h.warnings.filter((w) => /webhook\.urls/.test(w.msg))).toHaveLength(1);
+  });
+
+  it('warns too with the poll off, once a participant found by the look-up has had no webhook for a while', async () => {
+    const h = harness({ sanityMs: 0 });
+    h.present.add('ROOM|ID');
+    await h.manager.add(params({ delayTimeoutMs: 60_000 }));
+    await h.advance(4000);
+    expect(h.manager.state('ROOM', 'ID')).toBe('connected');
+    expect(h.warnings).toEqual([]);
+    await h.advance(1500);
+    expect(h.warnings.filter((w) => /webhook\.urls/.test(w.msg))).toHaveLength(1);
+  });
+
+  it('does not warn when the participant_joined webhook follows the look-up', async () => {
+    const h = harness({ sanityMs: 1000 });
+    h.present.add('ROOM|ID');
+    await h.manager.add(params({ delayTimeoutMs: 60_000 }));
+    await h.advance(1000);
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await h.advance(10_000);
+    expect(h.warnings).toEqual([]);
   });
 
   it('does not warn when the webhook works', async () => {

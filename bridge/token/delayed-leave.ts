@@ -150,8 +150,6 @@ interface Job {
   actionTimer?: TimerHandle;
   /** Epoch ms until which this replica's lease is known to hold. */
   leaseUntil: number;
-  /** Epoch ms the job was found connected by polling (no webhook said so). */
-  polledConnectedAt?: number;
   /** Whether "no credential for the body form" was logged for this job. */
   noCredentialLogged?: boolean;
   log: Logger;
@@ -171,6 +169,8 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
   let unsubscribe: (() => void) | undefined;
   let leaseLoop: Repeating | undefined;
   let watchLoop: Repeating | undefined;
+  /** Pending check that a job found by polling got its participant_joined webhook. */
+  let graceTimer: TimerHandle | undefined;
 
   const isCurrent = (job: Job) => !closed && jobs.get(job.key) === job;
 
@@ -207,6 +207,8 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
   function warnNoWebhook(why: string): void {
     if (webhookSeen || misconfigurationLogged) return;
     misconfigurationLogged = true;
+    clock.clearTimeout(graceTimer);
+    graceTimer = undefined;
     logger.warn(
       { why, sanityCheckIntervalSeconds: deps.sanityCheckIntervalMs / 1000 },
       'no SFU webhook has reached /sfu_webhook although delegated-leave participants came and went: set the SFU`s webhook.urls to this service`s /sfu_webhook (and webhook.api_key to the key this service uses); until then leaves are noticed only by polling the SFU',
@@ -316,8 +318,16 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     if (job.state !== 'waiting') return;
     clock.clearTimeout(job.pollTimer);
     job.pollTimer = undefined;
-    if (!webhookSeen) job.polledConnectedAt = clock.now();
     signal(job, 'lookup_successful');
+    if (webhookSeen || misconfigurationLogged || graceTimer) return;
+    // The SFU's participant_joined may come a moment after the look-up found the participant;
+    // still none after the grace (and none at all so far) means the webhook is not wired.
+    graceTimer = clock.setTimeout(() => {
+      graceTimer = undefined;
+      if (isCurrent(job) && job.state === 'connected') {
+        warnNoWebhook('a participant found on the SFU by polling has had no participant_joined webhook');
+      }
+    }, WEBHOOK_GRACE_MS);
   }
 
   /** The sanity poll: one ListParticipants per SFU room with jobs, then each job compared. */
@@ -344,9 +354,6 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
           warnNoWebhook('a participant left the SFU and only polling noticed');
           signal(job, 'sfu_participant_gone');
         } else if (job.state === 'waiting' && here) connectedByPoll(job);
-        else if (job.state === 'connected' && job.polledConnectedAt !== undefined && clock.now() - job.polledConnectedAt >= WEBHOOK_GRACE_MS) {
-          warnNoWebhook('a participant has been on the SFU for a while and no participant_joined webhook came');
-        }
       }
     }
   }
@@ -379,7 +386,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       if (jobs.has(key)) continue;
       if (s.restartedAt + s.params.delayTimeoutMs <= clock.now() || !(s.params.delayTimeoutMs <= MAX_DELAY_TIMEOUT_MS)) {
         if (!(await store.claim(s.params.room, s.params.identity, replicaId, leaseMs))) continue;
-        logger.info({ room: s.params.room }, 'purging expired stored delayed-leave job');
+        logger.info({ room: s.params.room }, 'purging expired (or out-of-range) stored delayed-leave job');
         await store.delete(s.params.room, s.params.identity);
         await store.release(s.params.room, s.params.identity, replicaId);
         continue;
@@ -423,7 +430,6 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
 
   function apply(job: Job, event: 'joined' | 'left' | 'aborted', clientInitiated: boolean): void {
     if (event === 'joined') {
-      job.polledConnectedAt = undefined;
       signal(job, 'participant_connected');
     } else signal(job, clientInitiated ? 'disconnected_intentionally' : 'connection_aborted');
   }
@@ -444,7 +450,9 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     };
     leaseLoop = repeatEvery(clock, Math.max(1, Math.floor(leaseMs / 3)), guarded(leaseRound), onError);
     leaseLoop.start();
-    if (deps.sanityCheckIntervalMs > 0) {
+    if (deps.sanityCheckIntervalMs <= 0) {
+      logger.info('the SFU poll for delegated leaves is off (LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS=0): a leave the SFU`s webhook does not report is never noticed');
+    } else {
       let watching = false;
       watchLoop = repeatEvery(
         clock,
@@ -526,6 +534,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       closed = true;
       leaseLoop?.stop();
       watchLoop?.stop();
+      clock.clearTimeout(graceTimer);
       unsubscribe?.();
       const held = [...jobs.values()];
       for (const job of held) stopTimers(job);

@@ -87,6 +87,16 @@ describe('POST /delegate_delayed_leave', () => {
     expect(res.json!.error).toBe('The request body `member` is missing `id`, `claimed_user_id` or `claimed_device_id`');
   });
 
+  it('refuses a delay_timeout above 24 h with a clear 400, and keeps no job', async () => {
+    const h = await start();
+    const d = delegate(h, { delayId: 'syd_huge', timeout: 3e9 });
+    const res = await d.send();
+    expect(res.status).toBe(400);
+    expect(res.json).toEqual({ errcode: 'M_BAD_JSON', error: '`delay_timeout` is 3000000000 ms; at most 86400000 (24 h) is supported' });
+    expect(h.service.delayedLeave.size()).toBe(0);
+    expect(h.hs.actions()).toEqual([]);
+  });
+
   it('answers malformed JSON with M_NOT_JSON (malformed_json)', async () => {
     const h = await start();
     expect((await h.post('/delegate_delayed_leave', '{')).json).toEqual({ errcode: 'M_NOT_JSON', error: 'Error reading request' });
