@@ -3,9 +3,15 @@
  * before the rest of the upload is read (the connection is closed, not left half-drained), a
  * bad signature refused and counted in /metrics, a good one still driving the job.
  */
+import { createServer } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WEBHOOK_MAX_BODY_BYTES } from '../../bridge/token/sfu-webhook.ts';
+import { createManualClock } from '../../common/clock.ts';
+import { closeServer, listen, urlOf } from '../../common/http.ts';
+import { createLogger } from '../../common/logger.ts';
+import { createMetricsRegistry } from '../../common/metrics.ts';
+import { createSfuWebhookHandler, REJECTION_LOG_INTERVAL_MS, WEBHOOK_MAX_BODY_BYTES } from '../../bridge/token/sfu-webhook.ts';
 import { startTokenHarness, type TokenHarness } from './token-harness.ts';
 
 const running: TokenHarness[] = [];
@@ -98,5 +104,35 @@ describe('/sfu_webhook', () => {
     expect(await metric(h, 'bad_body')).toBe(1);
     expect(await h.webhook('participant_joined', 'r', 'i')).toBe(200);
     expect(await metric(h, 'accepted')).toBe(1);
+  });
+
+  it('logs rejections at most once a minute, with how many came since', async () => {
+    const clock = createManualClock();
+    const lines: { msg: string; rejectedSinceLastLog: number }[] = [];
+    const app = express();
+    app.all(
+      '/sfu_webhook',
+      createSfuWebhookHandler({
+        apiKey: 'k',
+        apiSecret: 's'.repeat(32),
+        clock,
+        logger: createLogger({ name: 't', level: 'warn', destination: { write: (l: string) => void lines.push(JSON.parse(l)) } }),
+        metrics: createMetricsRegistry({ defaultMetrics: false }),
+        onEvent: () => undefined,
+      }),
+    );
+    const server = createServer(app);
+    const url = urlOf(await listen(server, '127.0.0.1', 0));
+    try {
+      const bad = async () => (await fetch(`${url}/sfu_webhook`, { method: 'POST', body: '{}', headers: { Authorization: 'x' } })).status;
+      for (let i = 0; i < 20; i++) expect(await bad()).toBe(401);
+      expect(lines).toHaveLength(1);
+      clock.advance(REJECTION_LOG_INTERVAL_MS);
+      await bad();
+      expect(lines).toHaveLength(2);
+      expect(lines[1]!.rejectedSinceLastLog).toBe(20);
+    } finally {
+      await closeServer(server);
+    }
   });
 });
