@@ -45,7 +45,7 @@ export interface TokenServiceDeps {
   /** Federation-client overrides (test CA, SRV resolver, well-known port). */
   federation?: Pick<FederationClientDeps, 'tlsCa' | 'resolveSrv' | 'wellKnownPort' | 'connectTimeoutMs' | 'requestTimeoutMs'>;
   /** SFU RoomService; default livekit-server-sdk's RoomServiceClient on `config.livekit.url`. */
-  sfu?: TokenSfuApi & Pick<SfuRoomService, 'listParticipants'>;
+  sfu?: TokenSfuApi & Partial<Pick<SfuRoomService, 'listParticipants'>>;
   /** Delayed-leave job ownership: this replica's lease name and the lease length. */
   replicaId?: string;
   leaseMs?: number;
@@ -101,9 +101,13 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     clock,
     logger,
     store,
-    sfu,
     homeserver,
     csApi,
+    // A caller's SFU API without ListParticipants only loses the room poll (GetParticipant still works).
+    sfu: {
+      participantExists: (room, identity) => sfu.participantExists(room, identity),
+      listParticipants: (room) => (sfu.listParticipants ? sfu.listParticipants(room) : Promise.reject(new Error('the SFU API given has no ListParticipants'))),
+    },
     asToken: config.appservice?.asToken,
     appserviceServerName: config.appservice?.serverName,
     sanityCheckIntervalMs: config.sanityCheckIntervalSeconds * 1000,
