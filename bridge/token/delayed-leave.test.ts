@@ -534,6 +534,24 @@ describe('watching the SFU (sanity poll)', () => {
 
 const restarts = (...hs: Harness[]) => hs.flatMap((x) => x.calls).filter((c) => c.action === 'restart').length;
 
+describe('store outages', () => {
+  it('logs a failing round once, not every round, and recovers', async () => {
+    const clock = createManualClock();
+    const shared = createMemoryJobStore(clock);
+    let down = false;
+    const store: DelayedLeaveJobStore = { ...shared, all: () => (down ? Promise.reject(new Error('connection lost')) : shared.all()) };
+    const h = harness({ clock, store, leaseMs: 3000 });
+    await h.manager.restore();
+    down = true;
+    await h.advance(10_000);
+    expect(h.warnings.filter((w) => /round failed/.test(w.msg))).toHaveLength(1);
+    down = false;
+    await shared.save({ params: params({ identity: 'LATE' }), restartedAt: clock.now() });
+    await h.advance(1000);
+    expect(h.manager.state('ROOM', 'LATE')).toBe('waiting');
+  });
+});
+
 describe('several replicas on one store', () => {
   it('runs a job in exactly one replica, forwards an event the other receives, and hands over on close', async () => {
     const clock = createManualClock();

@@ -163,7 +163,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
   const jobs = new Map<string, Job>();
   const actions = createDelayedEventActions({ clock, logger, homeserver, asToken: deps.asToken, appserviceServerName: deps.appserviceServerName, random });
   let closed = false;
-  let started = false;
+  let started: Promise<void> | undefined;
   let webhookSeen = false;
   let misconfigurationLogged = false;
   let unsubscribe: (() => void) | undefined;
@@ -434,18 +434,31 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     } else signal(job, clientInitiated ? 'disconnected_intentionally' : 'connection_aborted');
   }
 
-  /** Subscribes and starts the lease and watch rounds, once. */
-  async function begin(): Promise<void> {
-    if (started) return;
-    started = true;
+  /** Subscribes and starts the lease and watch rounds, once (later callers wait for the first). */
+  function begin(): Promise<void> {
+    started ??= beginOnce().catch((err: unknown) => {
+      started = undefined; // the next call tries again
+      throw err;
+    });
+    return started;
+  }
+
+  async function beginOnce(): Promise<void> {
     unsubscribe = await store.subscribe(onMessage);
-    const onError = (err: unknown) => logger.warn({ err: (err as Error).message }, 'delayed-leave round failed');
+    // A store outage fails every round: say so once per distinct error, not every 2 s.
+    let lastError = '';
+    const onError = (err: unknown) => {
+      const message = (err as Error).message;
+      if (message !== lastError) logger.warn({ err: message }, 'delayed-leave round failed (repeats are logged at debug)');
+      else logger.debug({ err: message }, 'delayed-leave round failed');
+      lastError = message;
+    };
     let busy = false;
     const guarded = (fn: () => Promise<unknown>) => () => {
       if (busy || closed) return;
       busy = true;
       fn()
-        .catch(onError)
+        .then(() => (lastError = ''), onError)
         .finally(() => (busy = false));
     };
     leaseLoop = repeatEvery(clock, Math.max(1, Math.floor(leaseMs / 3)), guarded(leaseRound), onError);
