@@ -33,6 +33,8 @@ export interface EmbeddedUrls {
   apiKey: string;
   keysFile: string;
   keysCreated: boolean;
+  /** Where the SFU posts its webhooks (empty with bridge port 0). */
+  webhookUrls: string[];
 }
 
 export interface Embedded {
@@ -97,6 +99,7 @@ export function createEmbedded(opts: EmbeddedOptions): Embedded {
           apiKey: keys.key,
           keysFile: path,
           keysCreated: created,
+          webhookUrls: sfuConfig.webhook.urls,
         };
       } catch (err) {
         await sfu.stop();
