@@ -89,6 +89,7 @@ function membershipCheckProblem(key: string): string {
 
 export const SKIP_VERIFY_TLS_VALUE = 'YES_I_KNOW_WHAT_I_AM_DOING';
 export const MIN_SECRET_LENGTH = 32;
+export const DEFAULT_SANITY_CHECK_INTERVAL_SECONDS = 5;
 
 function readTrimmed(path: string, variable: string): string {
   try {
@@ -250,7 +251,10 @@ export function resolveBridgeConfig(env: Env, configFile?: string): BridgeConfig
 
   const insecureRaw = env.LIVEKIT_INSECURE_SKIP_VERIFY_TLS?.trim() ?? '';
   const logLevel = logLevelOf(env.LIVEKIT_LOG_LEVEL, problems);
-  const sanityCheckIntervalSeconds = intVar(env, 'LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS', 0, problems);
+  // Default 5 (lk-jwt-service: 0 = off): the bridge polls the SFU itself for delegated leaves, so a
+  // missed webhook ends a crashed client's membership within seconds, well inside Element Call's
+  // own 18 s leave delay (token/delayed-leave.ts; one ListParticipants per room per interval).
+  const sanityCheckIntervalSeconds = intVar(env, 'LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS', DEFAULT_SANITY_CHECK_INTERVAL_SECONDS, problems);
   const membershipCheckIntervalSeconds = intVar(env, 'LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS', 30, problems);
 
   if (problems.length) throw new ConfigError(problems, 'environment');

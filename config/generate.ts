@@ -57,9 +57,13 @@ const SFU_NOTES: Record<string, string> = {
   'room.max_participants': '0 = unlimited.',
   redis: 'Shared state for several SFU nodes. Empty address = single node, in-memory.\n' +
     'address: "host:6379"; or sentinel_* / cluster_addresses. See README "Several replicas".',
-  'webhook.api_key': 'Key (from keys) that signs webhooks; required when urls is set.',
-  'webhook.urls': 'Where room/participant events are POSTed, e.g. the bridge:\n' +
-    '  - http://bridge:8080/sfu_webhook',
+  'webhook.api_key': 'Key (from keys) that signs webhooks; required when urls is set. With the bridge:\n' +
+    'the key the bridge has as LIVEKIT_KEY (same secret), or it refuses them (401).',
+  'webhook.urls': 'Where room/participant events are POSTed. SET THIS to the bridge\'s /sfu_webhook, e.g.\n' +
+    '  - http://bridge:8080/sfu_webhook\n' +
+    'so a crashed client\'s delegated call leave (Element Call\'s delay_id) is sent at once. Without\n' +
+    'it the bridge only notices by polling the SFU (LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS, default 5)\n' +
+    'and logs a warning naming this key.',
   'logging.level': 'debug, info, warn or error. JSON lines on stdout when json is true.',
   turn: 'The embedded TURN server is not supported: run coturn and list it under rtc.turn_servers.',
   limit: "LiveKit's limit block, same keys, defaults and errors (README \"Limits\"). Sizes are bytes,\n" +
@@ -101,7 +105,9 @@ variables, same names and meanings (see README "Processes and their contract"):
   LIVEKIT_REDIS_URL, LIVEKIT_REDIS_PASSWORD   shared state for several replicas
   LIVEKIT_AS_REGISTRATION_FILE + LIVEKIT_HS_SERVER_NAME   appservice mode (or LIVEKIT_AS_TOKEN/HS_TOKEN)
   LIVEKIT_CS_API_URL_OVERRIDES, LIVEKIT_INSECURE_SKIP_VERIFY_TLS, LIVEKIT_LOG_LEVEL,
-  LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS, LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS
+  LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS (default 5 here, 0 in lk-jwt-service: how often the bridge
+    polls the SFU for delegated-leave participants, in case a webhook is missed; 0 = off),
+  LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS
 Every value below is the default.`;
 
 const BRIDGE_NOTES: Record<string, string> = {

@@ -1,13 +1,14 @@
 /**
  * The embedded default behind `npm start`: SFU and bridge in one process, in-memory state, no
- * Redis, listening on loopback only, with a development key pair from the data folder. Built
+ * Redis, listening on loopback only, with a development key pair from the data folder; the SFU's
+ * webhooks go to the bridge's `/sfu_webhook`, signed with that key. Built
  * by `createEmbedded(opts)` so a test can start it on free ports and stop it.
  */
 import type { Clock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
 import { createMetricsRegistry } from '../common/metrics.ts';
 import { resolveBridgeConfig, type Env } from '../bridge/config.ts';
-import { createBridge } from '../bridge/bridge.ts';
+import { createBridge, type BridgeProcessDeps } from '../bridge/bridge.ts';
 import { resolveSfuConfig } from '../sfu/config.ts';
 import { createSfuServer } from '../sfu/server.ts';
 import { loadOrCreateDevKeys } from './dev-keys.ts';
@@ -21,6 +22,8 @@ export interface EmbeddedOptions {
   clock: Clock;
   /** Extra environment for the bridge (BRIDGE_* settings); LIVEKIT_* are set here. */
   env?: Env;
+  /** Token-service overrides (a private CA for OpenID look-ups, as `createBridge` takes). */
+  token?: BridgeProcessDeps['token'];
 }
 
 export interface EmbeddedUrls {
@@ -30,11 +33,19 @@ export interface EmbeddedUrls {
   apiKey: string;
   keysFile: string;
   keysCreated: boolean;
+  /** Where the SFU posts its webhooks (empty with bridge port 0). */
+  webhookUrls: string[];
 }
 
 export interface Embedded {
   start(): Promise<EmbeddedUrls>;
   stop(): Promise<void>;
+}
+
+/** Where the SFU posts its webhooks: the bridge's `/sfu_webhook` (unknown while the bridge port is 0). */
+export function embeddedWebhookUrls(host: string, bridgePort: number): string[] {
+  const hostForUrl = host.includes(':') ? `[${host}]` : host;
+  return bridgePort > 0 ? [`http://${hostForUrl}:${bridgePort}/sfu_webhook`] : [];
 }
 
 export function createEmbedded(opts: EmbeddedOptions): Embedded {
@@ -46,6 +57,9 @@ export function createEmbedded(opts: EmbeddedOptions): Embedded {
       bind_addresses: [opts.host],
       keys: { [keys.key]: keys.secret },
       rtc: { node_ip: opts.host },
+      // The bridge ends a crashed client's delegated call leave on the SFU's participant_left; with
+      // --bridge-port 0 it has only its own poll of the SFU (LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS).
+      webhook: { api_key: keys.key, urls: embeddedWebhookUrls(opts.host, opts.bridgePort) },
       connectivity_page: true,
     }),
   });
@@ -71,6 +85,7 @@ export function createEmbedded(opts: EmbeddedOptions): Embedded {
     logger: opts.logger.child({ component: 'bridge' }),
     clock: opts.clock,
     extraMetrics: [sfuMetrics],
+    ...(opts.token ? { token: opts.token } : {}),
   });
   return {
     async start() {
@@ -84,6 +99,7 @@ export function createEmbedded(opts: EmbeddedOptions): Embedded {
           apiKey: keys.key,
           keysFile: path,
           keysCreated: created,
+          webhookUrls: sfuConfig.webhook.urls,
         };
       } catch (err) {
         await sfu.stop();

@@ -47,6 +47,7 @@ MatrixRTC backend (embedded: SFU + bridge in one process, in-memory state, loopb
 
   SFU (LiveKit protocol)   ${urls.livekitUrl}      health ${urls.sfuUrl}/healthz
   Token service + bridge   ${urls.bridgeUrl}       health ${urls.bridgeUrl}/healthz
+  SFU webhooks to          ${urls.webhookUrls.join(', ') || '(none with --bridge-port 0: the bridge polls the SFU instead)'}
   Metrics                  ${urls.bridgeUrl}/metrics
   Connectivity test page   ${urls.sfuUrl}/test/   (see and hear yourself through the SFU)
   Dev API key              ${urls.apiKey}  (secret in ${urls.keysFile}${urls.keysCreated ? ', just created' : ''})

@@ -3,7 +3,8 @@
  * compose service `trial-setup` (our image, role `trial-setup`) into the shared volume mounted
  * at /secrets; files already there are kept, so restarts keep tokens and keys. Writes:
  *   livekit.keys     "key: secret" (bridge: LIVEKIT_KEY_FILE)
- *   sfu.yaml         the SFU config (keys, trial UDP range, node_ip, coturn)
+ *   sfu.yaml         the SFU config (keys, trial UDP range, node_ip, coturn, webhooks to the
+ *                    bridge's /sfu_webhook signed with the bridge's key)
  *   turn.secret      coturn static-auth-secret
  *   appservice.yaml  the appservice registration Synapse loads (app_service_config_files)
  * Nothing here is for production: there, generate the registration with the appservice's own
@@ -23,7 +24,7 @@ export interface TrialOptions {
   nodeIp: string;
   portRangeStart: number;
   portRangeEnd: number;
-  /** Where Synapse reaches the bridge (appservice pushes, MSC4512 proxy). */
+  /** Where Synapse and the SFU reach the bridge (appservice pushes, MSC4512 proxy, webhooks). */
   bridgeUrl: string;
   /** TURN host handed to clients. */
   turnHost: string;
@@ -58,6 +59,8 @@ export function trialFiles(opts: TrialOptions): Record<(typeof TRIAL_FILES)[numb
       turn_servers: [{ host: opts.turnHost, port: 3478, protocol: 'udp', secret: turnSecret }],
     },
     room: { auto_create: false },
+    // The bridge ends a crashed client's delegated call leave when the SFU says it left.
+    webhook: { api_key: key, urls: [`${opts.bridgeUrl.replace(/\/+$/, '')}/sfu_webhook`] },
     logging: { level: 'info' },
   };
   // The appservice's own generator (fresh tokens, users namespace of the server), plus the keys

@@ -1,11 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createManualClock, type ManualClock } from '../../common/clock.ts';
 import { createLogger } from '../../common/logger.ts';
-import { createDelayedLeaveManager, type DelayedLeaveManager } from './delayed-leave.ts';
+import { createDelayedLeaveManager, JobRejectedError, MAX_DELAY_TIMEOUT_MS, type DelayedLeaveManager } from './delayed-leave.ts';
 import type { ActionOutcome, DelayedEventAction, DelayedEventForm, HomeserverClient } from '../homeserver/client.ts';
 import { CsApiUnresolvableError, type CsApiResolver } from './cs-api-resolver.ts';
 import { createMemoryJobStore, type DelayedLeaveJobStore, type JobParams } from './job-store.ts';
 import type { TokenSfuApi } from './context.ts';
+import type { SfuRoomService } from '../sfu/room-service.ts';
 
 const flush = async () => {
   for (let i = 0; i < 10; i++) await new Promise<void>((r) => setImmediate(r));
@@ -18,6 +19,8 @@ interface Harness {
   /** Scripted answers per action, consumed in order; default ok. */
   script: Record<DelayedEventAction, ActionOutcome[]>;
   present: Set<string>;
+  /** Rooms ListParticipants was called for, in order. */
+  listCalls: string[];
   csResolvable: boolean;
   /** Parsed log lines at warn and above. */
   warnings: { msg: string; [k: string]: unknown }[];
@@ -40,6 +43,8 @@ interface HarnessOptions {
   asToken?: string | null;
   /** Default 'example.com'. */
   appserviceServerName?: string;
+  replicaId?: string;
+  leaseMs?: number;
 }
 
 function harness(opts: HarnessOptions = {}): Harness {
@@ -50,6 +55,7 @@ function harness(opts: HarnessOptions = {}): Harness {
     calls: [],
     script: { restart: [], send: [] },
     present: new Set<string>(),
+    listCalls: [],
     csResolvable: true,
     warnings: [],
   } as unknown as Harness;
@@ -65,9 +71,13 @@ function harness(opts: HarnessOptions = {}): Harness {
     joinedMembers: async () => new Set(),
     fedProxy: async () => ({ status: 200, content: {} }),
   };
-  const sfu: TokenSfuApi = {
+  const sfu: TokenSfuApi & Pick<SfuRoomService, 'listParticipants'> = {
     createRoom: async () => {},
     participantExists: async (room, identity) => h.present.has(`${room}|${identity}`),
+    listParticipants: async (room) => {
+      h.listCalls.push(room);
+      return [...h.present].filter((k) => k.startsWith(`${room}|`)).map((k) => ({ identity: k.slice(room.length + 1), joinedAtMs: 0 }));
+    },
   };
   const csApi: CsApiResolver = {
     resolve: async (name) => {
@@ -85,6 +95,8 @@ function harness(opts: HarnessOptions = {}): Harness {
     asToken: opts.asToken === null ? undefined : (opts.asToken ?? 'as-token'),
     appserviceServerName: opts.appserviceServerName ?? 'example.com',
     sanityCheckIntervalMs: opts.sanityMs ?? 0,
+    replicaId: opts.replicaId,
+    leaseMs: opts.leaseMs,
     random: () => 0.5,
   });
   managers.push(h.manager);
@@ -423,5 +435,201 @@ describe('delayed-leave actions on a homeserver without the path form (Synapse 1
     await h.advance(2_500);
     expect(h.calls.map((c) => `${c.form}:${c.user}:${c.at - t0}`)).toEqual(['path:@alice:example.com:0', 'body:@alice:example.com:0', 'body:@alice:example.com:2000']);
     expect(h.manager.state('ROOM', 'ID')).toBe('connected');
+  });
+});
+
+describe('delay timeout bound', () => {
+  it('refuses a delay timeout above 24 h instead of arming a timer that overflows', async () => {
+    const h = harness();
+    await expect(h.manager.add(params({ delayTimeoutMs: 3e9 }))).rejects.toThrow(JobRejectedError);
+    await expect(h.manager.add(params({ delayTimeoutMs: MAX_DELAY_TIMEOUT_MS + 1 }))).rejects.toThrow(/at most 86400000 \(24 h\)/);
+    expect(h.manager.size()).toBe(0);
+    expect(await h.store.all()).toEqual([]);
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await h.advance(1000);
+    expect(h.calls).toEqual([]);
+    await h.manager.add(params({ delayTimeoutMs: MAX_DELAY_TIMEOUT_MS }));
+    expect(h.manager.state('ROOM', 'ID')).toBe('waiting');
+  });
+
+  it('purges a stored job with an out-of-range timeout (e.g. written by lk-jwt-service) instead of running it', async () => {
+    const clock = createManualClock();
+    const store = createMemoryJobStore(clock);
+    await store.save({ params: params({ identity: 'HUGE', delayTimeoutMs: 3e9 }), restartedAt: clock.now() });
+    await store.save({ params: params({ identity: 'OK' }), restartedAt: clock.now() });
+    const h = harness({ clock, store });
+    await h.manager.restore();
+    expect(h.manager.state('ROOM', 'HUGE')).toBeUndefined();
+    expect(h.manager.state('ROOM', 'OK')).toBe('waiting');
+    expect((await store.all()).map((j) => j.params.identity)).toEqual(['OK']);
+  });
+});
+
+describe('watching the SFU (sanity poll)', () => {
+  it('asks the SFU once per room per interval, not once per job', async () => {
+    const h = harness({ sanityMs: 2000 });
+    for (const id of ['A', 'B', 'C']) h.present.add(`ROOM|${id}`);
+    h.present.add('OTHER|D');
+    for (const id of ['A', 'B', 'C']) await h.manager.add(params({ delayId: `syd_${id}`, identity: id, delayTimeoutMs: 60_000 }));
+    await h.manager.add(params({ delayId: 'syd_D', room: 'OTHER', identity: 'D', delayTimeoutMs: 60_000 }));
+    await flush();
+    h.listCalls.length = 0;
+    await h.advance(6000);
+    expect(h.listCalls.toSorted()).toEqual(['OTHER', 'OTHER', 'OTHER', 'ROOM', 'ROOM', 'ROOM']);
+    h.present.delete('ROOM|B');
+    await h.advance(2000);
+    expect(actions(h).filter((a) => a.endsWith(':send'))).toEqual(['syd_B:send']);
+  });
+
+  it('warns once that no webhook arrives when only polling sees participants, naming webhook.urls', async () => {
+    const h = harness({ sanityMs: 1000 });
+    h.present.add('ROOM|A');
+    h.present.add('ROOM|B');
+    await h.manager.add(params({ delayId: 'syd_A', identity: 'A', delayTimeoutMs: 60_000 }));
+    await h.manager.add(params({ delayId: 'syd_B', identity: 'B', delayTimeoutMs: 60_000 }));
+    await h.advance(2000);
+    expect(h.warnings).toEqual([]);
+    await h.advance(5000);
+    const warned = h.warnings.filter((w) => /webhook\.urls/.test(w.msg) && /\/sfu_webhook/.test(w.msg));
+    expect(warned).toHaveLength(1);
+    h.present.delete('ROOM|A');
+    h.present.delete('ROOM|B');
+    await h.advance(2000);
+    expect(h.warnings.filter((w) => /webhook\.urls/.test(w.msg))).toHaveLength(1);
+  });
+
+  it('warns too with the poll off, once a participant found by the look-up has had no webhook for a while', async () => {
+    const h = harness({ sanityMs: 0 });
+    h.present.add('ROOM|ID');
+    await h.manager.add(params({ delayTimeoutMs: 60_000 }));
+    await h.advance(4000);
+    expect(h.manager.state('ROOM', 'ID')).toBe('connected');
+    expect(h.warnings).toEqual([]);
+    await h.advance(1500);
+    expect(h.warnings.filter((w) => /webhook\.urls/.test(w.msg))).toHaveLength(1);
+  });
+
+  it('does not warn when the participant_joined webhook follows the look-up', async () => {
+    const h = harness({ sanityMs: 1000 });
+    h.present.add('ROOM|ID');
+    await h.manager.add(params({ delayTimeoutMs: 60_000 }));
+    await h.advance(1000);
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await h.advance(10_000);
+    expect(h.warnings).toEqual([]);
+  });
+
+  it('does not warn when the webhook works', async () => {
+    const h = harness({ sanityMs: 1000 });
+    await h.manager.add(params({ delayTimeoutMs: 60_000 }));
+    h.present.add('ROOM|ID');
+    h.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await h.advance(10_000);
+    h.present.delete('ROOM|ID');
+    await h.advance(2000);
+    expect(actions(h)).toEqual(['syd_1:restart', 'syd_1:send']);
+    expect(h.warnings).toEqual([]);
+  });
+});
+
+const restarts = (...hs: Harness[]) => hs.flatMap((x) => x.calls).filter((c) => c.action === 'restart').length;
+
+describe('store outages', () => {
+  it('logs a failing round once, not every round, and recovers', async () => {
+    const clock = createManualClock();
+    const shared = createMemoryJobStore(clock);
+    let down = false;
+    const store: DelayedLeaveJobStore = { ...shared, all: () => (down ? Promise.reject(new Error('connection lost')) : shared.all()) };
+    const h = harness({ clock, store, leaseMs: 3000 });
+    await h.manager.restore();
+    down = true;
+    await h.advance(10_000);
+    expect(h.warnings.filter((w) => /round failed/.test(w.msg))).toHaveLength(1);
+    down = false;
+    await shared.save({ params: params({ identity: 'LATE' }), restartedAt: clock.now() });
+    await h.advance(1000);
+    expect(h.manager.state('ROOM', 'LATE')).toBe('waiting');
+  });
+});
+
+describe('several replicas on one store', () => {
+  it('runs a job in exactly one replica, forwards an event the other receives, and hands over on close', async () => {
+    const clock = createManualClock();
+    const store = createMemoryJobStore(clock);
+    const a = harness({ clock, store, replicaId: 'A', leaseMs: 3000 });
+    const b = harness({ clock, store, replicaId: 'B', leaseMs: 3000 });
+    await a.manager.restore();
+    await b.manager.restore();
+    await a.manager.add(params({ delayTimeoutMs: 20_000 }));
+    await a.advance(3000);
+    expect(a.manager.state('ROOM', 'ID')).toBe('waiting');
+    expect(b.manager.state('ROOM', 'ID')).toBeUndefined();
+    // The SFU's webhook reaches B: A (the owner) acts on it.
+    b.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await a.advance(17_000);
+    expect(a.manager.state('ROOM', 'ID')).toBe('connected');
+    expect(b.manager.state('ROOM', 'ID')).toBeUndefined();
+    // At connect and 16 s later, from A only (B's rounds saw A's lease each time).
+    expect(restarts(a)).toBe(2);
+    expect(restarts(b)).toBe(0);
+    b.present.add('ROOM|ID');
+    await a.manager.close();
+    await b.advance(1100);
+    expect(b.manager.state('ROOM', 'ID')).toBe('connected');
+    expect(restarts(b)).toBe(1);
+    b.manager.onSfuEvent('ROOM', 'ID', 'left', true);
+    await b.advance(100);
+    expect(actions(b).at(-1)).toBe('syd_1:send');
+    expect(await store.all()).toEqual([]);
+  });
+
+  it('takes over a dead replica`s jobs once its lease runs out, and the dead one stops acting', async () => {
+    const clock = createManualClock();
+    const shared = createMemoryJobStore(clock);
+    let aDead = false;
+    const cut = <T>(fn: () => Promise<T>): Promise<T> => (aDead ? Promise.reject(new Error('connection lost')) : fn());
+    const aStore: DelayedLeaveJobStore = {
+      save: (j) => cut(() => shared.save(j)),
+      delete: (r, i) => cut(() => shared.delete(r, i)),
+      all: () => cut(() => shared.all()),
+      get: (r, i) => cut(() => shared.get(r, i)),
+      claim: (r, i, o, t, f) => cut(() => shared.claim(r, i, o, t, f)),
+      release: (r, i, o) => cut(() => shared.release(r, i, o)),
+      publish: (m) => cut(() => shared.publish(m)),
+      subscribe: (l) => shared.subscribe((m) => !aDead && l(m)),
+      close: async () => {},
+    };
+    const a = harness({ clock, store: aStore, replicaId: 'A', leaseMs: 3000 });
+    const b = harness({ clock, store: shared, replicaId: 'B', leaseMs: 3000 });
+    await a.manager.restore();
+    await b.manager.restore();
+    a.present.add('ROOM|ID');
+    b.present.add('ROOM|ID');
+    await a.manager.add(params({ delayTimeoutMs: 60_000 }));
+    await a.advance(2000);
+    expect(a.manager.state('ROOM', 'ID')).toBe('connected');
+    aDead = true;
+    await a.advance(2500);
+    expect(b.manager.state('ROOM', 'ID')).toBeUndefined();
+    await a.advance(2000);
+    // Within lease + one renewal round (3 s + 1 s) of A's last renewal.
+    expect(b.manager.state('ROOM', 'ID')).toBe('connected');
+    expect(a.manager.state('ROOM', 'ID')).toBeUndefined();
+    expect(restarts(b)).toBe(1);
+  });
+
+  it('a newer request on another replica replaces the job there', async () => {
+    const clock = createManualClock();
+    const store = createMemoryJobStore(clock);
+    const a = harness({ clock, store, replicaId: 'A', leaseMs: 3000 });
+    const b = harness({ clock, store, replicaId: 'B', leaseMs: 3000 });
+    await a.manager.add(params({ delayId: 'syd_old', delayTimeoutMs: 60_000 }));
+    await b.manager.add(params({ delayId: 'syd_new', delayTimeoutMs: 60_000 }));
+    await flush();
+    expect(a.manager.state('ROOM', 'ID')).toBeUndefined();
+    b.manager.onSfuEvent('ROOM', 'ID', 'joined', false);
+    await b.advance(5000);
+    expect(actions(a)).toEqual([]);
+    expect(actions(b)).toEqual(['syd_new:restart']);
   });
 });

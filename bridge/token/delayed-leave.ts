@@ -13,25 +13,40 @@
  * Entering connected restarts at once, then every 80 % of the delay timeout. Entering
  * disconnected sends, retried (1 s ×1.5, jitter 0.5, ≤ 60 s, 429 honours Retry-After) until the
  * deadline clamped to [1 s, 1 h]; 404 counts as sent. Finished jobs leave the store; jobs of a
- * stopped manager stay in it and are resumed by `restore()` (expired ones purged).
+ * stopped manager stay in it and are resumed by `restore()` (expired ones purged). A delay
+ * timeout above 24 h is refused (`JobRejectedError`), so no timer is ever armed past what
+ * `setTimeout` holds.
  *
- * Two forms of the action exist (homeserver/client.ts): the path form `…/{id}/<action>` first;
- * a 404 M_UNRECOGNIZED (unknown endpoint, not unknown id) switches to the body form
- * `…/{id}` `{"action"}`, which Synapse 1.132 only accepts from a user. The bridge has a user
- * credential only as the appservice of the delayed event owner's homeserver (as_token +
- * `?user_id=`); without one the job logs it once and ends as on a 404. The form that answered
- * is remembered per client-server API URL, so later calls go straight to it.
+ * Watching the SFU ourselves (the sanity poll): every `sanityCheckIntervalMs` one
+ * ListParticipants per SFU room that has jobs, not one request per job; a connected job whose
+ * participant is missing is disconnected, a waiting one whose participant is there connected.
+ * So a webhook that never comes (the SFU's `webhook.urls` not pointing at `/sfu_webhook`) costs
+ * at most one interval, and that misconfiguration is logged once: when polling finds a job's
+ * participant gone, or connected for a while, and no webhook has ever arrived.
  *
- * Lifecycle: built by `createDelayedLeaveManager(deps)`; `restore()` once at start, `add()` from
- * the token handlers, `onSfuEvent()` from the webhook, `close()` at shutdown. Every timer runs on
+ * Several replicas: a job runs in exactly one manager, the holder of its lease in the store
+ * (job-store.ts), renewed every third of `leaseMs`. `add()` takes the lease (replacing the job
+ * wherever it ran); every renewal round also adopts stored jobs whose lease is free (their
+ * replica died: within the lease and one round), and a replica that stops releases its leases
+ * and says so, so the others adopt its jobs at once. An SFU event for a job this replica does
+ * not run is published to the others, and the owner applies it.
+ *
+ * Restart and send go through delayed-event-actions.ts: path form first, the authenticated
+ * body form (Synapse 1.132) as the appservice acting for the owner; without that credential
+ * the job logs it once and ends as on a 404.
+ *
+ * Lifecycle: built by `createDelayedLeaveManager(deps)`; `restore()` once at start (subscribes,
+ * adopts free stored jobs, starts the lease and watch rounds), `add()` from the token handlers,
+ * `onSfuEvent()` from the webhook, `close()` at shutdown (hands its jobs over). Every timer runs on
  * the injected clock; async steps re-check that their job is still current before acting.
  */
-import type { Clock, TimerHandle } from '../../common/clock.ts';
+import { randomUUID } from 'node:crypto';
+import { repeatEvery, type Clock, type Repeating, type TimerHandle } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
-import type { ActionOutcome, AsIdentity, DelayedEventAction, DelayedEventForm, HomeserverClient } from '../homeserver/client.ts';
-import { serverNameOfUserId } from './names.ts';
+import type { HomeserverClient } from '../homeserver/client.ts';
+import { createBackoff, createDelayedEventActions } from './delayed-event-actions.ts';
 import type { CsApiResolver } from './cs-api-resolver.ts';
-import type { DelayedLeaveJobStore, JobParams } from './job-store.ts';
+import type { DelayedLeaveJobStore, JobMessage, JobParams } from './job-store.ts';
 import { jobField } from './job-store.ts';
 import type { SfuRoomService } from '../sfu/room-service.ts';
 
@@ -68,7 +83,15 @@ const TRANSITIONS: Record<JobState, Partial<Record<JobSignal, JobState>>> = {
   replaced: {},
 };
 
+export { createBackoff } from './delayed-event-actions.ts';
+
 export const HOUR_MS = 3_600_000;
+/** The longest `delay_timeout` taken (24 h); larger is refused, not clamped. */
+export const MAX_DELAY_TIMEOUT_MS = 24 * HOUR_MS;
+/** Default lease of a job on its replica; the owner renews it every third of it. */
+export const DEFAULT_LEASE_MS = 6_000;
+/** How long a job found by polling may stay connected without any webhook before we warn. */
+export const WEBHOOK_GRACE_MS = 5_000;
 
 export class ShuttingDownError extends Error {
   constructor() {
@@ -88,7 +111,7 @@ export interface DelayedLeaveManagerDeps {
   clock: Clock;
   logger: Logger;
   store: DelayedLeaveJobStore;
-  sfu: Pick<SfuRoomService, 'participantExists'>;
+  sfu: Pick<SfuRoomService, 'participantExists' | 'listParticipants'>;
   homeserver: HomeserverClient;
   csApi: CsApiResolver;
   /** Appservice as_token, for jobs with `asUserId` and the body-form fallback. */
@@ -97,6 +120,10 @@ export interface DelayedLeaveManagerDeps {
   appserviceServerName?: string;
   /** `LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS` in ms; 0 = off. */
   sanityCheckIntervalMs: number;
+  /** This replica's name on its leases (default a random one). */
+  replicaId?: string;
+  /** Lease of a job on its replica (default 6 s): how long a dead replica`s jobs wait. */
+  leaseMs?: number;
   /** [0,1) source for backoff jitter; tests pass a fixed one. */
   random?: () => number;
   onStateChange?: (room: string, identity: string, state: JobState) => void;
@@ -104,6 +131,7 @@ export interface DelayedLeaveManagerDeps {
 
 export interface DelayedLeaveManager {
   add(params: JobParams): Promise<void>;
+  /** From the webhook (any replica): applied here if this replica runs the job, else forwarded. */
   onSfuEvent(room: string, identity: string, event: 'joined' | 'left' | 'aborted', clientInitiated: boolean): void;
   restore(): Promise<void>;
   state(room: string, identity: string): JobState | undefined;
@@ -120,29 +148,29 @@ interface Job {
   restartTimer?: TimerHandle;
   pollTimer?: TimerHandle;
   actionTimer?: TimerHandle;
+  /** Epoch ms until which this replica's lease is known to hold. */
+  leaseUntil: number;
   /** Whether "no credential for the body form" was logged for this job. */
   noCredentialLogged?: boolean;
   log: Logger;
 }
 
-/** Backoff intervals: 1 s, ×1.5, ±50 % jitter, at most 60 s. */
-export function createBackoff(random: () => number): () => number {
-  let interval = 1000;
-  return () => {
-    const delta = 0.5 * interval;
-    const next = interval - delta + random() * (2 * delta);
-    interval = Math.min(60_000, interval * 1.5);
-    return Math.min(60_000, next);
-  };
-}
-
 export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): DelayedLeaveManager {
   const { clock, logger, store, sfu, homeserver, csApi } = deps;
   const random = deps.random ?? Math.random;
+  const replicaId = deps.replicaId ?? `replica-${randomUUID()}`;
+  const leaseMs = deps.leaseMs ?? DEFAULT_LEASE_MS;
   const jobs = new Map<string, Job>();
-  /** Client-server API URL -> the action form that server answered (not M_UNRECOGNIZED). */
-  const forms = new Map<string, DelayedEventForm>();
+  const actions = createDelayedEventActions({ clock, logger, homeserver, asToken: deps.asToken, appserviceServerName: deps.appserviceServerName, random });
   let closed = false;
+  let started: Promise<void> | undefined;
+  let webhookSeen = false;
+  let misconfigurationLogged = false;
+  let unsubscribe: (() => void) | undefined;
+  let leaseLoop: Repeating | undefined;
+  let watchLoop: Repeating | undefined;
+  /** Pending check that a job found by polling got its participant_joined webhook. */
+  let graceTimer: TimerHandle | undefined;
 
   const isCurrent = (job: Job) => !closed && jobs.get(job.key) === job;
 
@@ -156,9 +184,35 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     if (jobs.get(job.key) !== job) return;
     jobs.delete(job.key);
     if (closed) return;
-    store.delete(job.params.room, job.params.identity).catch((err: unknown) => {
-      job.log.warn({ err: (err as Error).message }, 'could not delete finished delayed-leave job from the store');
-    });
+    const { room, identity } = job.params;
+    store
+      .delete(room, identity)
+      .then(() => store.release(room, identity, replicaId))
+      .catch((err: unknown) => {
+        job.log.warn({ err: (err as Error).message }, 'could not delete finished delayed-leave job from the store');
+      });
+  }
+
+  /** This replica no longer runs the job (another took it over); the store keeps it. */
+  function drop(job: Job, why: string): void {
+    if (jobs.get(job.key) !== job) return;
+    stopTimers(job);
+    job.state = 'replaced';
+    jobs.delete(job.key);
+    job.log.info({ why }, 'delayed-leave job now run by another replica');
+    deps.onStateChange?.(job.params.room, job.params.identity, 'replaced');
+  }
+
+  /** Logged once per process: the SFU's webhook does not reach this service. */
+  function warnNoWebhook(why: string): void {
+    if (webhookSeen || misconfigurationLogged) return;
+    misconfigurationLogged = true;
+    clock.clearTimeout(graceTimer);
+    graceTimer = undefined;
+    logger.warn(
+      { why, sanityCheckIntervalSeconds: deps.sanityCheckIntervalMs / 1000 },
+      'no SFU webhook has reached /sfu_webhook although delegated-leave participants came and went: set the SFU`s webhook.urls to this service`s /sfu_webhook (and webhook.api_key to the key this service uses); until then leaves are noticed only by polling the SFU',
+    );
   }
 
   function signal(job: Job, sig: JobSignal): void {
@@ -198,88 +252,6 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     }
   }
 
-  function asIdentity(job: Job): AsIdentity | undefined {
-    return job.params.asUserId && deps.asToken ? { asToken: deps.asToken, userId: job.params.asUserId } : undefined;
-  }
-
-  /** The credential for the body form: the appservice acting as the owner, if it may. */
-  function bodyIdentity(job: Job): AsIdentity | undefined {
-    const own = asIdentity(job);
-    if (own) return own;
-    const user = job.params.userId;
-    if (!deps.asToken || !deps.appserviceServerName || !user || serverNameOfUserId(user) !== deps.appserviceServerName) return undefined;
-    return { asToken: deps.asToken, userId: user };
-  }
-
-  /** Remember the form a server answered with (a transport failure tells nothing). */
-  function learn(csUrl: string, form: DelayedEventForm, outcome: ActionOutcome): void {
-    if (outcome.kind === 'unrecognized' || (outcome.kind === 'retry' && outcome.status === undefined)) return;
-    if (forms.get(csUrl) === form) return;
-    forms.set(csUrl, form);
-    logger.info({ csApi: csUrl, form }, `homeserver takes delayed-event actions in the ${form === 'body' ? 'authenticated {action}' : 'path'} form`);
-  }
-
-  /**
-   * One attempt of `action` in the form the server is known to take (path form first, body form
-   * after a 404 M_UNRECOGNIZED). 'no_credential': only the body form works there and the bridge
-   * may not act as the owner.
-   */
-  async function attempt(job: Job, csUrl: string, action: DelayedEventAction): Promise<ActionOutcome | { kind: 'no_credential' }> {
-    const { delayId } = job.params;
-    if (forms.get(csUrl) !== 'body') {
-      const outcome = await homeserver.delayedEventAction(csUrl, delayId, action, asIdentity(job), 'path');
-      learn(csUrl, 'path', outcome);
-      if (outcome.kind !== 'unrecognized') return outcome;
-      if (!isCurrent(job)) return outcome;
-    }
-    const cred = bodyIdentity(job);
-    if (!cred) {
-      if (!job.noCredentialLogged) {
-        job.noCredentialLogged = true;
-        job.log.warn(
-          { csApi: csUrl, action, appservice: Boolean(deps.asToken) },
-          deps.asToken
-            ? 'the homeserver only takes authenticated delayed-event actions ({action} form) and the owner is not a user of the appservice`s homeserver: the delayed leave cannot be managed'
-            : 'the homeserver only takes authenticated delayed-event actions ({action} form) and the bridge runs without an appservice registration: the delayed leave cannot be managed',
-        );
-      }
-      return { kind: 'no_credential' };
-    }
-    const outcome = await homeserver.delayedEventAction(csUrl, delayId, action, cred, 'body');
-    learn(csUrl, 'body', outcome);
-    if (outcome.kind === 'unrecognized') {
-      forms.delete(csUrl);
-      job.log.warn({ csApi: csUrl, action }, 'the homeserver knows neither form of delayed-event management');
-    }
-    return outcome;
-  }
-
-  /**
-   * Calls the action until `stop` says so or the window closes. Resolves with the last outcome
-   * ('ok' | 'not_found' | 'no_credential' | 'gave_up'), or undefined when the job stopped being current.
-   */
-  async function retryAction(job: Job, csUrl: string, action: DelayedEventAction, windowMs: number, stateAtStart: JobState) {
-    const startedAt = clock.now();
-    const nextDelay = createBackoff(random);
-    for (;;) {
-      const outcome = await attempt(job, csUrl, action);
-      if (!isCurrent(job) || job.state !== stateAtStart) return undefined;
-      // An endpoint neither form has counts as an unknown id (today's 404 semantics).
-      if (outcome.kind === 'unrecognized') return 'not_found' as const;
-      if (outcome.kind !== 'retry') return outcome.kind;
-      const delay = Math.max(nextDelay(), outcome.retryAfterMs ?? 0);
-      if (clock.now() + delay - startedAt > windowMs) {
-        job.log.warn({ action, reason: outcome.reason }, 'delayed event action gave up');
-        return 'gave_up' as const;
-      }
-      job.log.debug({ action, reason: outcome.reason, retryInMs: Math.round(delay) }, 'delayed event action will be retried');
-      await new Promise<void>((resolve) => {
-        job.actionTimer = clock.setTimeout(resolve, delay);
-      });
-      if (!isCurrent(job) || job.state !== stateAtStart) return undefined;
-    }
-  }
-
   async function runRestart(job: Job): Promise<void> {
     if (!isCurrent(job) || job.state !== 'connected') return;
     const remaining = (job.restartDeadline ?? 0) - clock.now();
@@ -291,7 +263,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       job.log.warn({ err: (err as Error).message }, 'restart: client-server API unresolvable');
       return signal(job, 'cs_api_not_found');
     }
-    const result = await retryAction(job, csUrl, 'restart', remaining, 'connected');
+    const result = await actions.retry(job, csUrl, 'restart', remaining, () => isCurrent(job) && job.state === 'connected');
     if (result === undefined) return;
     if (result === 'not_found' || result === 'no_credential') return signal(job, 'restart_not_found');
     if (result === 'gave_up') return signal(job, 'restart_timed_out');
@@ -312,7 +284,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       return finish(job);
     }
     if (!isCurrent(job)) return;
-    const result = await retryAction(job, csUrl, 'send', windowMs, 'disconnected');
+    const result = await actions.retry(job, csUrl, 'send', windowMs, () => isCurrent(job) && job.state === 'disconnected');
     if (result === undefined) return;
     if (result === 'not_found') job.log.info('delayed leave event already sent or cancelled');
     else if (result === 'ok') job.log.info('delayed leave event sent');
@@ -334,29 +306,181 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
         job.log.debug({ err: (err as Error).message }, 'participant lookup failed; retrying');
       }
       if (!isCurrent(job)) return;
-      if (present) {
-        signal(job, 'lookup_successful');
-        if (deps.sanityCheckIntervalMs > 0) job.pollTimer = clock.setTimeout(() => void phase2(), deps.sanityCheckIntervalMs);
-        return;
-      }
+      if (present) return connectedByPoll(job);
       const delay = nextDelay();
       if (clock.now() + delay - startedAt > windowMs) return;
       job.pollTimer = clock.setTimeout(() => void phase1(), delay);
     };
-    const phase2 = async () => {
-      job.pollTimer = undefined;
-      if (!isCurrent(job)) return;
-      let present: boolean | undefined;
+    void phase1();
+  }
+
+  function connectedByPoll(job: Job): void {
+    if (job.state !== 'waiting') return;
+    clock.clearTimeout(job.pollTimer);
+    job.pollTimer = undefined;
+    signal(job, 'lookup_successful');
+    if (webhookSeen || misconfigurationLogged || graceTimer) return;
+    // The SFU's participant_joined may come a moment after the look-up found the participant;
+    // still none after the grace (and none at all so far) means the webhook is not wired.
+    graceTimer = clock.setTimeout(() => {
+      graceTimer = undefined;
+      if (isCurrent(job) && job.state === 'connected') {
+        warnNoWebhook('a participant found on the SFU by polling has had no participant_joined webhook');
+      }
+    }, WEBHOOK_GRACE_MS);
+  }
+
+  /** The sanity poll: one ListParticipants per SFU room with jobs, then each job compared. */
+  async function watchRooms(): Promise<void> {
+    const byRoom = new Map<string, Job[]>();
+    for (const job of jobs.values()) {
+      if (job.state !== 'connected' && job.state !== 'waiting') continue;
+      const list = byRoom.get(job.params.room) ?? [];
+      list.push(job);
+      byRoom.set(job.params.room, list);
+    }
+    for (const [room, roomJobs] of byRoom) {
+      let present: Set<string>;
       try {
-        present = await sfu.participantExists(job.params.room, job.params.identity);
+        present = new Set((await sfu.listParticipants(room)).map((p) => p.identity));
       } catch (err) {
-        job.log.debug({ err: (err as Error).message }, 'sanity check failed (ignored)');
+        logger.debug({ room, err: (err as Error).message }, 'sanity check failed (ignored)');
+        continue;
+      }
+      for (const job of roomJobs) {
+        if (!isCurrent(job)) continue;
+        const here = present.has(job.params.identity);
+        if (job.state === 'connected' && !here) {
+          warnNoWebhook('a participant left the SFU and only polling noticed');
+          signal(job, 'sfu_participant_gone');
+        } else if (job.state === 'waiting' && here) connectedByPoll(job);
+      }
+    }
+  }
+
+  /** Renews the leases of the jobs run here, drops those lost, adopts stored jobs nobody runs. */
+  async function leaseRound(): Promise<void> {
+    const renewals = [...jobs.values()].map(async (job) => {
+      const askedAt = clock.now();
+      let held: boolean | undefined;
+      try {
+        held = await store.claim(job.params.room, job.params.identity, replicaId, leaseMs);
+      } catch (err) {
+        job.log.debug({ err: (err as Error).message }, 'could not renew the delayed-leave lease');
       }
       if (!isCurrent(job)) return;
-      if (present === false) return signal(job, 'sfu_participant_gone');
-      job.pollTimer = clock.setTimeout(() => void phase2(), deps.sanityCheckIntervalMs);
+      if (held === true) job.leaseUntil = askedAt + leaseMs;
+      else if (held === false) drop(job, 'lease taken by another replica');
+      else if (clock.now() >= job.leaseUntil) drop(job, 'lease expired while the store was unreachable');
+    });
+    await Promise.all(renewals);
+    await adopt();
+  }
+
+  /** Starts the stored jobs whose lease is free (first start, or their replica died); purges expired ones. */
+  async function adopt(): Promise<number> {
+    let adopted = 0;
+    for (const s of await store.all()) {
+      if (closed) break;
+      const key = jobField(s.params.room, s.params.identity);
+      if (jobs.has(key)) continue;
+      if (s.restartedAt + s.params.delayTimeoutMs <= clock.now() || !(s.params.delayTimeoutMs <= MAX_DELAY_TIMEOUT_MS)) {
+        if (!(await store.claim(s.params.room, s.params.identity, replicaId, leaseMs))) continue;
+        logger.info({ room: s.params.room }, 'purging expired (or out-of-range) stored delayed-leave job');
+        await store.delete(s.params.room, s.params.identity);
+        await store.release(s.params.room, s.params.identity, replicaId);
+        continue;
+      }
+      if (!(await store.claim(s.params.room, s.params.identity, replicaId, leaseMs))) continue;
+      // The listing may be older than the lease: the job may have finished (or been replaced) since.
+      const current = await store.get(s.params.room, s.params.identity);
+      if (closed || jobs.has(key)) continue;
+      if (!current) {
+        await store.release(s.params.room, s.params.identity, replicaId);
+        continue;
+      }
+      start(current.params);
+      adopted++;
+    }
+    return adopted;
+  }
+
+  function onMessage(m: JobMessage): void {
+    if (closed) return;
+    if (m.kind === 'released') {
+      if (m.owner !== replicaId) adopt().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not adopt released delayed-leave jobs'));
+      return;
+    }
+    const job = jobs.get(jobField(m.room, m.identity));
+    if (m.kind === 'claimed') {
+      if (!job || m.owner === replicaId) return;
+      // Two requests for one participant on two replicas at once: the lease says who won.
+      store.claim(m.room, m.identity, replicaId, leaseMs).then(
+        (held) => {
+          if (!held) drop(job, 'a newer request for the same participant reached another replica');
+        },
+        (err: unknown) => job.log.debug({ err: (err as Error).message }, 'could not check the delayed-leave lease'),
+      );
+      return;
+    }
+    if (m.from === replicaId) return;
+    webhookSeen = true;
+    if (job) apply(job, m.event, m.clientInitiated);
+  }
+
+  function apply(job: Job, event: 'joined' | 'left' | 'aborted', clientInitiated: boolean): void {
+    if (event === 'joined') {
+      signal(job, 'participant_connected');
+    } else signal(job, clientInitiated ? 'disconnected_intentionally' : 'connection_aborted');
+  }
+
+  /** Subscribes and starts the lease and watch rounds, once (later callers wait for the first). */
+  function begin(): Promise<void> {
+    started ??= beginOnce().catch((err: unknown) => {
+      started = undefined; // the next call tries again
+      throw err;
+    });
+    return started;
+  }
+
+  async function beginOnce(): Promise<void> {
+    unsubscribe = await store.subscribe(onMessage);
+    // A store outage fails every round: say so once per distinct error, not every 2 s.
+    let lastError = '';
+    const onError = (err: unknown) => {
+      const message = (err as Error).message;
+      if (message !== lastError) logger.warn({ err: message }, 'delayed-leave round failed (repeats are logged at debug)');
+      else logger.debug({ err: message }, 'delayed-leave round failed');
+      lastError = message;
     };
-    void phase1();
+    let busy = false;
+    const guarded = (fn: () => Promise<unknown>) => () => {
+      if (busy || closed) return;
+      busy = true;
+      fn()
+        .then(() => (lastError = ''), onError)
+        .finally(() => (busy = false));
+    };
+    leaseLoop = repeatEvery(clock, Math.max(1, Math.floor(leaseMs / 3)), guarded(leaseRound), onError);
+    leaseLoop.start();
+    if (deps.sanityCheckIntervalMs <= 0) {
+      logger.info('the SFU poll for delegated leaves is off (LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS=0): a leave the SFU`s webhook does not report is never noticed');
+    } else {
+      let watching = false;
+      watchLoop = repeatEvery(
+        clock,
+        deps.sanityCheckIntervalMs,
+        () => {
+          if (watching || closed) return;
+          watching = true;
+          watchRooms()
+            .catch(onError)
+            .finally(() => (watching = false));
+        },
+        onError,
+      );
+      watchLoop.start();
+    }
   }
 
   function start(params: JobParams): Job {
@@ -372,6 +496,7 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       key,
       state: 'waiting',
       restartDeadline: undefined,
+      leaseUntil: clock.now() + leaseMs,
       log: logger.child({ room: params.room, delayId: params.delayId }),
     };
     jobs.set(key, job);
@@ -384,30 +509,32 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
     async add(params) {
       if (closed) throw new ShuttingDownError();
       if (!params.delayId || !(params.delayTimeoutMs > 0)) throw new JobRejectedError('a delayed-leave job needs a delay id and a positive timeout');
+      if (!(params.delayTimeoutMs <= MAX_DELAY_TIMEOUT_MS)) {
+        throw new JobRejectedError(`\`delay_timeout\` is ${params.delayTimeoutMs} ms; at most ${MAX_DELAY_TIMEOUT_MS} (24 h) is supported`);
+      }
+      await begin();
+      // Lease first: a sibling's adoption round must never see the job stored but unowned.
+      await store.claim(params.room, params.identity, replicaId, leaseMs, true);
       await store.save({ params, restartedAt: clock.now() });
       if (closed) throw new ShuttingDownError();
       start(params);
+      await store.publish({ kind: 'claimed', owner: replicaId, room: params.room, identity: params.identity });
     },
 
     onSfuEvent(room, identity, event, clientInitiated) {
+      webhookSeen = true;
       const job = jobs.get(jobField(room, identity));
-      if (!job) return;
-      if (event === 'joined') signal(job, 'participant_connected');
-      else signal(job, clientInitiated ? 'disconnected_intentionally' : 'connection_aborted');
+      if (job) return apply(job, event, clientInitiated);
+      if (closed) return;
+      store.publish({ kind: 'sfu', from: replicaId, room, identity, event, clientInitiated }).catch((err: unknown) => {
+        logger.warn({ err: (err as Error).message }, 'could not forward an SFU event to the other replicas');
+      });
     },
 
     async restore() {
-      const stored = await store.all();
-      for (const s of stored) {
-        if (closed) return;
-        if (s.restartedAt + s.params.delayTimeoutMs <= clock.now()) {
-          logger.info({ room: s.params.room }, 'purging expired stored delayed-leave job');
-          await store.delete(s.params.room, s.params.identity);
-          continue;
-        }
-        start(s.params);
-      }
-      if (stored.length) logger.info({ jobs: jobs.size }, 'delayed-leave jobs restored');
+      await begin();
+      const adopted = await adopt();
+      if (adopted) logger.info({ jobs: adopted }, 'delayed-leave jobs restored');
     },
 
     state(room, identity) {
@@ -418,8 +545,16 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
 
     async close() {
       closed = true;
-      for (const job of jobs.values()) stopTimers(job);
+      leaseLoop?.stop();
+      watchLoop?.stop();
+      clock.clearTimeout(graceTimer);
+      unsubscribe?.();
+      const held = [...jobs.values()];
+      for (const job of held) stopTimers(job);
       jobs.clear();
+      // Hand the jobs over at once instead of after the lease: a sibling adopts them on its next round.
+      await Promise.allSettled(held.map((j) => store.release(j.params.room, j.params.identity, replicaId)));
+      if (held.length) await store.publish({ kind: 'released', owner: replicaId }).catch(() => undefined);
     },
   };
 }

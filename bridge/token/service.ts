@@ -2,7 +2,7 @@
  * The token service: builds every part from the bridge config and returns an express router to
  * mount on the bridge's listener, plus start/close for the delayed-leave jobs. Routes:
  * `/sfu/get`, `/get_token`, `/delegate_delayed_leave` (lk-jwt-service, OpenID), `/sfu_webhook`
- * (LiveKit webhooks, always 200), and with an appservice registration the MSC4195 paths under
+ * (LiveKit webhooks, sfu-webhook.ts), and with an appservice registration the MSC4195 paths under
  * `/_matrix/client/unstable/io.element.msc4195/rtc/livekit/` and the federation twin.
  * `tokenNotFoundHandler` answers Go's `404 page not found`; mount it after every other route.
  *
@@ -11,8 +11,6 @@
  */
 import express, { type Request, type RequestHandler, type Router } from 'express';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { WebhookReceiver } from 'livekit-server-sdk';
-import { DisconnectReason } from '@livekit/protocol';
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import { createRedisConnection, type RedisClient } from '../../common/redis.ts';
@@ -29,7 +27,8 @@ import { handleDelegateDelayedLeave, handleGetToken, handleSfuGet, legacyEndpoin
 import { createMembershipChecker, type RoomMembershipOracle } from './membership.ts';
 import { createOpenIdVerifier } from './openid.ts';
 import { CS_PREFIX, handleCsDelegateDelayedLeave, handleCsGetToken, handleSsGetToken, proxiedEndpoint, SS_GET_TOKEN_PATH } from './proxied.ts';
-import { createSfuRoomService } from '../sfu/room-service.ts';
+import { createSfuRoomService, type SfuRoomService } from '../sfu/room-service.ts';
+import { createSfuWebhookHandler } from './sfu-webhook.ts';
 
 export type { RoomMembershipOracle } from './membership.ts';
 
@@ -47,7 +46,10 @@ export interface TokenServiceDeps {
   /** Federation-client overrides (test CA, SRV resolver, well-known port). */
   federation?: Pick<FederationClientDeps, 'tlsCa' | 'resolveSrv' | 'wellKnownPort' | 'connectTimeoutMs' | 'requestTimeoutMs'>;
   /** SFU RoomService; default livekit-server-sdk's RoomServiceClient on `config.livekit.url`. */
-  sfu?: TokenSfuApi;
+  sfu?: TokenSfuApi & Partial<Pick<SfuRoomService, 'listParticipants'>>;
+  /** Delayed-leave job ownership: this replica's lease name and the lease length. */
+  replicaId?: string;
+  leaseMs?: number;
   /** Default: `config.publish_policy` when present, else 'everyone' (lk-jwt-service Go HEAD). */
   publishPolicy?: PublishPolicy;
   random?: () => number;
@@ -99,19 +101,25 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   else if (config.redisUrl) {
     ownRedis = createRedisConnection({ url: config.redisUrl, password: config.redisPassword || undefined }, logger);
     store = createRedisJobStore({ redis: ownRedis, logger });
-  } else store = createMemoryJobStore();
+  } else store = createMemoryJobStore(clock);
 
   const jobs = new Gauge({ name: 'matrixrtc_delayed_leave_jobs', help: 'Delegated delayed-leave jobs in progress', registers: [deps.metrics] });
   const delayedLeave = createDelayedLeaveManager({
     clock,
     logger,
     store,
-    sfu,
     homeserver,
     csApi,
+    // A caller's SFU API without ListParticipants only loses the room poll (GetParticipant still works).
+    sfu: {
+      participantExists: (room, identity) => sfu.participantExists(room, identity),
+      listParticipants: (room) => (sfu.listParticipants ? sfu.listParticipants(room) : Promise.reject(new Error('the SFU API given has no ListParticipants'))),
+    },
     asToken: config.appservice?.asToken,
     appserviceServerName: config.appservice?.serverName,
     sanityCheckIntervalMs: config.sanityCheckIntervalSeconds * 1000,
+    replicaId: deps.replicaId,
+    leaseMs: deps.leaseMs,
     random: deps.random,
     onStateChange: () => jobs.set(delayedLeave.size()),
   });
@@ -173,29 +181,17 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   router.all('/get_token', legacyEndpoint(ctx, 'get_token', bind(handleGetToken)));
   router.all('/delegate_delayed_leave', legacyEndpoint(ctx, 'delegate_delayed_leave', bind(handleDelegateDelayedLeave)));
 
-  const receiver = new WebhookReceiver(config.livekit.key, config.livekit.secret);
-  const handleWebhook = async (req: Request, res: express.Response) => {
-    try {
-      const chunks: Buffer[] = [];
-      for await (const c of req as AsyncIterable<Buffer>) chunks.push(c);
-      const event = await receiver.receive(Buffer.concat(chunks).toString('utf8'), req.get('authorization'));
-      const room = event.room?.name;
-      const p = event.participant;
-      if (room && p?.identity) {
-        if (event.event === 'participant_joined') delayedLeave.onSfuEvent(room, p.identity, 'joined', false);
-        else if (event.event === 'participant_left' || event.event === 'participant_connection_aborted') {
-          const intentional = p.disconnectReason === DisconnectReason.CLIENT_INITIATED;
-          delayedLeave.onSfuEvent(room, p.identity, event.event === 'participant_left' ? 'left' : 'aborted', intentional);
-        }
-      }
-    } catch (err) {
-      logger.warn({ err: (err as Error).message }, 'SFU webhook rejected');
-    }
-    res.status(200).end();
-  };
-  router.all('/sfu_webhook', (req, res) => {
-    void handleWebhook(req, res);
-  });
+  router.all(
+    '/sfu_webhook',
+    createSfuWebhookHandler({
+      apiKey: config.livekit.key,
+      apiSecret: config.livekit.secret,
+      clock,
+      logger,
+      metrics: deps.metrics,
+      onEvent: (room, identity, event, clientInitiated) => delayedLeave.onSfuEvent(room, identity, event, clientInitiated),
+    }),
+  );
 
   if (config.appservice) {
     router.all(`${CS_PREFIX}/get_token`, proxiedEndpoint(ctx, 'cs_get_token', true, bind(handleCsGetToken)));

@@ -87,6 +87,16 @@ describe('POST /delegate_delayed_leave', () => {
     expect(res.json!.error).toBe('The request body `member` is missing `id`, `claimed_user_id` or `claimed_device_id`');
   });
 
+  it('refuses a delay_timeout above 24 h with a clear 400, and keeps no job', async () => {
+    const h = await start();
+    const d = delegate(h, { delayId: 'syd_huge', timeout: 3e9 });
+    const res = await d.send();
+    expect(res.status).toBe(400);
+    expect(res.json).toEqual({ errcode: 'M_BAD_JSON', error: '`delay_timeout` is 3000000000 ms; at most 86400000 (24 h) is supported' });
+    expect(h.service.delayedLeave.size()).toBe(0);
+    expect(h.hs.actions()).toEqual([]);
+  });
+
   it('answers malformed JSON with M_NOT_JSON (malformed_json)', async () => {
     const h = await start();
     expect((await h.post('/delegate_delayed_leave', '{')).json).toEqual({ errcode: 'M_NOT_JSON', error: 'Error reading request' });
@@ -224,7 +234,7 @@ describe('delegated delayed-leave lifecycle', () => {
     expect(h.service.delayedLeave.state(LK_ROOM, b.identity)).toBe('waiting');
   });
 
-  it('ignores webhooks with a bad signature', async () => {
+  it('refuses webhooks with a bad signature (401) and leaves the job alone', async () => {
     const h = await start();
     const d = delegate(h, { delayId: 'syd_sig', timeout: 30_000 });
     await d.send();
@@ -232,7 +242,7 @@ describe('delegated delayed-leave lifecycle', () => {
       body: JSON.stringify({ event: 'participant_joined', room: { name: LK_ROOM }, participant: { identity: d.identity } }),
       headers: { 'Content-Type': 'application/webhook+json', Authorization: 'not-a-jwt' },
     });
-    expect(res.status).toBe(200);
+    expect(res.status).toBe(401);
     expect(h.service.delayedLeave.state(LK_ROOM, d.identity)).toBe('waiting');
   });
 });

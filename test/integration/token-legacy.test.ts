@@ -348,11 +348,13 @@ describe('routing', () => {
     expect((await h.request('POST', '/healthz')).status).toBe(405);
   });
 
-  it('answers every /sfu_webhook request with an empty 200, even unsigned ones', async () => {
+  // Unlike lk-jwt-service (200 to everything), /sfu_webhook refuses what is not a signed POST:
+  // test/integration/sfu-webhook.test.ts covers it.
+  it('answers an unsigned /sfu_webhook POST 401 and a GET 405, with empty bodies', async () => {
     const h = await start(restricted);
     const res = await h.request('POST', '/sfu_webhook', { body: '{"event":"participant_joined"}', headers: { Authorization: 'bogus' } });
-    expect(res.status).toBe(200);
+    expect(res.status).toBe(401);
     expect(res.text).toBe('');
-    expect((await h.request('GET', '/sfu_webhook')).status).toBe(200);
+    expect((await h.request('GET', '/sfu_webhook')).status).toBe(405);
   });
 });

@@ -190,6 +190,21 @@ describe('docker-compose.yml', () => {
     expect(bcfg.bind.port).toBe(8080);
   });
 
+  it('has the SFU post its webhooks to the bridge service\'s /sfu_webhook, signed with the bridge\'s key', () => {
+    const sfu = service('sfu');
+    const cfg = resolveSfuConfig({ configFile: hostPathFor(sfu, sfu.command?.[2] ?? '', secretsDir) });
+    const bridge = service('bridge');
+    const env = Object.fromEntries(
+      Object.entries(bridge.environment ?? {}).map(([k, v]) => [k, k.endsWith('_FILE') ? hostPathFor(bridge, v, secretsDir) : v]),
+    );
+    const bcfg = resolveBridgeConfig(env, hostPathFor(bridge, bridge.command?.[2] ?? '', secretsDir));
+    expect(cfg.webhook.api_key).toBe(bcfg.livekit.key);
+    expect(cfg.webhook.urls).toEqual([`http://bridge:${bcfg.bind.port}/sfu_webhook`]);
+    expect(services.bridge).toBeDefined();
+    // Nothing turned the bridge's own poll of the SFU off.
+    expect(bcfg.sanityCheckIntervalSeconds).toBeGreaterThan(0);
+  });
+
   it('keeps secrets it already generated, so a restart does not change tokens', () => {
     const before = TRIAL_FILES.map((f) => readFileSync(join(secretsDir, f), 'utf8'));
     expect(writeTrialFiles(secretsDir, trialOptionsFromCompose())).toEqual([]);

@@ -142,4 +142,22 @@ describe('deploy/k8s', () => {
     expect(cfg.redisUrl).toBe('redis://matrix-rtc-redis:6379/0');
     expect(cfg.appservice?.serverName).toBe('example.org');
   });
+
+  it('sends the SFU\'s webhooks to the bridge Service\'s /sfu_webhook, signed with the bridge\'s key', () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'k8s-webhook-'));
+    writeFileSync(join(tmp, 'livekit.keys'), filled(secret['livekit.keys'] ?? ''));
+    const container = one('Deployment', 'matrix-rtc-bridge').spec?.template?.spec.containers[0];
+    const env = Object.fromEntries((container?.env ?? []).map((e) => [e.name, (e.value ?? '').replace('/secrets/', `${tmp}/`)]));
+    const bridge = resolveBridgeConfig({ ...env, LIVEKIT_AS_REGISTRATION_FILE: '', LIVEKIT_HS_SERVER_NAME: '' });
+    const sfu = parseSfuConfig(parse(filled(secret['sfu.yaml'] ?? '')), 'secret sfu.yaml');
+    expect(sfu.webhook.api_key).toBe(bridge.livekit.key);
+    expect(sfu.webhook.urls).toHaveLength(1);
+    const url = new URL(sfu.webhook.urls[0]!);
+    const svc = one('Service', 'matrix-rtc-bridge');
+    expect(url.hostname).toBe(svc.metadata.name);
+    expect(Number(url.port)).toBe(svc.spec?.ports?.[0]?.port);
+    expect(url.pathname).toBe('/sfu_webhook');
+    // The SFU runs on the host network; it still resolves cluster Service names.
+    expect(one('DaemonSet', 'matrix-rtc-sfu').spec?.template?.spec).toMatchObject({ dnsPolicy: 'ClusterFirstWithHostNet' });
+  });
 });
