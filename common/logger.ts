@@ -34,6 +34,8 @@ export interface LoggerOptions {
   name: string;
   /** Where lines go; defaults to stdout. Tests pass a stream to inspect output. */
   destination?: DestinationStream;
+  /** Write stdout synchronously (a line logged just before `process.exit` is not lost). */
+  sync?: boolean;
 }
 
 export function createLogger(opts: LoggerOptions): Logger {
@@ -44,7 +46,7 @@ export function createLogger(opts: LoggerOptions): Logger {
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       base: { pid: process.pid },
     },
-    opts.destination ?? pino.destination({ dest: 1, sync: false }),
+    opts.destination ?? pino.destination({ dest: 1, sync: opts.sync ?? false }),
   );
 }
 
