@@ -73,12 +73,15 @@ export function guardUnreadBodies(opts: { maxDrainBytes?: number; maxDrainMs?: n
   const maxDrainBytes = opts.maxDrainBytes ?? MAX_DRAIN_BYTES;
   const maxDrainMs = opts.maxDrainMs ?? MAX_DRAIN_MS;
   return (req, res, next) => {
+    // HTTP/1.1: a request without Content-Length or Transfer-Encoding has no body.
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (!chunked && declared === 0) return next();
     const writeHead = res.writeHead;
     res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
-      if (!req.complete && !res.headersSent) {
-        // What is left is at most what was declared; chunked bodies have no bound.
-        const declared = Number(req.headers['content-length']);
-        if (!(Number.isFinite(declared) && declared <= maxDrainBytes)) res.setHeader('Connection', 'close');
+      // What is left is at most what was declared; a chunked body has no bound.
+      if (!req.complete && !res.headersSent && (chunked || !(declared <= maxDrainBytes))) {
+        res.setHeader('Connection', 'close');
       }
       return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
     } as typeof res.writeHead;
