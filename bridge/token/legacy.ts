@@ -22,6 +22,7 @@ import {
   unauthorised,
 } from './errors.ts';
 import { OpenIdVerificationError } from './federation.ts';
+import { FederationBusyError } from './outbound-limits.ts';
 import {
   LEGACY_SLOT_ID,
   legacyLiveKitIdentity,
@@ -54,6 +55,7 @@ async function verifyOpenId(ctx: TokenContext, accessToken: string, serverName: 
   try {
     return await ctx.federation.verifyOpenIdToken(accessToken, serverName);
   } catch (err) {
+    if (err instanceof FederationBusyError) throw err; // 503 Retry-After, not the client's fault
     if (err instanceof OpenIdVerificationError) {
       ctx.logger.info({ serverName, reason: err.message }, 'OpenID token rejected');
     } else {
@@ -85,6 +87,7 @@ async function resolveCsApi(ctx: TokenContext, serverName: string): Promise<void
   try {
     await ctx.csApi.resolve(serverName);
   } catch (err) {
+    if (err instanceof FederationBusyError) throw err;
     ctx.logger.info({ serverName, err: (err as Error).message }, 'client-server API unresolvable');
     throw csApiUnresolvable();
   }

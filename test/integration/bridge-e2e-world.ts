@@ -208,6 +208,8 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       BRIDGE_HOMESERVER_URL: hs.url,
       BRIDGE_ROOM_DELETE_GRACE_SECONDS: String(opts.graceSeconds ?? 30),
       BRIDGE_RECONCILE_INTERVAL_SECONDS: '0',
+      // The fake homeserver's federation side is on loopback, which the default refuses.
+      BRIDGE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: 'true',
       ...(opts.kind === 'redis' ? { LIVEKIT_REDIS_URL: opts.redisUrl } : {}),
     };
     const roomService = new RoomServiceClient(sfu.url, TEST_API_KEY, TEST_API_SECRET);
