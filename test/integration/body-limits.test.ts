@@ -85,6 +85,19 @@ async function startAppserviceListener(): Promise<{ url: string; stop(): Promise
   return { url, stop: () => bridge.stop() };
 }
 
+/** A message event of about 64 KiB, the largest PDU a homeserver accepts. */
+function pdu(i: number) {
+  return {
+    type: 'm.room.message',
+    event_id: `$e${i}`,
+    room_id: '!r:hs',
+    sender: '@a:hs',
+    origin_server_ts: 1,
+    content: { body: 'x'.repeat(64 * 1024 - 200) },
+    unsigned: { age: 1 },
+  };
+}
+
 describe('bridge body limits', () => {
   it('answers a token request larger than 64 KiB 413 M_TOO_LARGE and closes the connection instead of leaving the body in it', async () => {
     h = await startTokenHarness();
@@ -154,19 +167,10 @@ describe('bridge body limits', () => {
 
   it('accepts a transaction of 100 PDUs of 64 KiB each, the most Synapse sends', async () => {
     h = await startAppserviceListener();
-    const event = (i: number) => ({
-      type: 'm.room.message',
-      event_id: `$e${i}`,
-      room_id: '!r:hs',
-      sender: '@a:hs',
-      origin_server_ts: 1,
-      content: { body: 'x'.repeat(64 * 1024 - 200) },
-      unsigned: { age: 1 },
-    });
     const res = await fetch(`${h.url}${APPSERVICE_PREFIX}/v1/transactions/3`, {
       method: 'PUT',
       headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${HS_TOKEN}` },
-      body: JSON.stringify({ events: Array.from({ length: 100 }, (_, i) => event(i)) }),
+      body: JSON.stringify({ events: Array.from({ length: 100 }, (_, i) => pdu(i)) }),
     });
     expect(res.status).toBe(200);
   });

@@ -18,7 +18,7 @@ import { captureLogs } from '../support/log-capture.ts';
 const SECRET = 'syt_request_fault_secret_0123456789';
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
+  for (const c of cleanups.splice(0).toReversed()) await c();
 });
 
 function rawGet(url: string, path: string): Promise<{ status: number; body: string }> {
