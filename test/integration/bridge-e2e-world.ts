@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { RoomServiceClient } from 'livekit-server-sdk';
 import { systemClock } from '../../common/clock.ts';
-import { createLogger, createSilentLogger } from '../../common/logger.ts';
+import { createLogger, createSilentLogger, type Logger } from '../../common/logger.ts';
 import { createBridge, type Bridge } from '../../bridge/bridge.ts';
 import { resolveBridgeConfig, type Env } from '../../bridge/config.ts';
 import { liveKitRoomAlias } from '../../bridge/token/names.ts';
@@ -92,6 +92,8 @@ export interface WorldOptions {
   pushes?: boolean;
   /** Runs after the SFU and the seeded homeserver are up and before the bridge starts. */
   beforeBridge?: (pre: PreBridge) => Promise<void>;
+  /** Loggers of our two processes (default silent, or stdout with BRIDGE_TEST_LOG). */
+  loggers?: { sfu: Logger; bridge: Logger };
 }
 
 /** What exists before the bridge starts. */
@@ -160,6 +162,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     const sfu = await startTestSfu({
       room: { auto_create: false },
       webhook: { api_key: TEST_API_KEY, urls: [`${bridgeUrl}/sfu_webhook`] },
+      ...(opts.loggers ? { logger: opts.loggers.sfu } : {}),
     });
     stops.push(() => sfu.stop());
     const reg = testRegistration(opts.pushes === false ? null : bridgeUrl);
@@ -225,7 +228,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     };
     await opts.beforeBridge?.({ sfu, composed, roomService, carol, alice, bob, roomId, makeRoom, connect });
 
-    const logger = process.env.BRIDGE_TEST_LOG ? createLogger({ name: 'bridge', level: 'debug' }) : createSilentLogger();
+    const logger = opts.loggers?.bridge ?? (process.env.BRIDGE_TEST_LOG ? createLogger({ name: 'bridge', level: 'debug' }) : createSilentLogger());
     const bridge = createBridge({
       config: resolveBridgeConfig(env),
       logger,
