@@ -210,6 +210,19 @@ describe('where the token service may connect (federation_allow_private_addresse
     expect(target.connections()).toBe(2);
   });
 
+  it('answers within the 3 s connect bound when the target accepts and then stalls the TLS handshake', async () => {
+    const target = await tcpTarget('hold');
+    targets.push(target);
+    const h = await start();
+    const began = Date.now();
+    const res = await h.post('/sfu/get', openIdFor(`127.0.0.1:${target.port}`));
+    const took = Date.now() - began;
+    expect(res.status).toBe(401);
+    expect(target.connections()).toBe(1);
+    expect(took).toBeGreaterThanOrEqual(2_900);
+    expect(took).toBeLessThan(4_500);
+  });
+
   it('answers 503 M_LIMIT_EXCEEDED with Retry-After when the look-up queue is full', async () => {
     const target = await tcpTarget('hold');
     targets.push(target);
