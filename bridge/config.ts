@@ -31,7 +31,7 @@ export const bridgeFileSchema = z.strictObject({
   txn_id_ttl_seconds: z.number().int().min(1).default(3600),
   /** Let OpenID look-ups connect to loopback/private/link-local addresses (LAN trials, tests). */
   federation_allow_private_addresses: z.boolean().default(false),
-  /** Outbound federation look-ups in flight at once; more wait in the queue below. */
+  /** OpenID verifications over federation in flight at once; more wait in the queue below. */
   federation_max_concurrent_lookups: z.number().int().min(1).default(16),
   /** Look-ups waiting for a slot; beyond this the token endpoints answer 503 with Retry-After. */
   federation_max_queued_lookups: z.number().int().min(0).default(64),

@@ -1,8 +1,9 @@
 /**
  * Where a Matrix server's client-server API is, for the token service:
  * `LIVEKIT_CS_API_URL_OVERRIDES`, then `/.well-known/matrix/client` `m.homeserver.base_url`
- * (fetched through the federation client, so with the right SNI and TLS checks, its address
- * policy and its look-up limit), cached 4 h on the injected clock in an LRU of 1,024 names.
+ * (fetched through the federation client, so with the right SNI and TLS checks and its address
+ * policy, which the base URL's host must pass too), cached 4 h on the injected clock in an LRU
+ * of 1,024 names.
  * The calls made there live in ../homeserver/client.ts.
  */
 import type { Clock } from '../../common/clock.ts';
@@ -57,6 +58,11 @@ export function createCsApiResolver(deps: CsApiResolverDeps): CsApiResolver {
         throw new CsApiUnresolvableError(serverName, 'no m.homeserver.base_url in .well-known/matrix/client');
       }
       const url = base.replace(/\/+$/, '');
+      try {
+        await deps.federation.checkUrlHost(url);
+      } catch (err) {
+        throw new CsApiUnresolvableError(serverName, (err as Error).message);
+      }
       cache.set(serverName, url, cacheMs);
       return url;
     },

@@ -11,9 +11,12 @@
  * A server name comes from any client, so (address-policy.ts) it must follow the Matrix
  * grammar with numeric IPv4 disguises refused, and unless `federation_allow_private_addresses`
  * is on every connection, to the name itself or wherever SRV / `.well-known` delegate, goes only
- * to public addresses (checked on the address connected to). Look-ups run at most
- * `federation_max_concurrent_lookups` at a time with `federation_max_queued_lookups` waiting;
- * beyond that they are refused with FederationBusyError (503, Retry-After). A resolution is
+ * to public addresses (checked on the address connected to). OpenID verifications, the look-ups
+ * any client can start, run at most `federation_max_concurrent_lookups` at a time with
+ * `federation_max_queued_lookups` waiting; beyond that they are refused with
+ * FederationBusyError (503, Retry-After). (`getJson` for the client-server API resolution is not
+ * limited: it runs only after a full-access homeserver verified a token, and for delayed-leave
+ * jobs, which must not be dropped for being busy.) A resolution is
  * cached (LRU, 1,024 names, 1 h) once its server answered over HTTP; one whose server could
  * not be reached is remembered as failed for 30 s, so repeating it costs nothing.
  * Network timeouts run on real time (they bound real sockets), cache expiry on the clock.
@@ -99,6 +102,12 @@ export interface FederationClient {
   verifyOpenIdToken(accessToken: string, matrixServerName: string): Promise<string>;
   /** HTTPS GET returning parsed JSON (undefined when not JSON); used for well-known lookups too. */
   getJson(target: ResolvedServer, path: string): Promise<HttpsJsonResult>;
+  /**
+   * Throws AddressRefusedError when the address policy refuses the host of `url` (an IP
+   * literal, or a name with no allowed address), for URLs others fetch, such as a
+   * `.well-known/matrix/client` base URL.
+   */
+  checkUrlHost(url: string): Promise<void>;
 }
 
 const MAX_RESPONSE_BYTES = 64 * 1024;
@@ -311,7 +320,14 @@ export function createFederationClient(deps: FederationClientDeps): FederationCl
   return {
     close: () => agent.destroy(),
     resolveServerName,
-    getJson: (target, path) => limiter.run(() => getJson(target, path)),
+    getJson,
+    async checkUrlHost(url) {
+      const host = new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');
+      if (isIP(host)) return policy.checkLiteral(host);
+      const lookup = policy.lookup;
+      if (!lookup) return;
+      await new Promise<void>((resolve, reject) => lookup(host, { all: true }, (err) => (err ? reject(err) : resolve())));
+    },
     verifyOpenIdToken: (accessToken, matrixServerName) => limiter.run(() => verifyOpenIdToken(accessToken, matrixServerName)),
   };
 }

@@ -87,7 +87,6 @@ async function resolveCsApi(ctx: TokenContext, serverName: string): Promise<void
   try {
     await ctx.csApi.resolve(serverName);
   } catch (err) {
-    if (err instanceof FederationBusyError) throw err;
     ctx.logger.info({ serverName, err: (err as Error).message }, 'client-server API unresolvable');
     throw csApiUnresolvable();
   }

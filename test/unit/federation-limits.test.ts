@@ -7,7 +7,9 @@
 import { describe, expect, it } from 'vitest';
 import { createManualClock } from '../../common/clock.ts';
 import { AddressRefusedError, createAddressPolicy, embeddedIpv4, isRefusedAddress } from '../../bridge/token/address-policy.ts';
-import { splitHostPort } from '../../bridge/token/federation.ts';
+import { createFederationClient, splitHostPort, type FederationClient } from '../../bridge/token/federation.ts';
+import { createCsApiResolver, CsApiUnresolvableError } from '../../bridge/token/cs-api-resolver.ts';
+import { createSilentLogger } from '../../common/logger.ts';
 import { createConcurrencyLimiter, ExpiringLru, FederationBusyError } from '../../bridge/token/outbound-limits.ts';
 
 describe('server names (splitHostPort)', () => {
@@ -125,5 +127,37 @@ describe('concurrency limiter', () => {
     const limiter = createConcurrencyLimiter(1, 0);
     await expect(limiter.run(() => Promise.reject(new Error('x')))).rejects.toThrow('x');
     await expect(limiter.run(async () => 'ok')).resolves.toBe('ok');
+  });
+});
+
+describe('URLs others fetch (checkUrlHost) and the client-server API resolver', () => {
+  const names: Record<string, { address: string; family: number }[]> = {
+    'inside.example': [{ address: '10.1.2.3', family: 4 }],
+    'public.example': [{ address: '93.184.216.34', family: 4 }],
+  };
+  const lookup: Parameters<typeof createAddressPolicy>[1] = (name, _o, cb) => cb(null, names[name] ?? []);
+  const client = (allowPrivateAddresses: boolean) =>
+    createFederationClient({ clock: createManualClock(0), logger: createSilentLogger(), insecureSkipVerifyTls: false, allowPrivateAddresses, lookup });
+
+  it('refuses private literals and names resolving only to private addresses, unless allowed', async () => {
+    const strict = client(false);
+    await expect(strict.checkUrlHost('http://127.0.0.1:8008')).rejects.toBeInstanceOf(AddressRefusedError);
+    await expect(strict.checkUrlHost('https://[::ffff:10.0.0.1]/')).rejects.toBeInstanceOf(AddressRefusedError);
+    await expect(strict.checkUrlHost('https://inside.example')).rejects.toBeInstanceOf(AddressRefusedError);
+    await expect(strict.checkUrlHost('https://public.example')).resolves.toBeUndefined();
+    await expect(client(true).checkUrlHost('http://127.0.0.1:8008')).resolves.toBeUndefined();
+  });
+
+  it('does not use a .well-known/matrix/client base_url that points inside', async () => {
+    const strict = client(false);
+    let baseUrl = 'https://inside.example';
+    const federation: FederationClient = {
+      ...strict,
+      getJson: async () => ({ status: 200, json: { 'm.homeserver': { base_url: baseUrl } } }),
+    };
+    const resolver = createCsApiResolver({ clock: createManualClock(0), logger: createSilentLogger(), federation, overrides: {} });
+    await expect(resolver.resolve('remote.example')).rejects.toBeInstanceOf(CsApiUnresolvableError);
+    baseUrl = 'https://public.example/';
+    await expect(resolver.resolve('remote.example')).resolves.toBe('https://public.example');
   });
 });
