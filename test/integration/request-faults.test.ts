@@ -13,7 +13,7 @@ import { createMetricsRegistry } from '../../common/metrics.ts';
 import { resolveBridgeConfig } from '../../bridge/config.ts';
 import { createBridgeServer } from '../../bridge/server.ts';
 import { startTestSfu } from '../support/sfu-harness.ts';
-import { captureLogs } from '../support/log-capture.ts';
+import { captureLogs } from '../support/log-stream.ts';
 
 const SECRET = 'syt_request_fault_secret_0123456789';
 const cleanups: (() => Promise<void>)[] = [];

@@ -12,7 +12,7 @@
 import { AccessToken, RoomServiceClient } from 'livekit-server-sdk';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.ts';
-import { captureLogs } from '../support/log-capture.ts';
+import { captureLogs } from '../support/log-stream.ts';
 import { TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
 import { waitFor } from '../support/wait.ts';
 import { CALL, joinContent, SLOT, startWorld, stateKeyOf, type World } from './bridge-e2e-world.ts';

@@ -69,10 +69,10 @@ export async function startTokenHarness(opts: TokenHarnessOptions = {}): Promise
     LIVEKIT_SECRET: LK_SECRET,
     LIVEKIT_FULL_ACCESS_HOMESERVERS: opts.fullAccess ?? fed.serverName,
     LIVEKIT_JWT_BIND: '127.0.0.1:0',
-    LIVEKIT_CS_API_URL_OVERRIDES: `${fed.serverName}=${hs.url}`,
-    BRIDGE_MEMBERSHIP_CHECK: String(opts.membershipCheck ?? true),
     // The fake homeserver's federation side listens on 127.0.0.1, which the default refuses.
     BRIDGE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: 'true',
+    LIVEKIT_CS_API_URL_OVERRIDES: `${fed.serverName}=${hs.url}`,
+    BRIDGE_MEMBERSHIP_CHECK: String(opts.membershipCheck ?? true),
     ...(opts.appservice !== false
       ? { LIVEKIT_AS_TOKEN: AS_TOKEN, LIVEKIT_HS_TOKEN: HS_TOKEN, LIVEKIT_HS_SERVER_NAME: fed.serverName }
       : {}),
