@@ -33,6 +33,12 @@ export const bridgeFileSchema = z.strictObject({
   publish_policy: z.enum(['everyone', 'full_access']).default('everyone'),
   /** Seconds a remembered appservice transaction id is kept for deduplication. */
   txn_id_ttl_seconds: z.number().int().min(1).default(3600),
+  /** Let OpenID look-ups connect to loopback/private/link-local addresses (LAN trials, tests). */
+  federation_allow_private_addresses: z.boolean().default(false),
+  /** OpenID verifications over federation in flight at once; more wait in the queue below. */
+  federation_max_concurrent_lookups: z.number().int().min(1).default(16),
+  /** Look-ups waiting for a slot; beyond this the token endpoints answer 503 with Retry-After. */
+  federation_max_queued_lookups: z.number().int().min(0).default(64),
 });
 
 export type BridgeFileConfig = z.output<typeof bridgeFileSchema>;

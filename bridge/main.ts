@@ -5,7 +5,7 @@
  * bridge file that reads env or exits.
  */
 import { parseMainArgs } from '../common/cli.ts';
-import { runMain, untilShutdownSignal } from '../common/process.ts';
+import { runMain, untilShutdownSignal, type ProcessContext } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { resolveBridgeConfig, type BridgeConfig } from './config.ts';
@@ -16,7 +16,7 @@ const USAGE = `usage: npm run bridge -- [--config FILE] [--validate]
   LIVEKIT_SECRET, LIVEKIT_FULL_ACCESS_HOMESERVERS, LIVEKIT_JWT_BIND, ...); bridge settings from
   the YAML file (see config/bridge.yaml) or BRIDGE_<KEY> variables.`;
 
-async function main(): Promise<number> {
+async function main(proc: ProcessContext): Promise<number> {
   const args = parseMainArgs(process.argv.slice(2), USAGE);
   if (typeof args === 'number') return args;
   const config: BridgeConfig = resolveBridgeConfig(process.env, args.config);
@@ -25,7 +25,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const logger = createLogger({ name: 'bridge', level: config.logLevel });
-  const bridge = createBridge({ config, logger, clock: systemClock });
+  const bridge = createBridge({ config, logger, clock: systemClock, metrics: proc.metrics });
   await bridge.start();
   logger.info({ signal: await untilShutdownSignal() }, 'shutting down');
   await bridge.stop();

@@ -2,6 +2,12 @@
  * Time as a dependency. Everything that waits, expires or timestamps takes a `Clock` so tests
  * can move time forward by hand instead of sleeping. `systemClock` is the real one;
  * `createManualClock` is the test twin, whose timers fire only when `advance()` passes them.
+ *
+ * Both fire a timer at exactly `now() + ms`, however far away: Node's `setTimeout` fires after
+ * 1 ms for anything above 2^31-1 ms (about 24.8 days), so the system clock waits out a longer
+ * delay in chunks of at most that, re-arming on real time until the deadline. Without this an
+ * outside value such as a membership's `expires: 3e9` re-armed its timer every millisecond.
+ * NaN and negative delays count as 0 (Node's rule); `Infinity` never fires on either clock.
  */
 
 export interface TimerHandle {
@@ -18,24 +24,55 @@ export interface Clock {
 
 let nextSystemId = 1;
 
-export function createSystemClock(): Clock {
-  const timers = new Map<number, NodeJS.Timeout>();
+/** The longest delay the host's `setTimeout` honours (2^31-1 ms); longer ones are chunked. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The delay a clock waits for `ms`: NaN and negatives are 0. */
+function delayOf(ms: number): number {
+  return ms > 0 ? ms : 0;
+}
+
+/** The host timers the system clock runs on (Node's globals; a test passes a recording twin). */
+export interface TimerHost {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): { unref?(): unknown };
+  clearTimeout(handle: { unref?(): unknown }): void;
+}
+
+const nodeTimers: TimerHost = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+export function createSystemClock(host: TimerHost = nodeTimers): Clock {
+  /** Pending timers: the host handle of the current chunk, null for a delay of Infinity. */
+  const timers = new Map<number, { unref?(): unknown } | null>();
+  function arm(id: number, deadline: number, fn: () => void): void {
+    const left = Math.max(0, deadline - host.now());
+    const chunked = left > MAX_TIMER_MS;
+    const t = host.setTimeout(() => {
+      if (!timers.has(id)) return;
+      if (chunked) return arm(id, deadline, fn); // one chunk of a delay longer than the host allows
+      timers.delete(id);
+      fn();
+    }, chunked ? MAX_TIMER_MS : left);
+    t.unref?.();
+    timers.set(id, t);
+  }
   return {
-    now: () => Date.now(),
+    now: () => host.now(),
     setTimeout(fn, ms) {
       const id = nextSystemId++;
-      const t = setTimeout(() => {
-        timers.delete(id);
-        fn();
-      }, Math.max(0, ms));
-      t.unref?.();
-      timers.set(id, t);
+      const delay = delayOf(ms);
+      if (delay === Infinity) timers.set(id, null);
+      else arm(id, host.now() + delay, fn);
       return { id };
     },
     clearTimeout(handle) {
       if (!handle) return;
       const t = timers.get(handle.id);
-      if (t) clearTimeout(t);
+      if (t) host.clearTimeout(t);
       timers.delete(handle.id);
     },
   };
@@ -58,7 +95,7 @@ export function createManualClock(startMs = 1_700_000_000_000): ManualClock {
     now: () => now,
     setTimeout(fn, ms) {
       const id = nextId++;
-      timers.set(id, { due: now + Math.max(0, ms), seq: id, fn });
+      timers.set(id, { due: now + delayOf(ms), seq: id, fn });
       return { id };
     },
     clearTimeout(handle) {

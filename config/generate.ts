@@ -124,6 +124,11 @@ const BRIDGE_NOTES: Record<string, string> = {
     '(only users of LIVEKIT_FULL_ACCESS_HOMESERVERS; remote users can then only watch and listen).',
   txn_id_ttl_seconds: 'How long appservice transaction ids are remembered to drop retries. Longer than\n' +
     'Synapse\'s retry backoff (512 s); with several replicas use Redis so all replicas share it.',
+  federation_allow_private_addresses: 'OpenID verification connects wherever a client\'s matrix_server_name leads; by default\n' +
+    'never to loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, CGNAT, multicast\n' +
+    'or reserved addresses. Set true only for a trial whose homeservers are on a LAN.',
+  federation_max_concurrent_lookups: 'OpenID verifications over federation (.well-known, SRV, userinfo) in flight at once.',
+  federation_max_queued_lookups: 'Look-ups waiting for a slot; when full, token requests get 503 M_LIMIT_EXCEEDED with Retry-After.',
 };
 
 function pairAt(doc: Document, path: string): Pair {

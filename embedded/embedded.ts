@@ -4,6 +4,7 @@
  * webhooks go to the bridge's `/sfu_webhook`, signed with that key. Built
  * by `createEmbedded(opts)` so a test can start it on free ports and stop it.
  */
+import type { Registry } from 'prom-client';
 import type { Clock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
 import { createMetricsRegistry } from '../common/metrics.ts';
@@ -20,6 +21,8 @@ export interface EmbeddedOptions {
   host: string;
   logger: Logger;
   clock: Clock;
+  /** The bridge listener's registry (the process's, holding its fault counter); made when absent. */
+  metrics?: Registry;
   /** Extra environment for the bridge (BRIDGE_* settings); LIVEKIT_* are set here. */
   env?: Env;
   /** Token-service overrides (a private CA for OpenID look-ups, as `createBridge` takes). */
@@ -73,18 +76,19 @@ export function createEmbedded(opts: EmbeddedOptions): Embedded {
     LIVEKIT_FULL_ACCESS_HOMESERVERS: '*',
     LIVEKIT_JWT_BIND: `${hostForUrl}:${opts.bridgePort}`,
   });
-  const sfuMetrics = createMetricsRegistry({ defaultMetrics: false });
+  // One registry for both halves (their metric names do not overlap; the fault counter is shared).
+  const metrics = opts.metrics ?? createMetricsRegistry();
   const sfu = createSfuServer({
     config: sfuConfig,
     logger: opts.logger.child({ component: 'sfu' }),
     clock: opts.clock,
-    metrics: sfuMetrics,
+    metrics,
   });
   const bridge = createBridge({
     config: bridgeConfig,
     logger: opts.logger.child({ component: 'bridge' }),
     clock: opts.clock,
-    extraMetrics: [sfuMetrics],
+    metrics,
     ...(opts.token ? { token: opts.token } : {}),
   });
   return {

@@ -5,7 +5,7 @@
 import { resolve } from 'node:path';
 import { parseMainArgs } from '../common/cli.ts';
 import { ConfigError } from '../common/config.ts';
-import { runMain, untilShutdownSignal } from '../common/process.ts';
+import { runMain, untilShutdownSignal, type ProcessContext } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { createEmbedded } from './embedded.ts';
@@ -19,7 +19,7 @@ function portArg(v: string | boolean | undefined, fallback: number, name: string
   return n;
 }
 
-async function main(): Promise<number> {
+async function main(proc: ProcessContext): Promise<number> {
   const args = parseMainArgs(process.argv.slice(2), USAGE, {
     'data-dir': { type: 'string' },
     'sfu-port': { type: 'string' },
@@ -35,6 +35,7 @@ async function main(): Promise<number> {
       host: typeof args.rest.host === 'string' ? args.rest.host : '127.0.0.1',
       logger,
       clock: systemClock,
+      metrics: proc.metrics,
       env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('BRIDGE_'))),
     });
   if (args.validate) {

@@ -4,7 +4,7 @@
  * the server and stops it on SIGINT/SIGTERM. The only SFU file that reads env or exits.
  */
 import { parseMainArgs } from '../common/cli.ts';
-import { runMain, untilShutdownSignal } from '../common/process.ts';
+import { runMain, untilShutdownSignal, type ProcessContext } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { resolveSfuConfig, type SfuConfig } from './config.ts';
@@ -14,7 +14,7 @@ const USAGE = `usage: npm run sfu -- --config FILE [--validate]
   The config uses LiveKit server's YAML keys (see config/sfu.yaml).
   LIVEKIT_CONFIG (YAML text) replaces the file; LIVEKIT_KEYS ("key: secret") replaces keys.`;
 
-async function main(): Promise<number> {
+async function main(proc: ProcessContext): Promise<number> {
   const args = parseMainArgs(process.argv.slice(2), USAGE);
   if (typeof args === 'number') return args;
   const config: SfuConfig = resolveSfuConfig({
@@ -27,7 +27,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const logger = createLogger({ name: 'sfu', level: config.logging.level });
-  const sfu = createSfuServer({ config, logger, clock: systemClock });
+  const sfu = createSfuServer({ config, logger, clock: systemClock, metrics: proc.metrics });
   await sfu.start();
   logger.info({ signal: await untilShutdownSignal() }, 'shutting down');
   await sfu.stop();

@@ -10,7 +10,7 @@ import express from 'express';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
-import { answerHealthz, closeServer, listen, urlOf } from '../common/http.ts';
+import { answerHealthz, closeServer, guardUnreadBodies, listen, requestErrorHandler, urlOf } from '../common/http.ts';
 import { createMetricsRegistry, serveMetrics } from '../common/metrics.ts';
 import type { SfuConfig } from './config.ts';
 import { createRoomManager, type RoomManager } from './rtc/room-manager.ts';
@@ -55,6 +55,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
   const metrics = deps.metrics ?? createMetricsRegistry();
   const app = express();
   app.disable('x-powered-by');
+  app.use(guardUnreadBodies());
   // LiveKit answers its health check on `/`; `/healthz` is what our other processes use.
   app.get('/', (_req, res) => {
     res.type('text/plain').send('OK');
@@ -121,6 +122,9 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
   if (config.connectivity_page) {
     app.use('/test', createConnectivityRouter({ keys: config.keys, clock: deps.clock, logger }));
   }
+
+  // Last: an exception in one request's code answers that request 500 (logged once, counted).
+  app.use(requestErrorHandler({ logger, metrics }));
 
   const server: Server = createServer(app);
   const signalling = attachSignalling(server, signalDeps);

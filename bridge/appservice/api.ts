@@ -19,6 +19,17 @@ import type { BridgeMetrics } from './metrics.ts';
 
 export const APPSERVICE_PREFIX = '/_matrix/app';
 
+/**
+ * Largest transaction body we accept. Synapse puts at most 100 PDUs and 100 EDUs (and, with
+ * MSC2409, 100 to-device messages) into one transaction; a PDU is at most 64 KiB and the client
+ * format adds `unsigned` (`prev_content` of a state event can double it), so a full
+ * transaction can approach 100 x 128 KiB + 200 x 64 KiB = 25 MiB in theory, but real EDUs
+ * (typing, receipts, presence) are a few hundred bytes. 32 MiB is above any transaction Synapse
+ * builds, so we never refuse one it will retry forever; it is read only after the hs_token
+ * check, so only the homeserver can make us buffer it.
+ */
+export const MAX_TRANSACTION_BYTES = 32 * 1024 * 1024;
+
 export interface AppserviceApiDeps {
   hsToken: string;
   store: BridgeStore;
@@ -73,7 +84,16 @@ export function createAppserviceRouter(deps: AppserviceApiDeps): Router {
     }
     next();
   });
-  router.use(express.json({ limit: '20mb', type: () => true }));
+  // A declared length over the limit is refused before reading (express.json would first read
+  // off the whole body, however long it takes); a chunked one is cut at the limit by express.json.
+  router.use((req, res, next) => {
+    if (Number(req.headers['content-length'] ?? 0) > MAX_TRANSACTION_BYTES) {
+      metrics.transactions.inc({ outcome: 'bad_request' });
+      return matrixError(res, 413, 'M_TOO_LARGE', 'Transaction too large');
+    }
+    next();
+  });
+  router.use(express.json({ limit: MAX_TRANSACTION_BYTES, type: () => true }));
 
   async function processOnce(key: string, events: unknown[]): Promise<'processed' | 'duplicate' | 'busy'> {
     if (await store.isTxnDone(key)) return 'duplicate';

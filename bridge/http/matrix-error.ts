@@ -10,11 +10,14 @@ import type { Response } from 'express';
 export class MatrixError extends Error {
   readonly status: number;
   readonly errcode: string;
-  constructor(status: number, errcode: string, message: string) {
+  /** Extra response headers (e.g. `Retry-After`) and body fields (e.g. `retry_after_ms`). */
+  readonly extra: { headers?: Readonly<Record<string, string>>; fields?: Readonly<Record<string, unknown>> };
+  constructor(status: number, errcode: string, message: string, extra: MatrixError['extra'] = {}) {
     super(message);
     this.name = 'MatrixError';
     this.status = status;
     this.errcode = errcode;
+    this.extra = extra;
   }
 }
 
@@ -30,5 +33,5 @@ export function sendJson(res: Response, status: number, body: unknown, headers: 
 }
 
 export function sendMatrixError(res: Response, err: MatrixError, headers: Readonly<Record<string, string>> = {}): void {
-  sendJson(res, err.status, { errcode: err.errcode, error: err.message }, headers);
+  sendJson(res, err.status, { errcode: err.errcode, error: err.message, ...err.extra.fields }, { ...headers, ...err.extra.headers });
 }

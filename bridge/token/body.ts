@@ -1,16 +1,26 @@
 /**
- * Request bodies of the token endpoints: reading (bounded to 1 MiB) and decoding into typed
+ * Request bodies of the token endpoints: reading (bounded to 64 KiB) and decoding into typed
  * records with Go's `encoding/json` semantics for the fields we know (a JSON `null` or a missing
  * field is the zero value; a wrong type is an error). Unknown fields, at any depth, are ignored:
  * a documented difference from lk-jwt-service, whose strict decoder once turned a new client
  * field into an outage (lk-jwt-service issue #131).
  */
 import type { Request } from 'express';
-import { notJson } from './errors.ts';
+import { MatrixError, notJson } from './errors.ts';
 
-export const MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * Largest token-endpoint body: a real one (OpenID token, member, delay fields) is under 2 KiB;
+ * 64 KiB leaves room for long ids without letting a client make us buffer megabytes.
+ */
+export const MAX_BODY_BYTES = 64 * 1024;
 
-/** Reads the raw body; throws M_NOT_JSON when it is larger than `limit`. */
+export const bodyTooLarge = (): MatrixError => new MatrixError(413, 'M_TOO_LARGE', 'Request body too large');
+
+/**
+ * Reads the raw body: 413 M_TOO_LARGE as soon as it (or its declared Content-Length) is larger
+ * than `limit`, leaving the rest unread (the listener's guardUnreadBodies drains or closes);
+ * 400 M_NOT_JSON when the client goes away mid-body.
+ */
 export async function readBody(req: Request, limit = MAX_BODY_BYTES): Promise<Buffer> {
   // A body parser mounted earlier on the app may already have consumed the stream.
   const pre = (req as { body?: unknown }).body;
@@ -19,14 +29,33 @@ export async function readBody(req: Request, limit = MAX_BODY_BYTES): Promise<Bu
   if (pre !== undefined && pre !== null && typeof pre === 'object' && req.readableEnded) {
     return Buffer.from(JSON.stringify(pre));
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw notJson();
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) throw bodyTooLarge();
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (err: MatrixError | undefined) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onGone);
+      req.off('close', onGone);
+      if (err) {
+        req.pause();
+        reject(err);
+      } else resolve(Buffer.concat(chunks));
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) return done(bodyTooLarge());
+      chunks.push(chunk);
+    };
+    const onEnd = () => done(undefined);
+    const onGone = () => done(notJson());
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onGone);
+    req.once('close', onGone);
+  });
 }
 
 export type FieldType = 'string' | 'int' | Spec;

@@ -1,13 +1,16 @@
 /**
  * Where a Matrix server's client-server API is, for the token service:
  * `LIVEKIT_CS_API_URL_OVERRIDES`, then `/.well-known/matrix/client` `m.homeserver.base_url`
- * (fetched through the federation client, so with the right SNI and TLS checks), cached 4 h on
- * the injected clock. The calls made there live in ../homeserver/client.ts.
+ * (fetched through the federation client, so with the right SNI and TLS checks and its address
+ * policy, which the base URL's host must pass too), cached 4 h on the injected clock in an LRU
+ * of 1,024 names.
+ * The calls made there live in ../homeserver/client.ts.
  */
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { FederationClient } from './federation.ts';
 import { splitHostPort } from './federation.ts';
+import { ExpiringLru } from './outbound-limits.ts';
 
 export class CsApiUnresolvableError extends Error {
   constructor(serverName: string, why: string) {
@@ -31,13 +34,13 @@ export interface CsApiResolverDeps {
 
 export function createCsApiResolver(deps: CsApiResolverDeps): CsApiResolver {
   const cacheMs = deps.cacheMs ?? 4 * 3_600_000;
-  const cache = new Map<string, { url: string; until: number }>();
+  const cache = new ExpiringLru<string>(deps.clock, 1024);
   return {
     async resolve(serverName) {
       const override = deps.overrides[serverName];
       if (override) return override.replace(/\/+$/, '');
       const hit = cache.get(serverName);
-      if (hit && hit.until > deps.clock.now()) return hit.url;
+      if (hit !== undefined) return hit;
       const hp = splitHostPort(serverName);
       if (!hp) throw new CsApiUnresolvableError(serverName, 'not a valid server name');
       let base: unknown;
@@ -55,7 +58,12 @@ export function createCsApiResolver(deps: CsApiResolverDeps): CsApiResolver {
         throw new CsApiUnresolvableError(serverName, 'no m.homeserver.base_url in .well-known/matrix/client');
       }
       const url = base.replace(/\/+$/, '');
-      cache.set(serverName, { url, until: deps.clock.now() + cacheMs });
+      try {
+        await deps.federation.checkUrlHost(url);
+      } catch (err) {
+        throw new CsApiUnresolvableError(serverName, (err as Error).message);
+      }
+      cache.set(serverName, url, cacheMs);
       return url;
     },
   };

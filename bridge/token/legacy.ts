@@ -25,6 +25,7 @@ import {
   unauthorised,
 } from './errors.ts';
 import { OpenIdVerificationError } from './federation.ts';
+import { FederationBusyError } from './outbound-limits.ts';
 import {
   LEGACY_SLOT_ID,
   legacyLiveKitIdentity,
@@ -56,6 +57,7 @@ async function verifyOpenId(ctx: TokenContext, accessToken: string, serverName: 
   try {
     return await ctx.openId.verify(accessToken, serverName);
   } catch (err) {
+    if (err instanceof FederationBusyError) throw err; // 503 Retry-After, not the client's fault
     if (err instanceof OpenIdVerificationError) {
       ctx.logger.info({ serverName, reason: err.message }, 'OpenID token rejected');
     } else {

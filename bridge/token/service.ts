@@ -18,7 +18,7 @@ import type { BridgeConfig } from '../config.ts';
 import { ownCsApi, type PublishPolicy, type TokenContext, type TokenSfuApi } from './context.ts';
 import { createDelayedLeaveManager, type DelayedLeaveManager } from './delayed-leave.ts';
 import { sendGoNotFound } from './errors.ts';
-import { createFederationClient, type FederationClientDeps } from './federation.ts';
+import { createFederationClient, federationOptionsOf, type FederationClientDeps } from './federation.ts';
 import { createHomeserverClient, type Fetch } from '../homeserver/client.ts';
 import { createCsApiResolver } from './cs-api-resolver.ts';
 import { createMemoryJobStore, createRedisJobStore, type DelayedLeaveJobStore } from './job-store.ts';
@@ -89,6 +89,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     clock,
     logger,
     insecureSkipVerifyTls: config.insecureSkipVerifyTls,
+    ...federationOptionsOf(config),
     ...deps.federation,
   });
   const csApi = createCsApiResolver({ clock, logger, federation, overrides });

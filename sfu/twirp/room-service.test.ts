@@ -21,7 +21,7 @@ import { systemClock } from '../../common/clock.ts';
 import { closeServer, listen, urlOf } from '../../common/http.ts';
 import { createSilentLogger } from '../../common/logger.ts';
 import { createSfuMetrics } from '../metrics.ts';
-import { createContractBackend, type ContractBackend } from './contract-backend.ts';
+import { createContractBackend, type ContractBackend } from '../../test/support/contract-backend.ts';
 import { createRoomServiceHandler } from './router.ts';
 
 const KEY = 'APIkey';

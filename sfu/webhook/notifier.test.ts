@@ -13,7 +13,7 @@ import { createSfuMetrics } from '../metrics.ts';
 import type { SfuEvent } from '../room-service-api.ts';
 import { createWebhookNotifier, type WebhookNotifier, type WebhookNotifierOptions } from './notifier.ts';
 import { bodySha256 } from './signing.ts';
-import { startTestWebhookReceiver, type TestWebhookReceiver } from './test-receiver.ts';
+import { startTestWebhookReceiver, type TestWebhookReceiver } from '../../test/support/webhook-receiver.ts';
 
 const KEY = 'hookkey';
 const SECRET = 'h'.repeat(40);

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { RoomServiceClient } from 'livekit-server-sdk';
 import { systemClock } from '../../common/clock.ts';
-import { createLogger, createSilentLogger } from '../../common/logger.ts';
+import { createLogger, createSilentLogger, type Logger } from '../../common/logger.ts';
 import { createBridge, type Bridge } from '../../bridge/bridge.ts';
 import { resolveBridgeConfig, type Env } from '../../bridge/config.ts';
 import { liveKitRoomAlias } from '../../bridge/token/names.ts';
@@ -95,6 +95,8 @@ export interface WorldOptions {
   matrixRtc?: MatrixRtcProfile;
   /** Runs after the SFU and the seeded homeserver are up and before the bridge starts. */
   beforeBridge?: (pre: PreBridge) => Promise<void>;
+  /** Loggers of our two processes (default silent, or stdout with BRIDGE_TEST_LOG). */
+  loggers?: { sfu: Logger; bridge: Logger };
 }
 
 /** What exists before the bridge starts. */
@@ -163,6 +165,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     const sfu = await startTestSfu({
       room: { auto_create: false },
       webhook: { api_key: TEST_API_KEY, urls: [`${bridgeUrl}/sfu_webhook`] },
+      ...(opts.loggers ? { logger: opts.loggers.sfu } : {}),
     });
     stops.push(() => sfu.stop());
     const reg = testRegistration(opts.pushes === false ? null : bridgeUrl);
@@ -212,6 +215,8 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       BRIDGE_HOMESERVER_URL: hs.url,
       BRIDGE_ROOM_DELETE_GRACE_SECONDS: String(opts.graceSeconds ?? 30),
       BRIDGE_RECONCILE_INTERVAL_SECONDS: '0',
+      // The fake homeserver's federation side is on loopback, which the default refuses.
+      BRIDGE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: 'true',
       ...(opts.kind === 'redis' ? { LIVEKIT_REDIS_URL: opts.redisUrl } : {}),
     };
     const roomService = new RoomServiceClient(sfu.url, TEST_API_KEY, TEST_API_SECRET);
@@ -227,7 +232,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     };
     await opts.beforeBridge?.({ sfu, composed, roomService, carol, alice, bob, roomId, makeRoom, connect });
 
-    const logger = process.env.BRIDGE_TEST_LOG ? createLogger({ name: 'bridge', level: 'debug' }) : createSilentLogger();
+    const logger = opts.loggers?.bridge ?? (process.env.BRIDGE_TEST_LOG ? createLogger({ name: 'bridge', level: 'debug' }) : createSilentLogger());
     const bridge = createBridge({
       config: resolveBridgeConfig(env),
       logger,

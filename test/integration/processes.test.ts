@@ -109,3 +109,61 @@ describe('embedded default', () => {
     expect(await exited).toBe(0);
   });
 });
+
+describe('process-level faults (common/process.ts runMain)', () => {
+  const FAULT_SECRET = 'syt_faulty_main_secret_0123456789';
+  function startFaulty() {
+    const child = spawn(process.execPath, ['test/support/faulty-main.ts', FAULT_SECRET], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    return {
+      child,
+      exited,
+      output: () => out + err,
+      jsonLines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+      port: async () => {
+        await waitFor('faulty process ready', () => /ready \d+/.test(out), { timeoutMs: 20_000, intervalMs: 50 });
+        return Number(/ready (\d+)/.exec(out)![1]);
+      },
+    };
+  }
+
+  it('exits with code 1 after an uncaught exception outside any request, logging it once through the redacting logger', async () => {
+    const p = startFaulty();
+    try {
+      const port = await p.port();
+      await fetch(`http://127.0.0.1:${port}/throw`).then((r) => r.text());
+      expect(await p.exited).toBe(1);
+    } finally {
+      p.child.kill('SIGKILL');
+    }
+    const fatal = p.jsonLines().filter((l) => l.level === 60);
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]!.msg).toContain('uncaught exception outside any request');
+    expect((fatal[0]!.err as { message: string }).message).toBe('/throw on demand');
+    expect((fatal[0]!.err as { access_token: string }).access_token).toBe('[redacted]');
+    expect(p.output()).not.toContain(FAULT_SECRET);
+  });
+
+  it('keeps running after an unhandled rejection, logs it through the logger and counts it in /metrics', async () => {
+    const p = startFaulty();
+    try {
+      const port = await p.port();
+      await fetch(`http://127.0.0.1:${port}/reject`).then((r) => r.text());
+      await waitFor('the rejection logged', () => p.jsonLines().some((l) => l.level === 50), { timeoutMs: 5_000, intervalMs: 20 });
+      const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+      expect(metrics).toContain('matrixrtc_faults_total{kind="unhandled_rejection"} 1');
+      const logged = p.jsonLines().filter((l) => l.level === 50);
+      expect(logged).toHaveLength(1);
+      expect(logged[0]!.msg).toBe('unhandled promise rejection; kept running');
+      expect(p.output()).not.toContain(FAULT_SECRET);
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+    } finally {
+      p.child.kill('SIGKILL');
+    }
+  });
+});

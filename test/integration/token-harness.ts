@@ -69,6 +69,8 @@ export async function startTokenHarness(opts: TokenHarnessOptions = {}): Promise
     LIVEKIT_SECRET: LK_SECRET,
     LIVEKIT_FULL_ACCESS_HOMESERVERS: opts.fullAccess ?? fed.serverName,
     LIVEKIT_JWT_BIND: '127.0.0.1:0',
+    // The fake homeserver's federation side listens on 127.0.0.1, which the default refuses.
+    BRIDGE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: 'true',
     LIVEKIT_CS_API_URL_OVERRIDES: `${fed.serverName}=${hs.url}`,
     ...(opts.membershipCheck !== undefined ? { BRIDGE_MEMBERSHIP_CHECK: String(opts.membershipCheck) } : {}),
     ...(opts.appservice !== false

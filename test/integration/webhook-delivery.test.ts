@@ -12,7 +12,7 @@ import { systemClock } from '../../common/clock.ts';
 import { createSilentLogger } from '../../common/logger.ts';
 import { parseSfuConfig } from '../../sfu/config.ts';
 import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
-import { startTestWebhookReceiver, type TestWebhookReceiver } from '../../sfu/webhook/test-receiver.ts';
+import { startTestWebhookReceiver, type TestWebhookReceiver } from '../support/webhook-receiver.ts';
 import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
 import { waitFor } from '../support/wait.ts';
 

@@ -9,7 +9,7 @@ import {
   type RoomServiceBackend,
   type SendDataInput,
   type UpdateParticipantInput,
-} from '../room-service-api.ts';
+} from '../../sfu/room-service-api.ts';
 
 export interface RecordedCall {
   method: string;
