@@ -44,7 +44,7 @@ export interface TokenServiceDeps {
   /** HTTP for client-server API calls (default global fetch). */
   fetch?: Fetch;
   /** Federation-client overrides (test CA, SRV resolver, well-known port). */
-  federation?: Pick<FederationClientDeps, 'tlsCa' | 'resolveSrv' | 'wellKnownPort' | 'connectTimeoutMs' | 'requestTimeoutMs'>;
+  federation?: Pick<FederationClientDeps, 'tlsCa' | 'resolveSrv' | 'wellKnownPort' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'allowPrivateAddresses'>;
   /** SFU RoomService; default livekit-server-sdk's RoomServiceClient on `config.livekit.url`. */
   sfu?: TokenSfuApi & Partial<Pick<SfuRoomService, 'listParticipants'>>;
   /** Delayed-leave job ownership: this replica's lease name and the lease length. */

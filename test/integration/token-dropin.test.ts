@@ -160,8 +160,9 @@ describe("with exactly lk-jwt-service's environment", () => {
           LIVEKIT_FULL_ACCESS_HOMESERVERS: 'localhost',
           ...(override ? { LIVEKIT_CS_API_URL_OVERRIDES: `localhost=${hs.url}` } : {}),
         },
-        // The test CA and the well-known port stand in for a public certificate on 443.
-        override ? {} : { token: { federation: { tlsCa: [federation.certPem], wellKnownPort: federation.port } } },
+        // The test CA, the well-known port and loopback stand in for a public server on 443 (the
+        // environment stays lk-jwt-service's; only the injected federation deps differ).
+        override ? {} : { token: { federation: { tlsCa: [federation.certPem], wellKnownPort: federation.port, allowPrivateAddresses: true } } },
       );
       expect(membershipLine(logs).map((l) => l.msg)).toEqual([expect.stringMatching(/^membership check off: no appservice registration/)]);
 
@@ -276,7 +277,7 @@ describe('the appservice homeserver found through .well-known/matrix/client', ()
         LIVEKIT_HS_TOKEN: reg.hs_token,
         LIVEKIT_HS_SERVER_NAME: serverName,
       },
-      { clock, token: { federation: { tlsCa: [wellKnown.certPem] } } },
+      { clock, token: { federation: { tlsCa: [wellKnown.certPem], allowPrivateAddresses: true } } },
     );
     const notFound = logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith(`cannot find the client-server API of the homeserver ${serverName}`));
     expect(notFound).toHaveLength(1);
