@@ -91,7 +91,11 @@ Every value below is the default.`;
 const BRIDGE_NOTES: Record<string, string> = {
   homeserver_url: 'Client-server API base URL of the homeserver the appservice is registered with,\n' +
     'e.g. http://synapse:8008 (inside a private network) or https://matrix.example.org.',
-  room_delete_grace_seconds: 'A rejoin within this many seconds after a call ended keeps its SFU room.',
+  room_delete_grace_seconds: 'A rejoin within this many seconds after a call ended keeps its SFU room. The bridge\n' +
+    'creates SFU rooms with empty_timeout and departure_timeout equal to it (appservice mode).',
+  leave_grace_seconds: 'A plain {} call leave waits this long (from the event\'s time) before the participant is\n' +
+    'removed; the same member\'s membership arriving meanwhile cancels it. Kicks, bans, room leaves\n' +
+    'and expiry act at once (and kicks/bans revoke the token). 0 = every leave at once.',
   reconcile_interval_seconds: 'Full reconcile with homeserver and SFU; 0 = only at start.',
   membership_check: 'Issue tokens only to users joined to the Matrix room (keep true in production).',
   publish_policy: 'Who may publish media: `everyone` (lk-jwt-service\'s Go release) or `full_access`\n' +

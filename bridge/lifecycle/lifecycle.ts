@@ -1,9 +1,13 @@
 /**
  * SFU room lifecycle: listens to the membership tracker and keeps the SFU in step. The first
  * membership of a call creates its SFU room (named with the token service's alias hash); a
- * membership that ends removes the participant(s) the token service may have issued to that
- * device; when a call's last membership ends, the SFU room is deleted after
- * `room_delete_grace_seconds` unless someone rejoins first. Deletion deadlines live in the store
+ * membership that ends removes the participant the token service issued to that device: one
+ * ListParticipants says which of the identities it may have issued is present, and only those
+ * are removed (one RemoveParticipant each); when the user lost the room (kick, ban, leave) the
+ * removal also revokes (`revoke_token_ts`), so a still-valid token or refresh cannot rejoin.
+ * When a call's last membership ends, the SFU room is deleted after `room_delete_grace_seconds`
+ * (the SFU room's own empty/departure timeouts are the same) unless someone rejoins first, and
+ * its binding is forgotten. Deletion deadlines live in the store
  * (so a restarted or sibling replica finishes them) and timers run on the injected clock.
  * Lifecycle: create, `start()` re-arms pending deletions, `stop()` clears timers. `joined` and
  * `left` are called by the tracker inside the room's queue; SFU failures are logged and counted
@@ -12,7 +16,7 @@
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { BridgeMetrics } from '../appservice/metrics.ts';
-import type { MembershipEnded, MembershipListener } from '../membership/tracker.ts';
+import { ROOM_LOSS_REASONS, type MembershipEnded, type MembershipListener } from '../membership/tracker.ts';
 import type { BridgeStore, CallMembership } from '../store/store.ts';
 import {
   LEGACY_SLOT_ID,
@@ -137,10 +141,29 @@ export function createRoomLifecycle(deps: RoomLifecycleDeps): RoomLifecycle {
         return;
       }
       await store.clearRoomDeleteAt(name);
+      await store.unbindSfuRoom(name);
       logger.info({ sfuRoom: name, result: r }, 'deleted SFU room after its call ended');
     };
     if (binding) await deps.inRoom(binding.roomId, run);
     else await run();
+  }
+
+  /** Removes the device's present identities (one ListParticipants, one RemoveParticipant each). */
+  async function removeFromSfu(name: string, device: { userId: string; deviceId?: string; memberId?: string }, e: MembershipEnded): Promise<void> {
+    const candidates = identitiesFor(device);
+    if (candidates.length === 0) return;
+    const present = await sfuCall('list_participants', () => sfu.listParticipants(name));
+    // SFU unreachable: logged and counted by sfuCall; reconcile removes the participant later.
+    if (present === undefined) return;
+    const here = new Set(present.map((p) => p.identity));
+    const revoke = ROOM_LOSS_REASONS.has(e.reason);
+    let removed = 0;
+    for (const identity of candidates.filter((id) => here.has(id))) {
+      const opts = revoke ? { revokeTokensIssuedBy: clock.now() } : {};
+      const r = await sfuCall('remove_participant', () => sfu.removeParticipant(name, identity, opts));
+      if (r === 'removed' && removed++ === 0) metrics.leaveToRemoval.observe(Math.max(0, clock.now() - e.at) / 1000);
+    }
+    logger.info({ sfuRoom: name, reason: e.reason, removed, revoked: revoke && removed > 0 }, 'call membership ended');
   }
 
   return {
@@ -170,15 +193,7 @@ export function createRoomLifecycle(deps: RoomLifecycleDeps): RoomLifecycle {
       const sameDeviceStays = remaining.some(
         (r) => sfuRoomOf(r) === name && r.userId === e.userId && r.deviceId === source.deviceId,
       );
-      if (!sameDeviceStays) {
-        let removed = false;
-        for (const identity of identitiesFor(source)) {
-          const r = await sfuCall('remove_participant', () => sfu.removeParticipant(name, identity));
-          if (r === 'removed') removed = true;
-        }
-        if (removed) metrics.leaveToRemoval.observe(Math.max(0, clock.now() - e.at) / 1000);
-        logger.info({ sfuRoom: name, reason: e.reason, removed }, 'call membership ended');
-      }
+      if (!sameDeviceStays) await removeFromSfu(name, source, e);
       if (!remaining.some((r) => sfuRoomOf(r) === name)) await scheduleDelete(name, e.roomId);
     },
     scheduleDelete,
