@@ -5,8 +5,9 @@
  * participant is present (delayed leave); the appservice's room lifecycle and reconcile create,
  * list and delete rooms and remove participants. The SFU runs with `room.auto_create: false`, so
  * rooms are created here, with no participant limit and the empty/departure timeouts the bridge
- * is built with: its own deletion grace in appservice mode (so the SFU does not delete a room
- * before the bridge's grace ends), lk-jwt-service's 300 s / 20 s otherwise. Removal can revoke:
+ * is built with: from its own deletion grace in appservice mode (`roomTimeoutsForGrace`, so the
+ * SFU does not delete a room before the bridge's grace ends), lk-jwt-service's 300 s / 20 s
+ * otherwise. Removal can revoke:
  * `revoke_token_ts` (RoomParticipantIdentity field 3, which the SDK's bundled protocol carries) makes
  * the SFU refuse every token of that identity issued before it. Twirp `not_found` answers are
  * results, not errors (removing someone already gone is success); everything else throws.
@@ -64,12 +65,16 @@ export interface SfuRoomServiceOptions {
 }
 
 /**
- * A room's timeouts equal to the bridge's deletion grace. 0 would mean "the SFU's default" on
- * the wire, so a grace of 0 (the bridge deletes at once) asks for 1 s.
+ * Room timeouts for the bridge's deletion grace: the departure timeout (after the last
+ * participant left) is the grace itself, so the SFU never closes a finished call's room before
+ * the bridge's grace ends (LiveKit's 20 s default did); the empty timeout (nobody ever joined) is
+ * the grace but at least lk-jwt-service's 300 s, so a room made for a call whose client is slow
+ * to connect is not closed under it. 0 means "the SFU's default" on the wire, so a grace of 0
+ * (the bridge deletes at once) asks for 1 s.
  */
 export function roomTimeoutsForGrace(graceSeconds: number): SfuRoomTimeouts {
-  const s = Math.max(1, graceSeconds);
-  return { emptySeconds: s, departureSeconds: s };
+  const departureSeconds = Math.max(1, graceSeconds);
+  return { emptySeconds: Math.max(departureSeconds, ROOM_EMPTY_TIMEOUT_SECONDS), departureSeconds };
 }
 
 /** LiveKit's revoke_token_ts (seconds; tokens with `iat` below it are refused) covering `ms`. */

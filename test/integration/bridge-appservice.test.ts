@@ -12,6 +12,8 @@ import { createRedisStore } from '../../bridge/store/redis-store.ts';
 import type { BridgeStore } from '../../bridge/store/store.ts';
 import { identitiesFor } from '../../bridge/lifecycle/lifecycle.ts';
 import { legacyLiveKitIdentity, liveKitIdentityForMember, liveKitRoomAlias } from '../../bridge/token/names.ts';
+import { REDIS_KEYS } from '../../bridge/store/redis-store.ts';
+import { formatEvent } from '../fake-homeserver/event-format.ts';
 import { startFakeHomeserver, testRegistration, type FakeHomeserver } from '../fake-homeserver/server.ts';
 import { startAppserviceBridge, createRecordingSfu, type RecordingSfu, type RunningAppserviceBridge } from '../support/appservice-bridge.ts';
 import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
@@ -205,6 +207,81 @@ for (const kind of ['memory', 'redis'] as const) {
       expect(removes.toSorted()).toEqual(present.map((id) => `remove ${w.sfuRoom} ${id}`).toSorted());
       const txns = await w.bridge.registry.getSingleMetric('matrixrtc_bridge_appservice_transactions_total')!.get();
       expect(txns.values.find((v) => v.labels.outcome === 'duplicate')?.value).toBe(2);
+    });
+
+    it('ignores an older join re-sent under a new transaction id after a later leave', async () => {
+      const w = await world({ leaveGraceSeconds: 0 });
+      const key = `_${w.alice}_DEVICEA_m.call`;
+      aliceJoins(w);
+      await delivered(w);
+      const oldJoin = formatEvent(w.hs.model.stateEvent(w.roomId, CALL, key)!, w.clock.now());
+      w.hs.model.sendState(w.alice, w.roomId, CALL, key, {});
+      await delivered(w);
+      await waitFor('membership ended', async () => (await w.store.listMemberships(w.roomId)).length === 0);
+      const creates = w.sfu.calls.filter((c) => c.startsWith('create ')).length;
+      const r = await fetch(`${w.bridge.url}/_matrix/app/v1/transactions/resent-1`, {
+        method: 'PUT',
+        headers: { Authorization: `Bearer ${w.reg.hs_token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ events: [oldJoin] }),
+      });
+      expect(r.status).toBe(200);
+      expect(await w.store.listMemberships(w.roomId)).toEqual([]);
+      expect(w.sfu.calls.filter((c) => c.startsWith('create ')).length).toBe(creates);
+      const events = await w.bridge.registry.getSingleMetric('matrixrtc_bridge_appservice_events_total')!.get();
+      expect(events.values.find((v) => v.labels.kind === 'stale')?.value).toBe(1);
+      // A new join (a later event) is applied as usual.
+      aliceJoins(w);
+      await waitFor('rejoined', async () => (await w.store.listMemberships(w.roomId)).length === 1);
+      if (kind === 'redis') {
+        // The latest leave is remembered with a TTL, not forever.
+        const probe = new Redis(`${redis.url}/${db}`);
+        cleanups.push(async () => probe.disconnect());
+        expect(await probe.pttl(REDIS_KEYS.leftAt(w.roomId, `state:${key}`))).toBeGreaterThan(0);
+      }
+    });
+
+    it('a {} leave waiting for its grace survives a restart: the next bridge removes the participant when the grace ends', async () => {
+      const w = await world();
+      aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+      await delivered(w);
+      await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+      w.bridge.appservice.stop();
+      await w.bridge.stop();
+      const store2 = kind === 'redis' ? await makeStore(w.clock, false) : w.store;
+      await w.start(store2);
+      expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(2);
+      w.clock.advance(LEAVE_GRACE_SECONDS * 1000 + 100);
+      await waitFor('participant removed', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
+      expect(await store2.listPendingLeaves()).toEqual([]);
+    });
+
+    it('a kick during a {} leave`s grace removes at once', async () => {
+      const w = await world();
+      aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+      await delivered(w);
+      await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+      w.hs.model.setMembership(w.carol, w.roomId, w.alice, 'leave', 'kick');
+      await waitFor('participant removed', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
+      expect(await w.store.listPendingLeaves()).toEqual([]);
+    });
+
+    it('forgets the SFU room`s binding once the room is deleted', async () => {
+      const w = await world({ graceSeconds: 5, leaveGraceSeconds: 0 });
+      aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      expect(await w.store.lookupSfuRoom(w.sfuRoom)).toEqual({ roomId: w.roomId, slotId: SLOT });
+      w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+      await delivered(w);
+      await waitFor('deletion scheduled', async () => (await w.store.listRoomDeletions()).has(w.sfuRoom));
+      w.clock.advance(5_000);
+      await waitFor('room deleted', () => !w.sfu.rooms.has(w.sfuRoom));
+      await waitFor('binding forgotten', async () => (await w.store.lookupSfuRoom(w.sfuRoom)) === undefined);
     });
 
     it('ends in the right state when killed after receiving a transaction but before answering', async () => {
