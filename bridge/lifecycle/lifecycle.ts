@@ -58,6 +58,8 @@ export interface RoomLifecycle extends MembershipListener {
   stop(): void;
   /** Schedules deletion of an SFU room whose call has no membership left (used by reconcile too). */
   scheduleDelete(name: string, roomId: string | undefined): Promise<void>;
+  /** Arms timers for stored deletions this process has none for (a sibling's; reconcile calls it). */
+  resumeDeletions(): Promise<void>;
 }
 
 export interface RoomLifecycleDeps {
@@ -197,5 +199,9 @@ export function createRoomLifecycle(deps: RoomLifecycleDeps): RoomLifecycle {
       if (!remaining.some((r) => sfuRoomOf(r) === name)) await scheduleDelete(name, e.roomId);
     },
     scheduleDelete,
+    async resumeDeletions() {
+      if (stopped) return;
+      for (const [name, at] of await store.listRoomDeletions()) if (!timers.has(name)) armTimer(name, at);
+    },
   };
 }

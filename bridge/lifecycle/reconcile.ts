@@ -98,6 +98,9 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   async function pass(): Promise<ReconcileReport> {
     const report = emptyReport('ok');
     let discoveryComplete = true;
+    // Pending leaves and deletions a sibling replica stored and did not finish (it died).
+    await tracker.resumePendingLeaves();
+    await lifecycle.resumeDeletions();
 
     let sfuRooms: SfuRoomInfo[] | undefined;
     try {

@@ -58,6 +58,12 @@ export interface MembershipTracker {
    */
   drop(roomId: string, key: string, loss?: { reason: 'room_leave' | 'ban'; at: number }): Promise<boolean>;
   setListener(l: MembershipListener): void;
+  /**
+   * Arms a timer for every pending leave in the store, also those a sibling replica stored and
+   * can no longer finish (reconcile calls it each pass). Taking a leave is atomic, so a leave
+   * armed in two replicas is acted on once.
+   */
+  resumePendingLeaves(): Promise<void>;
 }
 
 export interface MembershipTrackerDeps {
@@ -371,6 +377,10 @@ export function createMembershipTracker(deps: MembershipTrackerDeps): Membership
     },
     setListener(l) {
       listener = l;
+    },
+    async resumePendingLeaves() {
+      if (stopped) return;
+      for (const p of await store.listPendingLeaves()) if (!leaveTimers.has(timerKey(p.roomId, p.key))) armLeave(p);
     },
   };
 }

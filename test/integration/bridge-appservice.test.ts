@@ -258,6 +258,50 @@ for (const kind of ['memory', 'redis'] as const) {
       expect(await store2.listPendingLeaves()).toEqual([]);
     });
 
+    it('a reconcile pass during a {} leave`s grace leaves the participant to the grace', async () => {
+      const w = await world();
+      aliceJoins(w);
+      bobJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      // bob stays in the call, so the SFU room stays owned and reconcile looks at its participants.
+      w.sfu.connect(w.sfuRoom, legacyLiveKitIdentity(w.bob, 'DEVICEB'));
+      w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+      await delivered(w);
+      await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+      // The homeserver's state already says {}: reconcile must neither drop it nor remove the participant.
+      await w.bridge.appservice.reconciler.run();
+      expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(3);
+      expect(await w.store.listMemberships(w.roomId)).toHaveLength(2);
+      w.clock.advance(LEAVE_GRACE_SECONDS * 1000 + 100);
+      await waitFor('alice removed, bob kept', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 1);
+    });
+
+    if (kind === 'redis') {
+      it('a sibling replica on the same Redis finishes a {} leave whose replica died during its grace (at its next reconcile pass)', async () => {
+        const w = await world();
+        aliceJoins(w);
+        await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+        for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+        // The sibling listens elsewhere; the homeserver pushes to the first replica.
+        const sibling = await startAppserviceBridge({
+          homeserverUrl: w.hs.url, asToken: w.reg.as_token, hsToken: w.reg.hs_token, appserviceId: w.reg.id,
+          store: await makeStore(w.clock, false), sfu: w.sfu, clock: w.clock, port: 0,
+        });
+        cleanups.push(() => sibling.stop());
+        w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+        await delivered(w);
+        await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+        w.bridge.appservice.stop();
+        await w.bridge.stop();
+        await sibling.appservice.reconciler.run();
+        expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(2);
+        w.clock.advance(LEAVE_GRACE_SECONDS * 1000 + 100);
+        await waitFor('participant removed by the sibling', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
+        expect(await w.store.listPendingLeaves()).toEqual([]);
+      });
+    }
+
     it('a kick during a {} leave`s grace removes at once', async () => {
       const w = await world();
       aliceJoins(w);
