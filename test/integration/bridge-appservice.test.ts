@@ -10,6 +10,7 @@ import { createManualClock, type ManualClock } from '../../common/clock.ts';
 import { createMemoryStore } from '../../bridge/store/memory-store.ts';
 import { createRedisStore } from '../../bridge/store/redis-store.ts';
 import type { BridgeStore } from '../../bridge/store/store.ts';
+import type { SfuRoomService } from '../../bridge/sfu/room-service.ts';
 import { identitiesFor } from '../../bridge/lifecycle/lifecycle.ts';
 import { legacyLiveKitIdentity, liveKitIdentityForMember, liveKitRoomAlias } from '../../bridge/token/names.ts';
 import { REDIS_KEYS } from '../../bridge/store/redis-store.ts';
@@ -64,7 +65,7 @@ for (const kind of ['memory', 'redis'] as const) {
       return store;
     }
 
-    async function world(opts: { graceSeconds?: number; leaveGraceSeconds?: number; pushes?: boolean } = {}) {
+    async function world(opts: { graceSeconds?: number; leaveGraceSeconds?: number; pushes?: boolean; wrapSfu?: (s: RecordingSfu) => SfuRoomService } = {}) {
       const clock = createManualClock(Date.now());
       const reserved = await reservePort();
       cleanups.push(() => reserved.release());
@@ -88,7 +89,7 @@ for (const kind of ['memory', 'redis'] as const) {
           hsToken: reg.hs_token,
           appserviceId: reg.id,
           store: s,
-          sfu,
+          sfu: opts.wrapSfu ? opts.wrapSfu(sfu) : sfu,
           clock,
           graceSeconds: opts.graceSeconds ?? 30,
           leaveGraceSeconds: opts.leaveGraceSeconds ?? LEAVE_GRACE_SECONDS,
@@ -301,6 +302,34 @@ for (const kind of ['memory', 'redis'] as const) {
         expect(await w.store.listPendingLeaves()).toEqual([]);
       });
     }
+
+    it('observes leave-to-removal right after the first present identity is removed, not after every one', async () => {
+      let calls = 0;
+      let releaseSecond!: () => void;
+      const second = new Promise<void>((r) => (releaseSecond = r));
+      const w = await world({
+        wrapSfu: (inner) => ({
+          ...inner,
+          async removeParticipant(name, identity, o) {
+            if (++calls === 2) await second;
+            return await inner.removeParticipant(name, identity, o);
+          },
+        }),
+      });
+      aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      w.hs.model.setMembership(w.carol, w.roomId, w.alice, 'leave', 'kick');
+      const observed = async () => {
+        const h = await w.bridge.registry.getSingleMetric('matrixrtc_bridge_leave_to_removal_seconds')!.get();
+        return h.values.find((v) => (v as { metricName?: string }).metricName === 'matrixrtc_bridge_leave_to_removal_seconds_count')?.value ?? 0;
+      };
+      await waitFor('observed while the second removal still runs', async () => (await observed()) === 1 && calls === 2);
+      expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(1);
+      releaseSecond();
+      await waitFor('both removed', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
+      expect(await observed()).toBe(1);
+    });
 
     it('a kick during a {} leave`s grace removes at once', async () => {
       const w = await world();
