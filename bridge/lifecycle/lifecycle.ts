@@ -4,7 +4,8 @@
  * membership that ends removes the participant the token service issued to that device: one
  * ListParticipants says which of the identities it may have issued is present, and only those
  * are removed (one RemoveParticipant each); when the user lost the room (kick, ban, leave) the
- * removal also revokes (`revoke_token_ts`), so a still-valid token or refresh cannot rejoin.
+ * removal also revokes (`revoke_token_ts`), so a still-valid token or refresh cannot rejoin, and
+ * the user's `/sfu/get` participants without a call membership go from the room's call too.
  * When a call's last membership ends, the SFU room is deleted after `room_delete_grace_seconds`
  * (the SFU room's own empty/departure timeouts are the same) unless someone rejoins first, and
  * its binding is forgotten. Deletion deadlines live in the store
@@ -150,21 +151,31 @@ export function createRoomLifecycle(deps: RoomLifecycleDeps): RoomLifecycle {
     else await run();
   }
 
-  /** Removes the device's present identities (one ListParticipants, one RemoveParticipant each). */
-  async function removeFromSfu(name: string, device: { userId: string; deviceId?: string; memberId?: string }, e: MembershipEnded): Promise<void> {
-    const candidates = identitiesFor(device);
-    if (candidates.length === 0) return;
+  /**
+   * Removes those of `candidates` the SFU room has (one ListParticipants, one RemoveParticipant
+   * each), revoking their tokens when asked; `onFirst` runs right after the first removal.
+   */
+  async function removePresent(name: string, candidates: (ids: string[]) => string[], revoke: boolean, onFirst: () => void): Promise<number> {
     const present = await sfuCall('list_participants', () => sfu.listParticipants(name));
     // SFU unreachable: logged and counted by sfuCall; reconcile removes the participant later.
-    if (present === undefined) return;
-    const here = new Set(present.map((p) => p.identity));
-    const revoke = ROOM_LOSS_REASONS.has(e.reason);
+    if (present === undefined) return 0;
     let removed = 0;
-    for (const identity of candidates.filter((id) => here.has(id))) {
+    for (const identity of candidates(present.map((p) => p.identity))) {
       const opts = revoke ? { revokeTokensIssuedBy: clock.now() } : {};
       const r = await sfuCall('remove_participant', () => sfu.removeParticipant(name, identity, opts));
-      if (r === 'removed' && removed++ === 0) metrics.leaveToRemoval.observe(Math.max(0, clock.now() - e.at) / 1000);
+      if (r === 'removed' && removed++ === 0) onFirst();
     }
+    return removed;
+  }
+
+  /** Removes the device's present identities. */
+  async function removeFromSfu(name: string, device: { userId: string; deviceId?: string; memberId?: string }, e: MembershipEnded): Promise<void> {
+    const ids = identitiesFor(device);
+    if (ids.length === 0) return;
+    const revoke = ROOM_LOSS_REASONS.has(e.reason);
+    const removed = await removePresent(name, (present) => ids.filter((id) => present.includes(id)), revoke, () =>
+      metrics.leaveToRemoval.observe(Math.max(0, clock.now() - e.at) / 1000),
+    );
     logger.info({ sfuRoom: name, reason: e.reason, removed, revoked: revoke && removed > 0 }, 'call membership ended');
   }
 
@@ -197,6 +208,14 @@ export function createRoomLifecycle(deps: RoomLifecycleDeps): RoomLifecycle {
       );
       if (!sameDeviceStays) await removeFromSfu(name, source, e);
       if (!remaining.some((r) => sfuRoomOf(r) === name)) await scheduleDelete(name, e.roomId);
+    },
+    async roomLost(roomId, userId, reason) {
+      // A participant with no call membership (a token used without announcing it) still goes, by
+      // its `/sfu/get` identity, from the room's call SFU room if that exists.
+      const name = sfuRoomOf({ roomId });
+      if (!(await store.lookupSfuRoom(name))) return;
+      const removed = await removePresent(name, (present) => present.filter((id) => userOfLegacyIdentity(id) === userId), true, () => undefined);
+      if (removed > 0) logger.info({ sfuRoom: name, reason, removed, revoked: true }, 'removed participants of a user who lost the room');
     },
     scheduleDelete,
     async resumeDeletions() {

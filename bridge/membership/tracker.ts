@@ -38,6 +38,8 @@ export interface MembershipEnded {
 export interface MembershipListener {
   joined(m: CallMembership): Promise<void>;
   left(e: MembershipEnded): Promise<void>;
+  /** The user lost the room (after `left` for each of their memberships): their other participants go too. */
+  roomLost(roomId: string, userId: string, reason: 'room_leave' | 'ban'): Promise<void>;
 }
 
 export interface MembershipTracker {
@@ -279,6 +281,13 @@ export function createMembershipTracker(deps: MembershipTrackerDeps): Membership
       if (p.roomId !== roomId || p.userId !== userId) continue;
       const taken = await cancelPendingLeave(roomId, p.key);
       if (taken) await applyLeave({ ...taken, at }, reason);
+    }
+    if (!listener) return;
+    try {
+      await listener.roomLost(roomId, userId, reason);
+    } catch (err) {
+      metrics.listenerErrors.inc();
+      logger.error({ err, roomId }, 'lifecycle failed to handle a room leave');
     }
   }
 

@@ -3,7 +3,8 @@
  * fake homeserver's pushes, our real SFU with `room.auto_create: false`, and @livekit/rtc-node
  * participants holding tokens from the bridge's own `/sfu/get`. Losing the room (kick, ban,
  * leaving it) removes the participant within 1 s with one RemoveParticipant (counted at the SFU)
- * and revokes, so the participant's still-valid token cannot rejoin. A plain `{}` call leave
+ * and revokes, so the participant's still-valid token cannot rejoin (also a participant of that
+ * user that never announced a call membership). A plain `{}` call leave
  * waits the leave grace counted from its origin_server_ts: the same member's membership arriving
  * meanwhile (Element Call's delayed leave firing, then its membership re-sent 5 s later) keeps the
  * participant, with no removal and no participant_left at the SFU; otherwise the participant goes
@@ -99,6 +100,22 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
         expect(await w.sfuIdentities(w.sfuRoom)).not.toContain(legacyLiveKitIdentity(w.alice, 'DEVICEA'));
       });
     }
+
+    it('on a kick: also removes and revokes a participant of that user who never announced a call membership', async () => {
+      const w = await world();
+      await aliceInCall(w);
+      // bob takes a token and connects, without a call membership.
+      const t = await w.sfuGet(w.bob, w.roomId, 'DEVICEB');
+      expect(t.status).toBe(200);
+      const bobJwt = String(t.json.jwt);
+      const bob = await w.connect(bobJwt);
+      const disconnected = bob.waitForEvent('disconnected', undefined, 30_000);
+      await w.pushed(w.composed.hs.model.setMembership(w.carol, w.roomId, w.bob, 'leave', 'kick'));
+      const [reason] = await within(REMOVAL_BOUND_MS, disconnected, 'bob removed after his kick');
+      expect(reason).toBe(DisconnectReason.PARTICIPANT_REMOVED);
+      await expect(connectRtcNode(w.sfu.wsUrl, bobJwt)).rejects.toThrow();
+      expect(await w.sfuIdentities(w.sfuRoom)).toEqual([legacyLiveKitIdentity(w.alice, 'DEVICEA')]);
+    });
 
     it('keeps the participant when Element Call re-sends its membership 5 s after its delayed {} leave fired (inside the grace): no removal, no participant_left', async () => {
       const clock = createManualClock(Date.now());
