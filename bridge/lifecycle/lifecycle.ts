@@ -7,9 +7,9 @@
  * removal also revokes (`revoke_token_ts`), so a still-valid token or refresh cannot rejoin, and
  * the user's `/sfu/get` participants without a call membership go from the room's call too.
  * When a call's last membership ends, the SFU room is deleted after `room_delete_grace_seconds`
- * (the SFU room's own empty/departure timeouts are the same) unless someone rejoins first, and
- * its binding is forgotten. Deletion deadlines live in the store
- * (so a restarted or sibling replica finishes them) and timers run on the injected clock.
+ * (the SFU room's own departure timeout is the same) unless someone rejoins first, and its
+ * binding is forgotten. Deletion deadlines live in the store (a restarted replica re-arms them at
+ * start, a sibling at its next reconcile) and timers run on the injected clock.
  * Lifecycle: create, `start()` re-arms pending deletions, `stop()` clears timers. `joined` and
  * `left` are called by the tracker inside the room's queue; SFU failures are logged and counted
  * (reconcile repairs them later), never thrown back at the homeserver.

@@ -7,9 +7,9 @@
  * rooms are created here, with no participant limit and the empty/departure timeouts the bridge
  * is built with: from its own deletion grace in appservice mode (`roomTimeoutsForGrace`, so the
  * SFU does not delete a room before the bridge's grace ends), lk-jwt-service's 300 s / 20 s
- * otherwise. Removal can revoke:
- * `revoke_token_ts` (RoomParticipantIdentity field 3, which the SDK's bundled protocol carries) makes
- * the SFU refuse every token of that identity issued before it. Twirp `not_found` answers are
+ * otherwise. Removal can revoke: `revoke_token_ts` (RoomParticipantIdentity field 3, which the
+ * SDK's bundled @livekit/protocol 1.51 carries) makes the SFU refuse every token of that identity
+ * issued before it. Twirp `not_found` answers are
  * results, not errors (removing someone already gone is success); everything else throws.
  * Consumers that need only part of it depend on a `Pick<SfuRoomService, ...>`.
  */
