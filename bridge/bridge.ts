@@ -19,7 +19,7 @@ import { createRedisConnection, type RedisClient } from '../common/redis.ts';
 import { APPSERVICE_PREFIX, createAppservice, type Appservice } from './appservice/appservice.ts';
 import { createAppserviceClient, type AppserviceClient } from './homeserver/client.ts';
 import type { BridgeConfig } from './config.ts';
-import { createSfuRoomService } from './sfu/room-service.ts';
+import { createSfuRoomService, roomTimeoutsForGrace } from './sfu/room-service.ts';
 import { createMemoryStore } from './store/memory-store.ts';
 import { createRedisStore } from './store/redis-store.ts';
 import { createBridgeServer } from './server.ts';
@@ -69,8 +69,10 @@ export function createBridge(deps: BridgeProcessDeps): Bridge {
     : undefined;
   const store = redis ? createRedisStore({ redis }) : createMemoryStore({ clock });
 
-  // One RoomService client for both halves (token service and room lifecycle).
-  const sfu = createSfuRoomService({ url: config.livekit.url, key: config.livekit.key, secret: config.livekit.secret });
+  // One RoomService client for both halves (token service and room lifecycle); with the
+  // appservice, rooms outlive their last participant exactly the bridge's deletion grace.
+  const roomTimeouts = config.appservice ? roomTimeoutsForGrace(config.room_delete_grace_seconds) : undefined;
+  const sfu = createSfuRoomService({ url: config.livekit.url, key: config.livekit.key, secret: config.livekit.secret, roomTimeouts });
   let appservice: Appservice | undefined;
   // The token service owns the client-server API resolver; it is built after the appservice.
   let token: TokenService | undefined;
@@ -87,6 +89,7 @@ export function createBridge(deps: BridgeProcessDeps): Bridge {
       logger,
       registry: server.metrics,
       graceSeconds: config.room_delete_grace_seconds,
+      leaveGraceSeconds: config.leave_grace_seconds,
       reconcileIntervalSeconds: config.reconcile_interval_seconds,
       txnTtlSeconds: config.txn_id_ttl_seconds,
     });

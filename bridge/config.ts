@@ -22,6 +22,11 @@ export const bridgeFileSchema = z.strictObject({
   homeserver_url: z.string().default(''),
   /** Seconds an SFU room lives on after its last call membership ended (a rejoin keeps it). */
   room_delete_grace_seconds: z.number().int().min(0).default(30),
+  /**
+   * Seconds a plain `{}` call-membership leave waits (from the event's origin_server_ts) before
+   * the participant is removed; the same member's membership arriving meanwhile cancels it.
+   */
+  leave_grace_seconds: z.number().int().min(0).default(10),
   /** Seconds between full reconciliations with the homeserver and the SFU; 0 = only at start. */
   reconcile_interval_seconds: z.number().int().min(0).default(300),
   /**

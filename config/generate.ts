@@ -115,7 +115,11 @@ const BRIDGE_NOTES: Record<string, string> = {
     'e.g. http://synapse:8008 (inside a private network) or https://matrix.example.org.\n' +
     'Empty: LIVEKIT_CS_API_URL_OVERRIDES for LIVEKIT_HS_SERVER_NAME, else that name\'s\n' +
     '/.well-known/matrix/client (found at start, retried until found; the log says which).',
-  room_delete_grace_seconds: 'A rejoin within this many seconds after a call ended keeps its SFU room.',
+  room_delete_grace_seconds: 'A rejoin within this many seconds after a call ended keeps its SFU room. The bridge\n' +
+    'creates SFU rooms with departure_timeout equal to it (appservice mode).',
+  leave_grace_seconds: 'A plain {} call leave waits this long (from the event\'s time) before the participant is\n' +
+    'removed; the same member\'s membership arriving meanwhile cancels it. Kicks, bans, room leaves\n' +
+    'and expiry act at once (and kicks/bans revoke the token). 0 = every leave at once.',
   reconcile_interval_seconds: 'Full reconcile with homeserver and SFU; 0 = only at start.',
   membership_check: 'Issue tokens only to users joined to the Matrix room. auto: on exactly when there is an\n' +
     'appservice registration to ask the homeserver with, else off as in lk-jwt-service (the start-up\n' +

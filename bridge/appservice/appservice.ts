@@ -34,6 +34,8 @@ export interface AppserviceDeps {
   logger: Logger;
   registry: Registry;
   graceSeconds: number;
+  /** Seconds a plain `{}` call leave waits for the member's membership to come back. */
+  leaveGraceSeconds: number;
   reconcileIntervalSeconds: number;
   txnTtlSeconds: number;
 }
@@ -52,7 +54,14 @@ export interface Appservice {
 export function createAppservice(deps: AppserviceDeps): Appservice {
   const logger = deps.logger.child({ component: 'appservice' });
   const metrics = createBridgeMetrics(deps.registry, deps.store);
-  const tracker = createMembershipTracker({ store: deps.store, clock: deps.clock, logger, metrics });
+  const tracker = createMembershipTracker({
+    store: deps.store,
+    clock: deps.clock,
+    logger,
+    metrics,
+    leaveGraceMs: deps.leaveGraceSeconds * 1000,
+    rememberLeavesMs: deps.txnTtlSeconds * 1000,
+  });
   const lifecycle = createRoomLifecycle({
     store: deps.store,
     sfu: deps.sfu,

@@ -15,8 +15,10 @@ export interface BridgeMetrics {
   listenerErrors: Counter;
   /** SFU RoomService calls by operation and outcome. */
   sfuCalls: Counter<'op' | 'outcome'>;
-  /** Seconds from a leave (event origin_server_ts, or expiry) to the participant's removal. */
+  /** Seconds from a leave (event origin_server_ts, or expiry) to the first present identity's removal. */
   leaveToRemoval: Histogram;
+  /** Plain `{}` leaves by what their grace did: waiting, cancelled (membership came back), removed, late (seen after it). */
+  leaveGrace: Counter<'outcome'>;
   reconcileRuns: Counter<'outcome'>;
   reconcileRepairs: Counter<'action'>;
   gauges: Gauge[];
@@ -54,8 +56,14 @@ export function createBridgeMetrics(registry: Registry, store?: BridgeStore): Br
     }),
     leaveToRemoval: new Histogram({
       name: 'matrixrtc_bridge_leave_to_removal_seconds',
-      help: 'Time from a call leave (event timestamp or expiry) to the SFU participant removal',
-      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      help: 'Time from a call leave (event timestamp or expiry) to the SFU participant removal; includes the leave grace of a plain {} leave',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30],
+      registers: [registry],
+    }),
+    leaveGrace: new Counter({
+      name: 'matrixrtc_bridge_leave_grace_total',
+      help: 'Plain {} call leaves by what their grace did: waiting (started), cancelled (the membership came back, participant kept), removed (grace ended), late (seen after its grace, acted at once)',
+      labelNames: ['outcome'],
       registers: [registry],
     }),
     reconcileRuns: new Counter({

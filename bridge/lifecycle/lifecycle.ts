@@ -1,10 +1,15 @@
 /**
  * SFU room lifecycle: listens to the membership tracker and keeps the SFU in step. The first
  * membership of a call creates its SFU room (named with the token service's alias hash); a
- * membership that ends removes the participant(s) the token service may have issued to that
- * device; when a call's last membership ends, the SFU room is deleted after
- * `room_delete_grace_seconds` unless someone rejoins first. Deletion deadlines live in the store
- * (so a restarted or sibling replica finishes them) and timers run on the injected clock.
+ * membership that ends removes the participant the token service issued to that device: one
+ * ListParticipants says which of the identities it may have issued is present, and only those
+ * are removed (one RemoveParticipant each); when the user lost the room (kick, ban, leave) the
+ * removal also revokes (`revoke_token_ts`), so a still-valid token or refresh cannot rejoin, and
+ * the user's `/sfu/get` participants without a call membership go from the room's call too.
+ * When a call's last membership ends, the SFU room is deleted after `room_delete_grace_seconds`
+ * (the SFU room's own departure timeout is the same) unless someone rejoins first, and its
+ * binding is forgotten. Deletion deadlines live in the store (a restarted replica re-arms them at
+ * start, a sibling at its next reconcile) and timers run on the injected clock.
  * Lifecycle: create, `start()` re-arms pending deletions, `stop()` clears timers. `joined` and
  * `left` are called by the tracker inside the room's queue; SFU failures are logged and counted
  * (reconcile repairs them later), never thrown back at the homeserver.
@@ -12,7 +17,7 @@
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { BridgeMetrics } from '../appservice/metrics.ts';
-import type { MembershipEnded, MembershipListener } from '../membership/tracker.ts';
+import { ROOM_LOSS_REASONS, type MembershipEnded, type MembershipListener } from '../membership/tracker.ts';
 import type { BridgeStore, CallMembership } from '../store/store.ts';
 import {
   LEGACY_SLOT_ID,
@@ -54,6 +59,8 @@ export interface RoomLifecycle extends MembershipListener {
   stop(): void;
   /** Schedules deletion of an SFU room whose call has no membership left (used by reconcile too). */
   scheduleDelete(name: string, roomId: string | undefined): Promise<void>;
+  /** Arms timers for stored deletions this process has none for (a sibling's; reconcile calls it). */
+  resumeDeletions(): Promise<void>;
 }
 
 export interface RoomLifecycleDeps {
@@ -137,10 +144,39 @@ export function createRoomLifecycle(deps: RoomLifecycleDeps): RoomLifecycle {
         return;
       }
       await store.clearRoomDeleteAt(name);
+      await store.unbindSfuRoom(name);
       logger.info({ sfuRoom: name, result: r }, 'deleted SFU room after its call ended');
     };
     if (binding) await deps.inRoom(binding.roomId, run);
     else await run();
+  }
+
+  /**
+   * Removes those of `candidates` the SFU room has (one ListParticipants, one RemoveParticipant
+   * each), revoking their tokens when asked; `onFirst` runs right after the first removal.
+   */
+  async function removePresent(name: string, candidates: (ids: string[]) => string[], revoke: boolean, onFirst: () => void): Promise<number> {
+    const present = await sfuCall('list_participants', () => sfu.listParticipants(name));
+    // SFU unreachable: logged and counted by sfuCall; reconcile removes the participant later.
+    if (present === undefined) return 0;
+    let removed = 0;
+    for (const identity of candidates(present.map((p) => p.identity))) {
+      const opts = revoke ? { revokeTokensIssuedBy: clock.now() } : {};
+      const r = await sfuCall('remove_participant', () => sfu.removeParticipant(name, identity, opts));
+      if (r === 'removed' && removed++ === 0) onFirst();
+    }
+    return removed;
+  }
+
+  /** Removes the device's present identities. */
+  async function removeFromSfu(name: string, device: { userId: string; deviceId?: string; memberId?: string }, e: MembershipEnded): Promise<void> {
+    const ids = identitiesFor(device);
+    if (ids.length === 0) return;
+    const revoke = ROOM_LOSS_REASONS.has(e.reason);
+    const removed = await removePresent(name, (present) => ids.filter((id) => present.includes(id)), revoke, () =>
+      metrics.leaveToRemoval.observe(Math.max(0, clock.now() - e.at) / 1000),
+    );
+    logger.info({ sfuRoom: name, reason: e.reason, removed, revoked: revoke && removed > 0 }, 'call membership ended');
   }
 
   return {
@@ -170,17 +206,21 @@ export function createRoomLifecycle(deps: RoomLifecycleDeps): RoomLifecycle {
       const sameDeviceStays = remaining.some(
         (r) => sfuRoomOf(r) === name && r.userId === e.userId && r.deviceId === source.deviceId,
       );
-      if (!sameDeviceStays) {
-        let removed = false;
-        for (const identity of identitiesFor(source)) {
-          const r = await sfuCall('remove_participant', () => sfu.removeParticipant(name, identity));
-          if (r === 'removed') removed = true;
-        }
-        if (removed) metrics.leaveToRemoval.observe(Math.max(0, clock.now() - e.at) / 1000);
-        logger.info({ sfuRoom: name, reason: e.reason, removed }, 'call membership ended');
-      }
+      if (!sameDeviceStays) await removeFromSfu(name, source, e);
       if (!remaining.some((r) => sfuRoomOf(r) === name)) await scheduleDelete(name, e.roomId);
     },
+    async roomLost(roomId, userId, reason) {
+      // A participant with no call membership (a token used without announcing it) still goes, by
+      // its `/sfu/get` identity, from the room's call SFU room if that exists.
+      const name = sfuRoomOf({ roomId });
+      if (!(await store.lookupSfuRoom(name))) return;
+      const removed = await removePresent(name, (present) => present.filter((id) => userOfLegacyIdentity(id) === userId), true, () => undefined);
+      if (removed > 0) logger.info({ sfuRoom: name, reason, removed, revoked: true }, 'removed participants of a user who lost the room');
+    },
     scheduleDelete,
+    async resumeDeletions() {
+      if (stopped) return;
+      for (const [name, at] of await store.listRoomDeletions()) if (!timers.has(name)) armTimer(name, at);
+    },
   };
 }

@@ -1,6 +1,7 @@
 /**
  * Recovery: compares the homeserver's current room state (read through the client-server API as
- * the appservice, masquerading as a joined local user where the bot is not in the room) and the
+ * the appservice masquerading as a joined local user: the bot is in no room, and Synapse answers
+ * 403 to its `/state` but lets it list `joined_members`) and the
  * SFU's rooms and participants with what the bridge tracks, and repairs drift: adopts memberships
  * it missed, drops memberships that ended while it was away, creates missing SFU rooms, removes
  * participants no membership owns (once they have been connected longer than the grace period, so
@@ -83,15 +84,13 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
 
   const isLocal = (userId: string) => userId.endsWith(`:${deps.serverName}`);
 
-  /** Room state as the bot, else as a joined local user. Throws HomeserverError when unknown. */
+  /**
+   * Room state as a joined local user (`?user_id=`), found with `joined_members`, which Synapse
+   * answers the appservice for any room with a member in its namespace. Never as the bot itself,
+   * which joins no room (Synapse: 403 "not in room"). Throws HomeserverError when unknown.
+   */
   async function readState(roomId: string): Promise<unknown[]> {
-    try {
-      return await homeserver.roomState(roomId);
-    } catch (err) {
-      if (!(err instanceof HomeserverError) || err.status !== 403) throw err;
-    }
-    const members = await homeserver.joinedMembers(roomId);
-    const local = members.find(isLocal);
+    const local = (await homeserver.joinedMembers(roomId)).find(isLocal);
     if (!local) throw new HomeserverError(403, 'M_FORBIDDEN', `no local user joined to ${roomId} to read its state as`);
     return await homeserver.roomState(roomId, local);
   }
@@ -99,6 +98,9 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   async function pass(): Promise<ReconcileReport> {
     const report = emptyReport('ok');
     let discoveryComplete = true;
+    // Pending leaves and deletions a sibling replica stored and did not finish (it died).
+    await tracker.resumePendingLeaves();
+    await lifecycle.resumeDeletions();
 
     let sfuRooms: SfuRoomInfo[] | undefined;
     try {
@@ -148,10 +150,13 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       try {
         await tracker.inRoom(roomId, async () => {
           const state = await readState(roomId);
+          /** user -> their m.room.member event, for memberships that end because the user left the room. */
+          const roomMembers = new Map<string, { membership: string; at: number }>();
           for (const raw of state) {
             const ev = asMatrixEvent(raw);
             if (ev?.type === 'm.room.member' && ev.state_key && typeof ev.content.membership === 'string') {
               await store.setRoomMember(roomId, ev.state_key, ev.content.membership);
+              roomMembers.set(ev.state_key, { membership: ev.content.membership, at: ev.origin_server_ts });
             }
           }
           await store.addKnownRoom(roomId);
@@ -159,11 +164,15 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           const tracked = new Map((await store.listMemberships(roomId)).map((m) => [m.key, m]));
           const desiredKeys = new Set(desired.map((m) => m.key));
           for (const m of tracked.values()) {
+            if (desiredKeys.has(m.key)) continue;
+            const member = roomMembers.get(m.userId);
             // Sticky (MSC4354) memberships are not room state: they end by their leave or their
             // expiry, or when their user leaves the room (the state read above).
-            if (m.source === 'sticky' && (await store.getRoomMember(roomId, m.userId)) === 'join') continue;
-            if (!desiredKeys.has(m.key)) {
-              await tracker.drop(roomId, m.key);
+            if (m.source === 'sticky' && (member?.membership ?? (await store.getRoomMember(roomId, m.userId))) === 'join') continue;
+            const lost = member && (member.membership === 'leave' || member.membership === 'ban')
+              ? { reason: member.membership === 'ban' ? ('ban' as const) : ('room_leave' as const), at: member.at }
+              : undefined;
+            if (await tracker.drop(roomId, m.key, lost)) {
               report.dropped++;
               metrics.reconcileRepairs.inc({ action: 'drop_membership' });
             }
@@ -177,6 +186,10 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
                 metrics.reconcileRepairs.inc({ action: 'adopt_membership' });
               }
             }
+          }
+          // What is tracked now owns its participants: the desired memberships, and those whose
+          // leave still waits for its grace (their participant must not be removed here either).
+          for (const m of await store.listMemberships(roomId)) {
             const name = sfuRoomOf(m);
             let set = owned.get(name);
             if (!set) owned.set(name, (set = new Set()));

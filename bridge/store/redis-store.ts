@@ -1,12 +1,14 @@
 /**
  * Redis `BridgeStore`, shared by bridge replicas. Memberships and room members are hashes per
- * Matrix room; transaction records are plain keys written with `SET NX PX` so deduplication is
- * atomic across replicas and bounded in time (Synapse reuses txn ids after a restart). The
+ * Matrix room; transaction records and latest-leave times are plain keys written with `PX`, so
+ * they expire on their own (deduplication is atomic across replicas with `SET NX PX`, and bounded
+ * in time: Synapse reuses txn ids after a restart). SFU room bindings are deleted with the SFU
+ * room; pending leaves are one hash, taken with `HDEL` so only one replica acts on each. The
  * connection is owned by the caller (made with common/redis.ts) and closed by `close()`.
  */
 import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../../common/redis.ts';
-import type { BridgeStore, CallMembership, SfuRoomBinding } from './store.ts';
+import type { BridgeStore, CallMembership, PendingLeave, SfuRoomBinding } from './store.ts';
 
 /** Key names (all under one prefix so a deployment can share a Redis). */
 export const REDIS_KEYS = {
@@ -22,6 +24,10 @@ export const REDIS_KEYS = {
   sfuRooms: 'mrtc:bridge:sfu_rooms',
   /** hash: SFU room name -> epoch ms of the pending deletion */
   roomDeletions: 'mrtc:bridge:room_delete_at',
+  /** hash: `<room id>\0<membership key>` -> JSON PendingLeave */
+  pendingLeaves: 'mrtc:bridge:pending_leaves',
+  /** string with TTL: origin_server_ts of the latest leave applied to a membership key */
+  leftAt: (roomId: string, key: string) => `mrtc:bridge:left_at:${roomId}:${key}`,
   /** string with TTL: a processed transaction */
   txnDone: (key: string) => `mrtc:bridge:txn:done:${key}`,
   /** string with TTL: the lease (owner id) of the replica processing a transaction */
@@ -87,6 +93,9 @@ export function createRedisStore(deps: { redis: RedisClient }): BridgeStore {
       const raw = await redis.hget(REDIS_KEYS.sfuRooms, name);
       return raw ? (JSON.parse(raw) as SfuRoomBinding) : undefined;
     },
+    async unbindSfuRoom(name) {
+      await redis.hdel(REDIS_KEYS.sfuRooms, name);
+    },
     async setRoomDeleteAt(name, at) {
       await redis.hset(REDIS_KEYS.roomDeletions, name, String(at));
     },
@@ -96,6 +105,25 @@ export function createRedisStore(deps: { redis: RedisClient }): BridgeStore {
     async listRoomDeletions() {
       const all = await redis.hgetall(REDIS_KEYS.roomDeletions);
       return new Map(Object.entries(all).map(([k, v]) => [k, Number(v)]));
+    },
+    async setPendingLeave(p) {
+      await redis.hset(REDIS_KEYS.pendingLeaves, `${p.roomId}\u0000${p.key}`, JSON.stringify(p));
+    },
+    async takePendingLeave(roomId, key) {
+      const field = `${roomId}\u0000${key}`;
+      const res = await redis.multi().hget(REDIS_KEYS.pendingLeaves, field).hdel(REDIS_KEYS.pendingLeaves, field).exec();
+      const raw = res?.[0]?.[1] as string | null | undefined;
+      return raw && res?.[1]?.[1] === 1 ? (JSON.parse(raw) as PendingLeave) : undefined;
+    },
+    async listPendingLeaves() {
+      return (await redis.hvals(REDIS_KEYS.pendingLeaves)).map((v) => JSON.parse(v) as PendingLeave);
+    },
+    async setLeftAt(roomId, key, at, ttlMs) {
+      await redis.set(REDIS_KEYS.leftAt(roomId, key), String(at), 'PX', Math.max(1, Math.round(ttlMs)));
+    },
+    async getLeftAt(roomId, key) {
+      const raw = await redis.get(REDIS_KEYS.leftAt(roomId, key));
+      return raw === null ? undefined : Number(raw);
     },
     async isTxnDone(key) {
       return (await redis.exists(REDIS_KEYS.txnDone(key))) === 1;

@@ -1,8 +1,10 @@
 /**
  * The bridge's state behind one interface: tracked call memberships per Matrix room, the
  * `m.room.member` state seen per user (for the token service's membership check), which SFU
- * room belongs to which Matrix room + slot, pending SFU room deletions, and the appservice
- * transaction-deduplication records. Two implementations: in-memory (one process) and Redis
+ * room belongs to which Matrix room + slot (until the SFU room is deleted), pending SFU room
+ * deletions, pending graced call leaves, the time of the latest leave applied per membership key
+ * (so an older join re-sent later is not applied), and the appservice
+ * transaction-deduplication records. Everything that is not state of a live call expires. Two implementations: in-memory (one process) and Redis
  * (shared by replicas). Every method is safe to call concurrently; callers that need ordering
  * (the membership tracker) serialise per room themselves.
  */
@@ -32,6 +34,20 @@ export interface SfuRoomBinding {
 
 export type TxnLockResult = 'acquired' | 'busy';
 
+/** A plain `{}` call leave waiting for its grace (the same member's membership cancels it). */
+export interface PendingLeave {
+  roomId: string;
+  key: string;
+  userId: string;
+  deviceId?: string;
+  /** What `prev_content` told, for a membership the bridge did not track. */
+  prev?: CallMembership;
+  /** The leave event's origin_server_ts (epoch ms). */
+  at: number;
+  /** Epoch ms at which the leave takes effect (`at` + grace). */
+  due: number;
+}
+
 export interface BridgeStore {
   listMemberships(roomId: string): Promise<CallMembership[]>;
   /** Matrix rooms with at least one tracked membership. */
@@ -49,11 +65,26 @@ export interface BridgeStore {
 
   bindSfuRoom(name: string, binding: SfuRoomBinding): Promise<void>;
   lookupSfuRoom(name: string): Promise<SfuRoomBinding | undefined>;
+  /** Forgets the binding once the SFU room is deleted. */
+  unbindSfuRoom(name: string): Promise<void>;
 
   /** SFU rooms waiting for their grace period to end: name -> epoch ms of deletion. */
   setRoomDeleteAt(name: string, at: number): Promise<void>;
   clearRoomDeleteAt(name: string): Promise<void>;
   listRoomDeletions(): Promise<Map<string, number>>;
+
+  /** Records (or replaces) the pending leave of one membership key. */
+  setPendingLeave(p: PendingLeave): Promise<void>;
+  /**
+   * Removes and returns the pending leave of a key. Atomic: of several replicas taking the same
+   * one, exactly one gets it, so only that one acts on it.
+   */
+  takePendingLeave(roomId: string, key: string): Promise<PendingLeave | undefined>;
+  listPendingLeaves(): Promise<PendingLeave[]>;
+
+  /** Remembers the origin_server_ts of the latest leave applied to a key, for `ttlMs`. */
+  setLeftAt(roomId: string, key: string, at: number, ttlMs: number): Promise<void>;
+  getLeftAt(roomId: string, key: string): Promise<number | undefined>;
 
   /** Whether a transaction with this dedupe key was fully processed (and not yet forgotten). */
   isTxnDone(key: string): Promise<boolean>;

@@ -10,8 +10,11 @@ import { createManualClock, type ManualClock } from '../../common/clock.ts';
 import { createMemoryStore } from '../../bridge/store/memory-store.ts';
 import { createRedisStore } from '../../bridge/store/redis-store.ts';
 import type { BridgeStore } from '../../bridge/store/store.ts';
+import type { SfuRoomService } from '../../bridge/sfu/room-service.ts';
 import { identitiesFor } from '../../bridge/lifecycle/lifecycle.ts';
 import { legacyLiveKitIdentity, liveKitIdentityForMember, liveKitRoomAlias } from '../../bridge/token/names.ts';
+import { REDIS_KEYS } from '../../bridge/store/redis-store.ts';
+import { formatEvent } from '../fake-homeserver/event-format.ts';
 import { startFakeHomeserver, testRegistration, type FakeHomeserver } from '../fake-homeserver/server.ts';
 import { startAppserviceBridge, createRecordingSfu, type RecordingSfu, type RunningAppserviceBridge } from '../support/appservice-bridge.ts';
 import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
@@ -20,6 +23,7 @@ import { waitFor } from '../support/wait.ts';
 
 const CALL = 'org.matrix.msc3401.call.member';
 const SLOT = 'm.call#ROOM';
+const LEAVE_GRACE_SECONDS = 10;
 
 let redis: RunningRedis;
 beforeAll(async () => {
@@ -61,7 +65,7 @@ for (const kind of ['memory', 'redis'] as const) {
       return store;
     }
 
-    async function world(opts: { graceSeconds?: number; pushes?: boolean } = {}) {
+    async function world(opts: { graceSeconds?: number; leaveGraceSeconds?: number; pushes?: boolean; wrapSfu?: (s: RecordingSfu) => SfuRoomService } = {}) {
       const clock = createManualClock(Date.now());
       const reserved = await reservePort();
       cleanups.push(() => reserved.release());
@@ -85,9 +89,10 @@ for (const kind of ['memory', 'redis'] as const) {
           hsToken: reg.hs_token,
           appserviceId: reg.id,
           store: s,
-          sfu,
+          sfu: opts.wrapSfu ? opts.wrapSfu(sfu) : sfu,
           clock,
           graceSeconds: opts.graceSeconds ?? 30,
+          leaveGraceSeconds: opts.leaveGraceSeconds ?? LEAVE_GRACE_SECONDS,
           port,
         });
         cleanups.push(() => b.stop());
@@ -115,7 +120,7 @@ for (const kind of ['memory', 'redis'] as const) {
     });
 
     for (const how of ['leave', 'kick', 'ban', 'expiry', 'redaction'] as const) {
-      it(`removes the participant (both identity forms) on their ${how}`, async () => {
+      it(`removes the participant (both identity forms present, one RemoveParticipant each and none for the absent one) on their ${how}`, async () => {
         const w = await world();
         const joinId = aliceJoins(w);
         await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
@@ -128,14 +133,23 @@ for (const kind of ['memory', 'redis'] as const) {
           await delivered(w);
           w.clock.advance(14_400_000 + 1_000);
         }
+        if (how === 'leave') {
+          // A plain {} leave waits for its grace first.
+          await delivered(w);
+          await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+          expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(2);
+          // The fake's origin_server_ts runs a few ms ahead of the clock when events come fast.
+          w.clock.advance(LEAVE_GRACE_SECONDS * 1000 + 100);
+        }
         await waitFor('participant removed', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
-        for (const id of aliceIds(w)) expect(w.sfu.calls).toContain(`remove ${w.sfuRoom} ${id}`);
+        const removes = w.sfu.calls.filter((c) => c.startsWith('remove '));
+        expect(removes.toSorted()).toEqual(aliceIds(w).map((id) => `remove ${w.sfuRoom} ${id}`).toSorted());
         if (how === 'kick' || how === 'ban') expect(await w.bridge.appservice.oracle.isJoined(w.roomId, w.alice)).toBe(false);
       });
     }
 
     it('deletes the SFU room after the grace period once the last member left, and a rejoin inside the grace keeps it', async () => {
-      const w = await world({ graceSeconds: 10 });
+      const w = await world({ graceSeconds: 10, leaveGraceSeconds: 0 });
       aliceJoins(w);
       await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
       w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
@@ -171,12 +185,15 @@ for (const kind of ['memory', 'redis'] as const) {
 
     it('applies the same transaction delivered twice only once', async () => {
       const w = await world();
+      const joinId = aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      const joinTs = w.hs.model.stateEvent(w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`)!.origin_server_ts;
+      expect(w.hs.model.stateEvent(w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`)!.event_id).toBe(joinId);
       const ev = {
-        age: 1, content: {}, event_id: '$dup', origin_server_ts: w.clock.now(), room_id: w.roomId, sender: w.alice,
+        age: 1, content: {}, event_id: '$dup', origin_server_ts: joinTs + 1, room_id: w.roomId, sender: w.alice,
         state_key: `_${w.alice}_DEVICEA_m.call`, type: CALL, unsigned: { age: 1 }, user_id: w.alice,
       };
-      aliceJoins(w);
-      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
       const put = () => fetch(`${w.bridge.url}/_matrix/app/v1/transactions/9999`, {
         method: 'PUT', headers: { Authorization: `Bearer ${w.reg.hs_token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ events: [ev] }),
       });
@@ -184,15 +201,164 @@ for (const kind of ['memory', 'redis'] as const) {
       const c = await put();
       expect([a.status, b.status, c.status]).toEqual([200, 200, 200]);
       expect(await c.json()).toEqual({});
+      w.clock.advance(LEAVE_GRACE_SECONDS * 1000 + 100);
+      await waitFor('participant removed', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
       const removes = w.sfu.calls.filter((x) => x.startsWith('remove'));
-      const expected = identitiesFor({ userId: w.alice, deviceId: 'DEVICEA', memberId: `${w.alice}:DEVICEA` });
-      expect(removes.toSorted()).toEqual(expected.map((id) => `remove ${w.sfuRoom} ${id}`).toSorted());
+      const present = identitiesFor({ userId: w.alice, deviceId: 'DEVICEA', memberId: `${w.alice}:DEVICEA` }).filter((id) => aliceIds(w).includes(id));
+      expect(removes.toSorted()).toEqual(present.map((id) => `remove ${w.sfuRoom} ${id}`).toSorted());
       const txns = await w.bridge.registry.getSingleMetric('matrixrtc_bridge_appservice_transactions_total')!.get();
       expect(txns.values.find((v) => v.labels.outcome === 'duplicate')?.value).toBe(2);
     });
 
-    it('ends in the right state when killed after receiving a transaction but before answering', async () => {
+    it('ignores an older join re-sent under a new transaction id after a later leave', async () => {
+      const w = await world({ leaveGraceSeconds: 0 });
+      const key = `_${w.alice}_DEVICEA_m.call`;
+      aliceJoins(w);
+      await delivered(w);
+      const oldJoin = formatEvent(w.hs.model.stateEvent(w.roomId, CALL, key)!, w.clock.now());
+      w.hs.model.sendState(w.alice, w.roomId, CALL, key, {});
+      await delivered(w);
+      await waitFor('membership ended', async () => (await w.store.listMemberships(w.roomId)).length === 0);
+      const creates = w.sfu.calls.filter((c) => c.startsWith('create ')).length;
+      const r = await fetch(`${w.bridge.url}/_matrix/app/v1/transactions/resent-1`, {
+        method: 'PUT',
+        headers: { Authorization: `Bearer ${w.reg.hs_token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ events: [oldJoin] }),
+      });
+      expect(r.status).toBe(200);
+      expect(await w.store.listMemberships(w.roomId)).toEqual([]);
+      expect(w.sfu.calls.filter((c) => c.startsWith('create ')).length).toBe(creates);
+      const events = await w.bridge.registry.getSingleMetric('matrixrtc_bridge_appservice_events_total')!.get();
+      expect(events.values.find((v) => v.labels.kind === 'stale')?.value).toBe(1);
+      // A new join (a later event) is applied as usual.
+      aliceJoins(w);
+      await waitFor('rejoined', async () => (await w.store.listMemberships(w.roomId)).length === 1);
+      if (kind === 'redis') {
+        // The latest leave is remembered with a TTL, not forever.
+        const probe = new Redis(`${redis.url}/${db}`);
+        cleanups.push(async () => probe.disconnect());
+        expect(await probe.pttl(REDIS_KEYS.leftAt(w.roomId, `state:${key}`))).toBeGreaterThan(0);
+      }
+    });
+
+    it('a {} leave waiting for its grace survives a restart: the next bridge removes the participant when the grace ends', async () => {
       const w = await world();
+      aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+      await delivered(w);
+      await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+      w.bridge.appservice.stop();
+      await w.bridge.stop();
+      const store2 = kind === 'redis' ? await makeStore(w.clock, false) : w.store;
+      await w.start(store2);
+      expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(2);
+      w.clock.advance(LEAVE_GRACE_SECONDS * 1000 + 100);
+      await waitFor('participant removed', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
+      expect(await store2.listPendingLeaves()).toEqual([]);
+    });
+
+    it('a reconcile pass during a {} leave`s grace leaves the participant to the grace', async () => {
+      const w = await world();
+      aliceJoins(w);
+      bobJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      // bob stays in the call, so the SFU room stays owned and reconcile looks at its participants.
+      w.sfu.connect(w.sfuRoom, legacyLiveKitIdentity(w.bob, 'DEVICEB'));
+      w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+      await delivered(w);
+      await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+      // The homeserver's state already says {}: reconcile must neither drop it nor remove the participant.
+      await w.bridge.appservice.reconciler.run();
+      expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(3);
+      expect(await w.store.listMemberships(w.roomId)).toHaveLength(2);
+      w.clock.advance(LEAVE_GRACE_SECONDS * 1000 + 100);
+      await waitFor('alice removed, bob kept', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 1);
+    });
+
+    if (kind === 'redis') {
+      it('a sibling replica on the same Redis finishes a {} leave whose replica died during its grace (at its next reconcile pass)', async () => {
+        const w = await world();
+        aliceJoins(w);
+        await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+        for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+        // The sibling listens elsewhere; the homeserver pushes to the first replica.
+        const sibling = await startAppserviceBridge({
+          homeserverUrl: w.hs.url, asToken: w.reg.as_token, hsToken: w.reg.hs_token, appserviceId: w.reg.id,
+          store: await makeStore(w.clock, false), sfu: w.sfu, clock: w.clock, port: 0,
+        });
+        cleanups.push(() => sibling.stop());
+        w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+        await delivered(w);
+        await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+        w.bridge.appservice.stop();
+        await w.bridge.stop();
+        await sibling.appservice.reconciler.run();
+        expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(2);
+        w.clock.advance(LEAVE_GRACE_SECONDS * 1000 + 100);
+        await waitFor('participant removed by the sibling', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
+        expect(await w.store.listPendingLeaves()).toEqual([]);
+      });
+    }
+
+    it('observes leave-to-removal right after the first present identity is removed, not after every one', async () => {
+      let calls = 0;
+      let releaseSecond!: () => void;
+      const second = new Promise<void>((r) => (releaseSecond = r));
+      const w = await world({
+        wrapSfu: (inner) => ({
+          ...inner,
+          async removeParticipant(name, identity, o) {
+            if (++calls === 2) await second;
+            return await inner.removeParticipant(name, identity, o);
+          },
+        }),
+      });
+      aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      w.hs.model.setMembership(w.carol, w.roomId, w.alice, 'leave', 'kick');
+      const observed = async () => {
+        const h = await w.bridge.registry.getSingleMetric('matrixrtc_bridge_leave_to_removal_seconds')!.get();
+        return h.values.find((v) => (v as { metricName?: string }).metricName === 'matrixrtc_bridge_leave_to_removal_seconds_count')?.value ?? 0;
+      };
+      await waitFor('observed while the second removal still runs', async () => (await observed()) === 1 && calls === 2);
+      expect(w.sfu.rooms.get(w.sfuRoom)?.participants.size).toBe(1);
+      releaseSecond();
+      await waitFor('both removed', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
+      expect(await observed()).toBe(1);
+    });
+
+    it('a kick during a {} leave`s grace removes at once', async () => {
+      const w = await world();
+      aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);
+      w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+      await delivered(w);
+      await waitFor('leave pending', async () => (await w.store.listPendingLeaves()).length === 1);
+      w.hs.model.setMembership(w.carol, w.roomId, w.alice, 'leave', 'kick');
+      await waitFor('participant removed', () => w.sfu.rooms.get(w.sfuRoom)?.participants.size === 0);
+      expect(await w.store.listPendingLeaves()).toEqual([]);
+    });
+
+    it('forgets the SFU room`s binding once the room is deleted', async () => {
+      const w = await world({ graceSeconds: 5, leaveGraceSeconds: 0 });
+      aliceJoins(w);
+      await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
+      expect(await w.store.lookupSfuRoom(w.sfuRoom)).toEqual({ roomId: w.roomId, slotId: SLOT });
+      w.hs.model.sendState(w.alice, w.roomId, CALL, `_${w.alice}_DEVICEA_m.call`, {});
+      await delivered(w);
+      await waitFor('deletion scheduled', async () => (await w.store.listRoomDeletions()).has(w.sfuRoom));
+      w.clock.advance(5_000);
+      await waitFor('room deleted', () => !w.sfu.rooms.has(w.sfuRoom));
+      await waitFor('binding forgotten', async () => (await w.store.lookupSfuRoom(w.sfuRoom)) === undefined);
+    });
+
+    it('ends in the right state when killed after receiving a transaction but before answering', async () => {
+      const w = await world({ leaveGraceSeconds: 0 });
       aliceJoins(w);
       await waitFor('room created', () => w.sfu.rooms.has(w.sfuRoom));
       for (const id of aliceIds(w)) w.sfu.connect(w.sfuRoom, id);

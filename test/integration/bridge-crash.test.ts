@@ -82,6 +82,8 @@ describe('bridge process killed mid-transaction', () => {
       BRIDGE_HOMESERVER_URL: hs.url,
       LIVEKIT_REDIS_URL: redis.url,
       BRIDGE_RECONCILE_INTERVAL_SECONDS: '0',
+      // The leave's RemoveParticipant is what is in flight here (the graced leave: bridge-appservice).
+      BRIDGE_LEAVE_GRACE_SECONDS: '0',
       LIVEKIT_LOG_LEVEL: 'error',
     };
     const healthy = () => waitFor('bridge healthy', async () => (await fetch(`${bridgeUrl}/healthz`).catch(() => undefined))?.ok, { timeoutMs: 20_000 });

@@ -7,15 +7,17 @@
  * their LiveKit tokens from the bridge's own `/sfu/get` and `/get_token` with OpenID tokens the
  * fake homeserver minted and verified over TLS. The token service reaches the client-server API
  * of `localhost` at the token helper's piece (path-form delayed events) by default, or at the
- * core itself (`csApi: 'core'`: delayed events as Synapse 1.132 serves them), whose requests are
- * then recorded. Every server it starts is stopped by `stop()`.
+ * core itself (`csApi: 'core'`: delayed events as Synapse 1.132 serves them); the core's requests
+ * are recorded either way. Optionally the homeserver and the bridge (and the SFU) run on one
+ * manual clock, so a test moves their timers instead of sleeping. Every server it starts is
+ * stopped by `stop()`.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { RoomServiceClient } from 'livekit-server-sdk';
-import { systemClock } from '../../common/clock.ts';
+import { systemClock, type ManualClock } from '../../common/clock.ts';
 import { createLogger, createSilentLogger, type Logger } from '../../common/logger.ts';
 import { createBridge, type Bridge } from '../../bridge/bridge.ts';
 import { resolveBridgeConfig, type Env } from '../../bridge/config.ts';
@@ -87,6 +89,14 @@ export interface WorldOptions {
   /** Whether alice's homeserver is full-access (the token service then creates SFU rooms). */
   fullAccess?: boolean;
   graceSeconds?: number;
+  /** The `{}` call-leave grace (BRIDGE_LEAVE_GRACE_SECONDS); default the bridge's own (10 s). */
+  leaveGraceSeconds?: number;
+  /**
+   * A manual clock for the homeserver (event origin_server_ts, delayed events) and the bridge's
+   * timers; with `sfuOnClock` the SFU's timers (room empty/departure timeouts) run on it too.
+   */
+  clock?: ManualClock;
+  sfuOnClock?: boolean;
   /** Where the token service sends client-server calls for `localhost`; default 'token-helper'. */
   csApi?: 'token-helper' | 'core';
   /** false: the registration has no url, so the homeserver never pushes (the bridge only reconciles). */
@@ -136,7 +146,7 @@ export interface World {
   sfuRoom: string;
   /** Another Matrix room alice and bob are joined to. */
   makeRoom(): string;
-  /** Client-server requests the core received (recorded with `csApi: 'core'` only). */
+  /** Client-server requests the core received. */
   coreRequests: CoreRequest[];
   /** A user's access token on the fake homeserver (made on first use). */
   accessToken(userId: string): string;
@@ -163,28 +173,39 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     const bridgePort = reserved.port;
     const bridgeUrl = `http://127.0.0.1:${bridgePort}`;
     const sfu = await startTestSfu({
+      ...(opts.clock && opts.sfuOnClock ? { clock: opts.clock } : {}),
       room: { auto_create: false },
       webhook: { api_key: TEST_API_KEY, urls: [`${bridgeUrl}/sfu_webhook`] },
       ...(opts.loggers ? { logger: opts.loggers.sfu } : {}),
     });
-    stops.push(() => sfu.stop());
+    const sfuClock = opts.clock && opts.sfuOnClock ? opts.clock : undefined;
+    stops.push(async () => {
+      const stopping = sfu.stop();
+      if (!sfuClock) return await stopping;
+      // The SFU's shutdown waits on its clock (webhook drain): keep that clock moving until done.
+      const ticking = setInterval(() => sfuClock.advance(1000), 10);
+      try {
+        await stopping;
+      } finally {
+        clearInterval(ticking);
+      }
+    });
     const reg = testRegistration(opts.pushes === false ? null : bridgeUrl);
     const coreRequests: CoreRequest[] = [];
     const composed = await startComposedHomeserver({
       registration: reg,
       backoffBaseMs: 100,
       matrixRtc: opts.matrixRtc,
-      ...(opts.csApi === 'core'
-        ? {
-            extraRoutes: (app) => {
-              app.use((req, _res, next) => {
-                const auth = req.headers.authorization;
-                coreRequests.push({ method: req.method, path: req.path, query: { ...req.query }, authorization: typeof auth === 'string' ? auth : undefined, body: req.body });
-                next();
-              });
-            },
-          }
-        : {}),
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      // Every request the core receives is recorded (delayed events in `csApi: 'core'`, and the
+      // identities reconcile reads state as).
+      extraRoutes: (app) => {
+        app.use((req, _res, next) => {
+          const auth = req.headers.authorization;
+          coreRequests.push({ method: req.method, path: req.path, query: { ...req.query }, authorization: typeof auth === 'string' ? auth : undefined, body: req.body });
+          next();
+        });
+      },
     });
     stops.push(() => composed.stop());
     const { hs, federation, tokenApi } = composed;
@@ -214,6 +235,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       LIVEKIT_HS_SERVER_NAME: hs.serverName,
       BRIDGE_HOMESERVER_URL: hs.url,
       BRIDGE_ROOM_DELETE_GRACE_SECONDS: String(opts.graceSeconds ?? 30),
+      ...(opts.leaveGraceSeconds !== undefined ? { BRIDGE_LEAVE_GRACE_SECONDS: String(opts.leaveGraceSeconds) } : {}),
       BRIDGE_RECONCILE_INTERVAL_SECONDS: '0',
       // The fake homeserver's federation side is on loopback, which the default refuses.
       BRIDGE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: 'true',
@@ -236,7 +258,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
     const bridge = createBridge({
       config: resolveBridgeConfig(env),
       logger,
-      clock: systemClock,
+      clock: opts.clock ?? systemClock,
       // `localhost` delegates to the TLS federation listener through its .well-known, fetched
       // on the listener's port instead of 443.
       token: { federation: { tlsCa: [federation.certPem], wellKnownPort: federation.port } },

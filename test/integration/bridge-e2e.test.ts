@@ -38,7 +38,8 @@ const REMOVAL_BOUND_MS = 1000;
 for (const kind of ['memory', 'redis'] as StoreKind[]) {
   describe(`bridge end to end on our SFU with the ${kind} store`, () => {
     async function world(opts: { fullAccess?: boolean; graceSeconds?: number; csApi?: 'token-helper' | 'core' } = {}): Promise<World> {
-      current = await startWorld({ kind, redisUrl: redis.url, ...opts });
+      // {} leaves act at once here; their grace is bridge-removal-e2e.test.ts's subject.
+      current = await startWorld({ kind, redisUrl: redis.url, leaveGraceSeconds: 0, ...opts });
       return current;
     }
 

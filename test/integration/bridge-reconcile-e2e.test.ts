@@ -3,10 +3,12 @@
  * started while calls are already running, that never saw their events (the registration has no
  * url, so the fake homeserver pushes nothing), reaches the right state through its start-up
  * reconcile alone. Before it starts: alice is in a call in room A (no SFU room yet); in room B
- * alice's call runs, bob's membership ended, yet bob's @livekit/rtc-node participant is still
+ * alice's call runs (her client connected), bob's membership ended, yet bob's @livekit/rtc-node participant is still
  * connected to B's SFU room; and an SFU room no call owns, created through livekit-server-sdk's
  * RoomServiceClient. After: A's SFU room exists, bob is removed (PARTICIPANT_REMOVED) and the
- * orphan room is deleted after the grace (ListRooms). With the memory and the Redis store.
+ * orphan room is deleted after the grace (ListRooms). Room state is read as a joined local user
+ * (`?user_id=`), never as the bot, whose `/state` the fake answers 403 as Synapse does. With the
+ * memory and the Redis store.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -42,7 +44,7 @@ async function sfuToken(identity: string, room: string): Promise<string> {
 
 for (const kind of ['memory', 'redis'] as StoreKind[]) {
   describe(`bridge reconcile on our SFU with the ${kind} store`, () => {
-    it('started while calls run, reaches the right state through reconcile: creates the call`s room, removes a stale participant, deletes an orphan room after the grace', async () => {
+    it('started while calls run, reaches the right state through reconcile (reading room state as a joined user, never as the bot Synapse refuses): creates the call`s room, removes a stale participant, deletes an orphan room after the grace', async () => {
       const orphan = `orphan-${randomUUID()}`;
       let sfuRoomB = '';
       let staleIdentity = '';
@@ -66,6 +68,8 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
           m.sendState(pre.bob, roomB, CALL, stateKeyOf(pre.bob, 'DEVICEB'), {});
           await pre.roomService.createRoom({ name: sfuRoomB });
           await pre.roomService.createRoom({ name: orphan });
+          // alice's client is in B's call (so B is not an empty room the SFU closes after the grace).
+          await pre.connect(await sfuToken(legacyLiveKitIdentity(pre.alice, 'DEVICEA'), sfuRoomB));
           // bob's client is still in B's SFU room, longer than the grace (younger ones are spared).
           staleIdentity = legacyLiveKitIdentity(pre.bob, 'DEVICEB');
           const bob = await pre.connect(await sfuToken(staleIdentity, sfuRoomB));
@@ -85,6 +89,11 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
       const w = current;
       // Nothing was pushed: all the bridge knows comes from reconcile.
       expect(w.composed.hs.pusher.attempts).toEqual([]);
+      // It read both rooms' state masquerading as a joined local user; never as the bot, which is
+      // in no room (Synapse answers its /state 403 and logs it).
+      const stateReads = w.coreRequests.filter((r) => r.method === 'GET' && /\/rooms\/[^/]+\/state$/.test(r.path));
+      expect(stateReads.length).toBeGreaterThanOrEqual(2);
+      expect(stateReads.filter((r) => typeof r.query.user_id !== 'string')).toEqual([]);
 
       const rooms = await w.sfuRooms();
       expect(rooms).toEqual(expect.arrayContaining([w.sfuRoom, sfuRoomB]));

@@ -34,6 +34,8 @@ export async function startAppserviceBridge(opts: {
   sfu: SfuRoomService;
   clock: Clock;
   graceSeconds?: number;
+  /** The `{}` leave grace (default 10 s, as bridge.yaml). */
+  leaveGraceSeconds?: number;
   reconcileIntervalSeconds?: number;
   port?: number;
   /** Start listening but do not call appservice.start() (no ping, no reconcile). */
@@ -51,6 +53,7 @@ export async function startAppserviceBridge(opts: {
     logger: createSilentLogger(),
     registry,
     graceSeconds: opts.graceSeconds ?? 30,
+    leaveGraceSeconds: opts.leaveGraceSeconds ?? 10,
     reconcileIntervalSeconds: opts.reconcileIntervalSeconds ?? 0,
     txnTtlSeconds: 3600,
   });
