@@ -27,12 +27,13 @@ beforeAll(async () => {
 function world(): { clock: ManualClock; tracker: MembershipTracker; joined: string[]; left: MembershipEnded[] } {
   const clock = createManualClock();
   const store = createMemoryStore({ clock });
-  const tracker = createMembershipTracker({ store, clock, logger: createSilentLogger(), metrics: createBridgeMetrics(new Registry(), store) });
+  const tracker = createMembershipTracker({ store, clock, logger: createSilentLogger(), metrics: createBridgeMetrics(new Registry(), store), leaveGraceMs: 0, rememberLeavesMs: 3_600_000 });
   const joined: string[] = [];
   const left: MembershipEnded[] = [];
   tracker.setListener({
     joined: async (m) => void joined.push(m.eventId),
     left: async (e) => void left.push(e),
+    roomLost: async () => {},
   });
   return { clock, tracker, joined, left };
 }

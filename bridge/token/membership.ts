@@ -66,7 +66,9 @@ export function createMembershipChecker(deps: MembershipCheckerDeps): Membership
       } catch (err) {
         logger.warn({ err: (err as Error).message }, 'membership oracle failed; asking the homeserver');
       }
-      if (joined === undefined) {
+      // Only a tracked join is final: a tracked leave or invite may predate a join whose push has
+      // not arrived yet (Element Call asks for a token right after joining the room).
+      if (joined !== true) {
         try {
           joined = await askHomeserver(roomId, userId);
         } catch (err) {

@@ -40,7 +40,8 @@ const REMOVAL_BOUND_MS = 1000;
 for (const kind of ['memory', 'redis'] as StoreKind[]) {
   describe(`bridge end to end with sticky rtc.member events (MSC4354) and the ${kind} store`, () => {
     it('a js-sdk sticky join creates the SFU room, the member`s rtc-node participant joins, reconcile keeps it, the sticky leave removes it', async () => {
-      const w = (current = await startWorld({ kind, redisUrl: redis.url, matrixRtc: { msc4354: true } }));
+      // Leave grace 0: this is about sticky events reaching the SFU, not the grace (bridge-removal-e2e).
+      const w = (current = await startWorld({ kind, redisUrl: redis.url, matrixRtc: { msc4354: true }, leaveGraceSeconds: 0 }));
       const hs = w.composed.hs;
       expect(await w.sfuRooms()).not.toContain(w.sfuRoom);
       const client = matrixClientFor(hs.url, w.alice, 'DEVICEA', w.accessToken(w.alice));

@@ -122,7 +122,7 @@ export const appserviceEvents: FuzzTarget<Input> = {
   async setup() {
     const clock = createManualClock();
     const store = createMemoryStore({ clock });
-    const tracker = createMembershipTracker({ store, clock, logger: createSilentLogger(), metrics: createBridgeMetrics(createMetricsRegistry()) });
+    const tracker = createMembershipTracker({ store, clock, logger: createSilentLogger(), metrics: createBridgeMetrics(createMetricsRegistry()), leaveGraceMs: 10_000, rememberLeavesMs: 3_600_000 });
     let joins = 0;
     let leaves = 0;
     tracker.setListener({
@@ -130,6 +130,9 @@ export const appserviceEvents: FuzzTarget<Input> = {
         joins++;
       },
       async left() {
+        leaves++;
+      },
+      async roomLost() {
         leaves++;
       },
     });
