@@ -208,7 +208,9 @@ describe('webhook notifier', () => {
     n.notify(events[2]!); // dropped
     n.notify(events[3]!); // dropped
     expect(n.pending()).toBe(2);
-    await waitFor('retry scheduled', () => clock.pending() === 1);
+    // While the first POST is in flight its timeout is the one pending timer: wait for the
+    // failure to be counted, so the pending timer is the retry.
+    await waitFor('retry scheduled', async () => (await failedAttempts(registry, 1)) && clock.pending() === 1);
     clock.advance(100);
     await n.idle();
     const got = r.accepted();
