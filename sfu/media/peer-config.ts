@@ -22,7 +22,7 @@ import {
   type PeerConfig,
 } from 'werift';
 import type { PacketTap } from './forwarder.ts';
-import type { FastHistogram, RtcpMetrics, PacketMetrics, StreamMetrics } from '../metrics.ts';
+import type { FastHistogram, RtcpMetrics, PacketMetrics, StreamMetrics, TransportMetrics } from '../metrics.ts';
 
 export interface WeriftTransportConfig {
   portRange: [number, number];
@@ -39,7 +39,16 @@ export interface WeriftTransportConfig {
    * SFU metrics (sfu/metrics.ts) for NACK/PLI/retransmission counts and, when given, link
    * quality (loss/jitter/RTT per interval or receiver report) and forward latency; optional.
    */
-  metrics?: { rtcp: RtcpMetrics; packets: PacketMetrics; streams?: StreamMetrics; forwardLatency?: FastHistogram };
+  metrics?: {
+    rtcp: RtcpMetrics;
+    packets: PacketMetrics;
+    streams?: StreamMetrics;
+    forwardLatency?: FastHistogram;
+    /** Guard drops, transport failures, UDP ports (sfu/metrics.ts TransportMetrics). */
+    transport?: TransportMetrics;
+  };
+  /** Observer of each peer connection made (tests, diagnostics); must not change it. */
+  observePeerConnection?: (pc: RTCPeerConnection, role: 'publisher' | 'subscriber') => void;
 }
 
 const RTX_ENABLED = true;

@@ -56,6 +56,8 @@ import { ReceiverReportState } from './link-stats.ts';
 import { TwccFeedback, transportSequenceNumber } from './twcc.ts';
 import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
+import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
+import { closePeer, watchDtls } from './peer-lifecycle.ts';
 
 const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
 /** A subscriber's REMB estimate is forgotten (layers uncapped) after this long without one. */
@@ -79,6 +81,10 @@ class WeriftTransport implements MediaTransport {
   private readonly channels: SubscriberDataChannels;
   /** DTLS transports whose SRTP keys are prepared once (sfu/media/srtp-keys.ts). */
   private readonly srtpPrepared = new WeakSet<object>();
+  /** DTLS transports whose closing/failing is watched (peer-lifecycle.ts). */
+  private readonly dtlsWatched = new WeakSet<object>();
+  private readonly guard: WeriftGuard;
+  private failed = false;
   private readonly upstreams = new Map<string, Upstream>();
   private readonly downs = new Set<DownEntry>();
   private pubSections = new Map<string, MediaSection>();
@@ -101,8 +107,9 @@ class WeriftTransport implements MediaTransport {
   /** Re-allocates once the last estimate has gone stale (no REMB since). */
   private staleTimer: TimerHandle | undefined;
 
-  constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
+  constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock, guard: WeriftGuard) {
     this.log = logger.child({ participant: opts.participantSid });
+    this.guard = guard;
     this.events = opts.events;
     this.clock = clock;
     this.tap = cfg.tap;
@@ -112,6 +119,8 @@ class WeriftTransport implements MediaTransport {
     this.channels = new SubscriberDataChannels(this.log);
     this.pub = new RTCPeerConnection(peerConfig(cfg, 'publisher'));
     this.sub = new RTCPeerConnection(peerConfig(cfg, 'subscriber'));
+    cfg.observePeerConnection?.(this.pub, 'publisher');
+    cfg.observePeerConnection?.(this.sub, 'subscriber');
 
     this.pub.onRemoteTransceiverAdded.subscribe((transceiver) => {
       // werift's NACK generator tracks one sequence space per receiver, which simulcast's
@@ -134,15 +143,40 @@ class WeriftTransport implements MediaTransport {
         this.log.debug('subscriber transport connected');
         for (const down of this.downs) down.forwarder.requestKeyframe();
         this.safely('connected', () => this.events.onConnected());
-      } else if (state === 'failed' && !this.closed) {
-        this.safely('failed', () => this.events.onFailed('subscriber transport failed'));
+      } else if (state === 'failed') {
+        this.fail('subscriber transport failed');
       }
     });
     this.pub.connectionStateChange.subscribe((state) => {
-      if (state === 'failed' && !this.closed) {
-        this.safely('failed', () => this.events.onFailed('publisher transport failed'));
-      }
+      if (state === 'failed') this.fail('publisher transport failed');
     });
+  }
+
+  /**
+   * A PC failed or its DTLS session ended on its own: media has stopped for good, so the session
+   * layer ends the participant (leave with RECONNECT: the client rejoins) and closes us. Once.
+   */
+  private fail(reason: string): void {
+    if (this.closed || this.failed) return;
+    this.failed = true;
+    this.log.warn({ reason }, 'media transport failed: ending the session');
+    this.metrics?.transport?.failed();
+    this.safely('failed', () => this.events.onFailed(reason));
+  }
+
+  /**
+   * After a local description has gathered its candidates (its sockets exist, no peer knows them
+   * yet): guard the sockets and watch the DTLS sessions.
+   */
+  private secure(pc: RTCPeerConnection, role: SignalTarget): void {
+    if (this.closed) {
+      // Closed while this description was being applied: its sockets were bound after
+      // close() stopped the PC, so they are closed here.
+      void closePeer(pc, this.log);
+      return;
+    }
+    this.guard.protect(pc);
+    watchDtls(pc, this.dtlsWatched, (state) => this.fail(`${role} DTLS session ${state}`));
   }
 
   private safely(what: string, fn: () => void): void {
@@ -178,6 +212,8 @@ class WeriftTransport implements MediaTransport {
         await this.sub.setLocalDescription(offer);
         useKeyObjectsForSrtp(this.sub, this.srtpPrepared, this.log);
         await gatheringComplete(this.sub);
+        this.secure(this.sub, 'subscriber');
+        if (this.closed) return;
         const id = ++this.subOfferId;
         const sdp = this.sub.localDescription?.sdp ?? offer.sdp;
         this.send(
@@ -377,6 +413,8 @@ class WeriftTransport implements MediaTransport {
       await this.pub.setLocalDescription(answer);
       useKeyObjectsForSrtp(this.pub, this.srtpPrepared, this.log);
       await gatheringComplete(this.pub);
+      this.secure(this.pub, 'publisher');
+      if (this.closed) return;
       const answerSdp = this.pub.localDescription?.sdp ?? answer.sdp;
       this.send(
         new SignalResponse({
@@ -504,8 +542,8 @@ class WeriftTransport implements MediaTransport {
     this.downs.clear();
     for (const upstream of this.upstreams.values()) upstream.close();
     this.upstreams.clear();
-    void this.pub.close().catch(() => undefined);
-    void this.sub.close().catch(() => undefined);
+    void closePeer(this.pub, this.log);
+    void closePeer(this.sub, this.log);
   }
 }
 
@@ -530,5 +568,14 @@ export function createWeriftTransportFactory(deps: {
   logger: Logger;
   clock: Clock;
 }): MediaTransportFactory {
-  return (opts) => new WeriftTransport(deps.config, opts, deps.logger, deps.clock);
+  const transport = deps.config.metrics?.transport;
+  const guard = createWeriftGuard({ logger: deps.logger, onDrop: (reason) => transport?.datagramDropped(reason) });
+  if (guard.problems.length > 0) {
+    deps.logger.error(
+      { problems: guard.problems },
+      'werift is not the shape the media guard knows: media ports will accept DTLS/SRTP from any address, ' +
+        'and one forged datagram can end a call. Pin werift to the tested version (0.25.2).',
+    );
+  }
+  return (opts) => new WeriftTransport(deps.config, opts, deps.logger, deps.clock, guard);
 }
