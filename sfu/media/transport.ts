@@ -29,7 +29,7 @@ import {
   type RtpPacket,
   type RTCRtpTransceiver,
 } from 'werift';
-import { SessionDescription, SignalResponse, SignalTarget as ProtoSignalTarget, TrickleRequest } from '@livekit/protocol';
+import { SessionDescription, SignalResponse } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type {
@@ -53,13 +53,19 @@ import { SubscriberDataChannels } from './data-channels.ts';
 import { useKeyObjectsForSrtp } from './srtp-keys.ts';
 import { createFastSend } from './fast-send.ts';
 import { ReceiverReportState } from './link-stats.ts';
-import { TwccFeedback, transportSequenceNumber } from './twcc.ts';
+import { TwccFeedback, twccFeedbackFor } from './twcc.ts';
 import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
 import { closePeer, watchDtls } from './peer-lifecycle.ts';
+import { createPortSource, type PortLease, type PortSource } from './port-pool.ts';
 
 const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
+/** A subscriber offer unanswered this long fails the transport (LiveKit's negotiationFailedTimeout). */
+export const NEGOTIATION_TIMEOUT_MS = 15_000;
+/** A participant whose subscriber PC has not connected this long after joining is ended (LiveKit: 1 min). */
+export const CONNECT_TIMEOUT_MS = 60_000;
+
 /** A subscriber's REMB estimate is forgotten (layers uncapped) after this long without one. */
 const ESTIMATE_STALE_MS = 10_000;
 
@@ -85,6 +91,12 @@ class WeriftTransport implements MediaTransport {
   private readonly dtlsWatched = new WeakSet<object>();
   private readonly guard: WeriftGuard;
   private failed = false;
+  private readonly ports: PortSource;
+  private readonly leases = new Map<SignalTarget, PortLease>();
+  /** Pending subscriber offer's deadline (NEGOTIATION_TIMEOUT_MS). */
+  private offerTimer: TimerHandle | undefined;
+  /** Deadline for the subscriber PC to connect (CONNECT_TIMEOUT_MS). */
+  private connectTimer: TimerHandle | undefined;
   private readonly upstreams = new Map<string, Upstream>();
   private readonly downs = new Set<DownEntry>();
   private pubSections = new Map<string, MediaSection>();
@@ -107,9 +119,17 @@ class WeriftTransport implements MediaTransport {
   /** Re-allocates once the last estimate has gone stale (no REMB since). */
   private staleTimer: TimerHandle | undefined;
 
-  constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock, guard: WeriftGuard) {
+  constructor(
+    cfg: WeriftTransportConfig,
+    opts: MediaTransportOptions,
+    logger: Logger,
+    clock: Clock,
+    guard: WeriftGuard,
+    ports: PortSource,
+  ) {
     this.log = logger.child({ participant: opts.participantSid });
     this.guard = guard;
+    this.ports = ports;
     this.events = opts.events;
     this.clock = clock;
     this.tap = cfg.tap;
@@ -140,6 +160,7 @@ class WeriftTransport implements MediaTransport {
     this.sub.connectionStateChange.subscribe((state) => {
       if (state === 'connected' && !this.subConnected) {
         this.subConnected = true;
+        this.clock.clearTimeout(this.connectTimer);
         this.log.debug('subscriber transport connected');
         for (const down of this.downs) down.forwarder.requestKeyframe();
         this.safely('connected', () => this.events.onConnected());
@@ -172,7 +193,7 @@ class WeriftTransport implements MediaTransport {
     if (this.closed) {
       // Closed while this description was being applied: its sockets were bound after
       // close() stopped the PC, so they are closed here.
-      void closePeer(pc, this.log);
+      void closePeer(pc, this.log, this.clock);
       return;
     }
     this.guard.protect(pc);
@@ -193,7 +214,26 @@ class WeriftTransport implements MediaTransport {
 
   start(): void {
     this.channels.open(this.sub);
+    this.connectTimer = this.clock.setTimeout(() => {
+      if (!this.subConnected) this.fail(`subscriber transport not connected within ${CONNECT_TIMEOUT_MS / 1000} s`);
+    }, CONNECT_TIMEOUT_MS);
     this.negotiate();
+  }
+
+  /**
+   * Gives `pc` its UDP ports before it first binds (werift reads `icePortRange` when it makes
+   * its ICE transports); false, and the transport failed, when the range is used up.
+   */
+  private takePorts(pc: RTCPeerConnection, role: SignalTarget): boolean {
+    if (this.leases.has(role)) return true;
+    const lease = this.ports.take(role);
+    if (!lease) {
+      this.fail(`no free UDP port for the ${role} connection`);
+      return false;
+    }
+    this.leases.set(role, lease);
+    pc.config.icePortRange = lease.range;
+    return true;
   }
 
   // ---- subscriber PC (we offer) ----
@@ -207,7 +247,7 @@ class WeriftTransport implements MediaTransport {
     this.awaitingAnswer = true;
     this.subQueue = this.subQueue
       .then(async () => {
-        if (this.closed) return;
+        if (this.closed || !this.takePorts(this.sub, 'subscriber')) return;
         const offer = await this.sub.createOffer();
         await this.sub.setLocalDescription(offer);
         useKeyObjectsForSrtp(this.sub, this.srtpPrepared, this.log);
@@ -216,6 +256,11 @@ class WeriftTransport implements MediaTransport {
         if (this.closed) return;
         const id = ++this.subOfferId;
         const sdp = this.sub.localDescription?.sdp ?? offer.sdp;
+        this.clock.clearTimeout(this.offerTimer);
+        this.offerTimer = this.clock.setTimeout(
+          () => this.fail(`subscriber offer ${id} not answered within ${NEGOTIATION_TIMEOUT_MS / 1000} s`),
+          NEGOTIATION_TIMEOUT_MS,
+        );
         this.send(
           new SignalResponse({ message: { case: 'offer', value: new SessionDescription({ type: 'offer', sdp, id }) } }),
         );
@@ -234,6 +279,7 @@ class WeriftTransport implements MediaTransport {
         return;
       }
       await this.sub.setRemoteDescription({ type: 'answer', sdp });
+      this.clock.clearTimeout(this.offerTimer);
       this.awaitingAnswer = false;
       if (this.renegotiate) {
         this.renegotiate = false;
@@ -391,7 +437,7 @@ class WeriftTransport implements MediaTransport {
 
   async handleOffer(sdp: string, id: number): Promise<void> {
     const run = this.pubQueue.then(async () => {
-      if (this.closed) return;
+      if (this.closed || !this.takePorts(this.pub, 'publisher')) return;
       const sections = parseMediaSections(sdp);
       this.pubSections = new Map(sections.map((s) => [s.mid, s]));
       for (const [mid, upstream] of Array.from(this.upstreams)) {
@@ -460,20 +506,10 @@ class WeriftTransport implements MediaTransport {
 
   /** Records the packet's transport-wide sequence number and sends feedback when due. */
   private feedTwcc(transceiver: RTCRtpTransceiver, rtp: RtpPacket): void {
-    const exts = rtp.header.extensions;
-    for (let i = 0; i < exts.length; i++) {
-      const ext = exts[i]!;
-      if (this.pub.extIdUriMap[ext.id] !== TWCC_URI) continue;
-      const seq = transportSequenceNumber(ext.payload);
-      if (seq === undefined) return;
-      const nowUs = performance.now() * 1000;
-      if (!this.twcc.onPacket(seq, nowUs, rtp.header.ssrc)) return;
-      const feedback = this.twcc.build(nowUs);
-      const dtls = transceiver.receiver.dtlsTransport;
-      if (!feedback || !dtls) return;
-      dtls.sendRtcp([{ serialize: () => feedback } as unknown as RtcpPacket]).catch((err: unknown) => this.log.debug({ err }, 'TWCC feedback failed'));
-      return;
-    }
+    const feedback = twccFeedbackFor(this.twcc, rtp, (id) => this.pub.extIdUriMap[id], TWCC_URI);
+    const dtls = transceiver.receiver.dtlsTransport;
+    if (!feedback || !dtls) return;
+    dtls.sendRtcp([{ serialize: () => feedback } as unknown as RtcpPacket]).catch((err: unknown) => this.log.debug({ err }, 'TWCC feedback failed'));
   }
 
   private announce(transceiver: RTCRtpTransceiver, section: MediaSection): void {
@@ -538,30 +574,21 @@ class WeriftTransport implements MediaTransport {
     if (this.closed) return;
     this.closed = true;
     this.clock.clearTimeout(this.staleTimer);
+    this.clock.clearTimeout(this.offerTimer);
+    this.clock.clearTimeout(this.connectTimer);
     for (const down of this.downs) down.upstream.detach(down.forwarder);
     this.downs.clear();
     for (const upstream of this.upstreams.values()) upstream.close();
     this.upstreams.clear();
-    void closePeer(this.pub, this.log);
-    void closePeer(this.sub, this.log);
+    const leases = Array.from(this.leases.values());
+    void Promise.all([closePeer(this.pub, this.log, this.clock), closePeer(this.sub, this.log, this.clock)]).finally(() => {
+      for (const lease of leases) lease.release();
+    });
   }
 }
 
 /** One received packet in this many is timed through the SFU (livekit_forward_latency_seconds). */
 const LATENCY_SAMPLE_MASK = 15;
-
-/** Trickle message for a server candidate (unused while SDPs carry complete candidate lists). */
-export function trickleOf(target: SignalTarget, candidate: IceCandidateInit): SignalResponse {
-  return new SignalResponse({
-    message: {
-      case: 'trickle',
-      value: new TrickleRequest({
-        candidateInit: JSON.stringify(candidate),
-        target: target === 'publisher' ? ProtoSignalTarget.PUBLISHER : ProtoSignalTarget.SUBSCRIBER,
-      }),
-    },
-  });
-}
 
 export function createWeriftTransportFactory(deps: {
   config: WeriftTransportConfig;
@@ -569,13 +596,16 @@ export function createWeriftTransportFactory(deps: {
   clock: Clock;
 }): MediaTransportFactory {
   const transport = deps.config.metrics?.transport;
+  const ports = createPortSource({
+    range: deps.config.portRange,
+    nodeIp: deps.config.nodeIp,
+    logger: deps.logger,
+    clock: deps.clock,
+    ...(transport ? { metrics: transport } : {}),
+  });
   const guard = createWeriftGuard({ logger: deps.logger, onDrop: (reason) => transport?.datagramDropped(reason) });
-  if (guard.problems.length > 0) {
-    deps.logger.error(
-      { problems: guard.problems },
-      'werift is not the shape the media guard knows: media ports will accept DTLS/SRTP from any address, ' +
-        'and one forged datagram can end a call. Pin werift to the tested version (0.25.2).',
-    );
-  }
-  return (opts) => new WeriftTransport(deps.config, opts, deps.logger, deps.clock, guard);
+  const factory: MediaTransportFactory = (opts) =>
+    new WeriftTransport(deps.config, opts, deps.logger, deps.clock, guard, ports);
+  factory.canAdmit = () => ports.admit();
+  return factory;
 }

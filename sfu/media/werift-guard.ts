@@ -192,6 +192,13 @@ export function acceptedDtlsRecords(socket: DtlsSocketInternals, data: Buffer): 
 
 export function createWeriftGuard(deps: WeriftGuardDeps): WeriftGuard {
   const problems = shapeProblems();
+  if (problems.length > 0) {
+    deps.logger.error(
+      { problems },
+      'werift is not the shape the media guard knows: media ports will accept DTLS/SRTP from any address, ' +
+        'and one forged datagram can end a call. Pin werift to the tested version (0.25.2).',
+    );
+  }
   const guarded = new WeakSet<object>();
   const onDrop = deps.onDrop ?? (() => undefined);
   let warned = false;
