@@ -72,6 +72,14 @@ function isLocalAddress(ip: string): boolean {
   return false;
 }
 
+/** The socket werift binds for one of its ICE agents (peerConfig's choices), for probing a port. */
+export function iceSocketOf(nodeIp: string): { type: 'udp4' | 'udp6'; address?: string } {
+  const family = isIP(nodeIp);
+  if (family === 0) return { type: 'udp4' };
+  const type = family === 6 ? 'udp6' : 'udp4';
+  return isLocalAddress(nodeIp) ? { type, address: nodeIp } : { type };
+}
+
 export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subscriber'): Partial<PeerConfig> {
   // RTX only towards subscribers: werift cannot route rid-simulcast RTX from publishers.
   // Publishers get transport-cc (answered by twcc.ts) instead of goog-remb, which nothing sends:

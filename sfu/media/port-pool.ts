@@ -16,14 +16,21 @@
  * exhaustion is counted (`matrixrtc_sfu_udp_port_exhausted_total`) and logged, at most once per
  * 10 s with the number of further ones.
  */
+import { createSocket } from 'node:dgram';
+import { randomInt } from 'node:crypto';
 import { isIP } from 'node:net';
 import { getHostAddresses } from 'werift';
+import { iceSocketOf } from './peer-config.ts';
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { TransportMetrics } from '../metrics.ts';
 
 /** At most one "no free UDP port" warning per this interval (the rest are counted in it). */
 const EXHAUSTED_LOG_INTERVAL_MS = 10_000;
+/** A block found bound by another process is left alone this long before it is tried again. */
+const FOREIGN_HOLD_MS = 60_000;
+/** Blocks tried per peer connection before giving up (others may be held by other processes). */
+const MAX_PROBES = 32;
 
 export interface PortLease {
   /** The `icePortRange` for one peer connection, [first, last]. */
@@ -39,9 +46,10 @@ export class PortPool {
   private readonly first: number;
   private readonly used: boolean[];
   private inUseCount = 0;
-  private cursor = 0;
+  private cursor: number;
 
-  constructor(range: [number, number], blockSize = 1) {
+  /** `start`: index of the first block handed out (the factory picks one at random). */
+  constructor(range: [number, number], blockSize = 1, start = 0) {
     if (!Number.isInteger(blockSize) || blockSize < 1) throw new RangeError(`block size must be a positive integer, got ${blockSize}`);
     const size = range[1] - range[0] + 1;
     if (!(size >= 1)) throw new RangeError(`empty port range ${range[0]}..${range[1]}`);
@@ -49,6 +57,7 @@ export class PortPool {
     this.blockSize = blockSize;
     this.capacity = Math.floor(size / blockSize);
     this.used = Array.from({ length: this.capacity }, () => false);
+    this.cursor = this.capacity > 0 ? start % this.capacity : 0;
   }
 
   /** Blocks currently leased (peer connections holding ports). */
@@ -92,8 +101,11 @@ export class PortPool {
 
 /** Where a transport gets the UDP ports of its peer connections. */
 export interface PortSource {
-  /** A port block, or undefined (counted and logged) when none is free. */
-  take(role: 'publisher' | 'subscriber'): PortLease | undefined;
+  /**
+   * A port block whose ports no other process holds, or undefined (counted and logged) when
+   * none is free.
+   */
+  take(role: 'publisher' | 'subscriber'): Promise<PortLease | undefined>;
   /** Whether a new participant can get a port now (false is counted and logged). */
   admit(): boolean;
 }
@@ -107,7 +119,9 @@ export function createPortSource(deps: {
   metrics?: TransportMetrics;
 }): PortSource {
   const blockSize = deps.nodeIp && isIP(deps.nodeIp) ? 1 : Math.max(1, getHostAddresses(true, true, {}).length);
-  const pool = new PortPool(deps.range, blockSize);
+  const pool = new PortPool(deps.range, blockSize, randomInt(0, 1 << 30));
+  const socket = iceSocketOf(deps.nodeIp);
+  let lastForeignWarnAt = Number.NEGATIVE_INFINITY;
   deps.metrics?.ports(() => ({ inUse: pool.portsInUse, capacity: pool.capacity * pool.blockSize }));
   let lastWarnAt = Number.NEGATIVE_INFINITY;
   let suppressed = 0;
@@ -126,11 +140,41 @@ export function createPortSource(deps: {
     lastWarnAt = now;
     suppressed = 0;
   };
+  /** Whether every port of `range` can be bound now (another process may hold one). */
+  const bindable = async (range: [number, number]): Promise<boolean> => {
+    for (let port = range[0]; port <= range[1]; port++) {
+      const probe = createSocket(socket.type);
+      const ok = await new Promise<boolean>((resolve) => {
+        probe.once('error', () => resolve(false));
+        probe.bind({ port, ...(socket.address ? { address: socket.address } : {}) }, () => resolve(true));
+      });
+      await new Promise<void>((resolve) => {
+        try {
+          probe.close(() => resolve());
+        } catch {
+          resolve();
+        }
+      });
+      if (!ok) return false;
+    }
+    return true;
+  };
   return {
-    take(role) {
-      const lease = pool.take();
-      if (!lease) exhausted(`${role} connection`);
-      return lease;
+    async take(role) {
+      for (let attempt = 0; attempt < MAX_PROBES; attempt++) {
+        const lease = pool.take();
+        if (!lease) break;
+        if (await bindable(lease.range)) return lease;
+        // Held by another process: out of rotation for a while, still counted as in use.
+        deps.clock.setTimeout(() => lease.release(), FOREIGN_HOLD_MS);
+        const now = deps.clock.now();
+        if (now - lastForeignWarnAt >= EXHAUSTED_LOG_INTERVAL_MS) {
+          lastForeignWarnAt = now;
+          deps.logger.warn({ ports: lease.range }, 'a UDP port of rtc.port_range_start..end is bound by another process; skipping it');
+        }
+      }
+      exhausted(`${role} connection`);
+      return undefined;
     },
     admit() {
       if (pool.hasFree()) return true;

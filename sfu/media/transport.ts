@@ -224,9 +224,13 @@ class WeriftTransport implements MediaTransport {
    * Gives `pc` its UDP ports before it first binds (werift reads `icePortRange` when it makes
    * its ICE transports); false, and the transport failed, when the range is used up.
    */
-  private takePorts(pc: RTCPeerConnection, role: SignalTarget): boolean {
+  private async takePorts(pc: RTCPeerConnection, role: SignalTarget): Promise<boolean> {
     if (this.leases.has(role)) return true;
-    const lease = this.ports.take(role);
+    const lease = await this.ports.take(role);
+    if (this.closed) {
+      lease?.release();
+      return false;
+    }
     if (!lease) {
       this.fail(`no free UDP port for the ${role} connection`);
       return false;
@@ -247,7 +251,7 @@ class WeriftTransport implements MediaTransport {
     this.awaitingAnswer = true;
     this.subQueue = this.subQueue
       .then(async () => {
-        if (this.closed || !this.takePorts(this.sub, 'subscriber')) return;
+        if (this.closed || !(await this.takePorts(this.sub, 'subscriber'))) return;
         const offer = await this.sub.createOffer();
         await this.sub.setLocalDescription(offer);
         useKeyObjectsForSrtp(this.sub, this.srtpPrepared, this.log);
@@ -437,7 +441,7 @@ class WeriftTransport implements MediaTransport {
 
   async handleOffer(sdp: string, id: number): Promise<void> {
     const run = this.pubQueue.then(async () => {
-      if (this.closed || !this.takePorts(this.pub, 'publisher')) return;
+      if (this.closed || !(await this.takePorts(this.pub, 'publisher'))) return;
       const sections = parseMediaSections(sdp);
       this.pubSections = new Map(sections.map((s) => [s.mid, s]));
       for (const [mid, upstream] of Array.from(this.upstreams)) {

@@ -22,8 +22,8 @@ import { freePort } from '../support/ports.ts';
 import { waitFor } from '../support/wait.ts';
 import { asIdentity } from '../../sfu/rtc/ids.ts';
 
-/** A range no other test uses (the harness default is 40000–49999, allocated from the bottom). */
-const RANGE: [number, number] = [48600, 48619];
+/** A range no other test uses, below the kernel's ephemeral range (32768–60999). */
+const RANGE: [number, number] = [31200, 31219];
 
 /** UDP sockets open in this process (the SFU's; rtc-node's are native and not counted). */
 const udpSockets = () => process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
@@ -150,7 +150,7 @@ describe('sfu media ports under forged datagrams', () => {
 /** The SFU as operators run it (`sfu/main.ts` with a config file), for the SIGTERM contract. */
 describe('sfu process after a flood of forged datagrams', () => {
   const root = fileURLToPath(new URL('../..', import.meta.url));
-  const PROC_RANGE: [number, number] = [48620, 48629];
+  const PROC_RANGE: [number, number] = [31220, 31229];
   const cleanups: (() => Promise<void>)[] = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).toReversed()) await c();

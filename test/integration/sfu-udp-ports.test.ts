@@ -6,6 +6,7 @@
  * negotiation timeout (leave RECONNECT) and gives its port back.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { createSocket } from 'node:dgram';
 import WebSocket from 'ws';
 import { LeaveRequest_Action, SignalResponse } from '@livekit/protocol';
 import { createManualClock } from '../../common/clock.ts';
@@ -14,7 +15,8 @@ import { rtcNodeScene } from '../support/rtc-node.ts';
 import type { TestSfu } from '../support/sfu-harness.ts';
 import { waitFor } from '../support/wait.ts';
 
-const RANGE: [number, number] = [48640, 48642];
+/** Below the kernel's ephemeral range (32768–60999), so no client socket lands in it by chance. */
+const RANGE: [number, number] = [31240, 31242];
 
 async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
@@ -94,5 +96,20 @@ describe('sfu UDP ports', () => {
     expect(leave.message.case === 'leave' && leave.message.value.action).toBe(LeaveRequest_Action.RECONNECT);
     expect(await metric(sfu.url, 'matrixrtc_sfu_udp_port_exhausted_total')).toBe(0);
     await waitFor('the port back in the pool', async () => (await metric(sfu.url, 'matrixrtc_sfu_udp_ports_in_use')) === 0);
+  });
+
+  it('skips a port of the range that another process holds, and says so', async () => {
+    const range: [number, number] = [31250, 31251];
+    const squatter = createSocket('udp4');
+    await new Promise<void>((resolve) => squatter.bind(range[1], '127.0.0.1', () => resolve()));
+    scene.onEnd(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
+    const lines: string[] = [];
+    const logger = createLogger({ name: 'sfu', level: 'info', destination: { write: (l: string) => void lines.push(l) } });
+    await scene.start({ portRange: range, logger });
+    // rtc-node's connect resolves once its primary (subscriber) PC is connected: it got the free port.
+    const alice = await scene.connect('alice');
+    expect(alice.room.isConnected).toBe(true);
+    // (The pool starts at a random block: when it tried the held port first, it skipped it and said so.)
+    expect(lines.some((l) => l.includes('no free UDP port'))).toBe(false);
   });
 });
