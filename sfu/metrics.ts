@@ -79,6 +79,8 @@ export interface TransportMetrics {
   failed(): void;
   /** A peer connection could not get a UDP port (the range is used up). */
   portExhausted(): void;
+  /** A data packet to a subscriber dropped: its channel not open yet, or too much queued in it. */
+  dataDropped(kind: 'reliable' | 'lossy', reason: 'not_open' | 'backlog'): void;
   /** Registers readers of the UDP ports in use and the range's size; returns an unregister. */
   ports(read: () => { inUse: number; capacity: number }): () => void;
 }
@@ -341,6 +343,12 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
     help: 'Peer connections refused because every UDP port of rtc.port_range_start..end was in use',
     registers,
   });
+  const dataDropped = new Counter({
+    name: 'matrixrtc_sfu_data_packets_dropped_total',
+    help: 'Data packets not sent to a subscriber: its data channel had not opened (reliable backlog full) or it was not reading (backlog)',
+    labelNames: ['kind', 'reason'],
+    registers,
+  });
   const portReaders = new Set<() => { inUse: number; capacity: number }>();
   const sumPorts = (key: 'inUse' | 'capacity') => {
     let n = 0;
@@ -432,6 +440,7 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
       datagramDropped: (reason) => droppedDatagrams.inc({ reason }),
       failed: () => transportFailures.inc(),
       portExhausted: () => portExhausted.inc(),
+      dataDropped: (kind, reason) => dataDropped.inc({ kind, reason }),
       ports(read) {
         portReaders.add(read);
         return () => portReaders.delete(read);

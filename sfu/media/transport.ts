@@ -136,7 +136,11 @@ class WeriftTransport implements MediaTransport {
     this.dropOutgoing = cfg.dropOutgoing;
     this.metrics = cfg.metrics;
     this.participantSid = opts.participantSid;
-    this.channels = new SubscriberDataChannels(this.log);
+    this.channels = new SubscriberDataChannels({
+      log: this.log,
+      now: () => clock.now(),
+      onDrop: (kind, reason) => this.metrics?.transport?.dataDropped(kind, reason),
+    });
     this.pub = new RTCPeerConnection(peerConfig(cfg, 'publisher'));
     this.sub = new RTCPeerConnection(peerConfig(cfg, 'subscriber'));
     cfg.observePeerConnection?.(this.pub, 'publisher');
