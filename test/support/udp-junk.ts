@@ -35,6 +35,11 @@ function forgedBindingRequest(): Buffer {
   return Buffer.concat([header, attrUser, attrMi]);
 }
 
+/** The 15-byte plaintext DTLS warning alert (close_notify) that used to end a call. */
+export function plaintextAlert(): Buffer[] {
+  return [dtlsRecord(21, 0, Buffer.from([1, 0]))];
+}
+
 /** One of each kind of forged datagram (fresh random parts each call). */
 export function junkDatagrams(): Buffer[] {
   const rtp = Buffer.concat([Buffer.from([0x80, 111]), randomBytes(10), randomBytes(160)]);
@@ -70,6 +75,8 @@ export async function floodPorts(opts: {
   range: [number, number];
   source?: string;
   intervalMs?: number;
+  /** What to send to each port per round (default: `junkDatagrams`). */
+  datagrams?: () => Buffer[];
 }): Promise<Flooder> {
   const socket: Socket = createSocket('udp4');
   socket.on('error', () => undefined); // ICMP port unreachable on closed ports
@@ -78,7 +85,7 @@ export async function floodPorts(opts: {
   let stopped = false;
   const round = () => {
     for (let port = opts.range[0]; port <= opts.range[1]; port++) {
-      for (const d of junkDatagrams()) {
+      for (const d of (opts.datagrams ?? junkDatagrams)()) {
         socket.send(d, port, opts.host ?? '127.0.0.1');
         sent++;
       }
