@@ -63,6 +63,8 @@ export function junkDatagrams(): Buffer[] {
 export interface Flooder {
   /** Datagrams sent so far. */
   readonly sent: number;
+  /** Datagrams the flooded host sent back to the flooding address (STUN answers, checks). */
+  readonly received: number;
   stop(): Promise<void>;
 }
 
@@ -80,6 +82,8 @@ export async function floodPorts(opts: {
 }): Promise<Flooder> {
   const socket: Socket = createSocket('udp4');
   socket.on('error', () => undefined); // ICMP port unreachable on closed ports
+  let received = 0;
+  socket.on('message', () => received++);
   await new Promise<void>((resolve) => socket.bind(0, opts.source ?? '127.0.0.9', () => resolve()));
   let sent = 0;
   let stopped = false;
@@ -96,6 +100,9 @@ export async function floodPorts(opts: {
   return {
     get sent() {
       return sent;
+    },
+    get received() {
+      return received;
     },
     async stop() {
       if (stopped) return;
