@@ -102,7 +102,8 @@ export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subs
             video: [useSdesMid(), useAbsSendTime(), useVideoOrientation()],
           },
     iceServers: [],
-    icePortRange: cfg.portRange,
+    // A copy per PC: the transport narrows it in place to the PC's leased ports (port-pool.ts).
+    icePortRange: [cfg.portRange[0], cfg.portRange[1]],
     bundlePolicy: 'max-bundle',
     iceUseTcp: false,
   };

@@ -225,8 +225,10 @@ class WeriftTransport implements MediaTransport {
   }
 
   /**
-   * Gives `pc` its UDP ports before it first binds (werift reads `icePortRange` when it makes
-   * its ICE transports); false, and the transport failed, when the range is used up.
+   * Gives `pc` its UDP ports before it first binds; false, and the transport failed, when the
+   * range is used up. The range is narrowed in place: werift's ICE gatherer keeps a reference
+   * to the config's array from when it was made (the subscriber's, by its data channels, before
+   * any port is leased) and reads it when it gathers.
    */
   private async takePorts(pc: RTCPeerConnection, role: SignalTarget): Promise<boolean> {
     if (this.leases.has(role)) return true;
@@ -240,7 +242,13 @@ class WeriftTransport implements MediaTransport {
       return false;
     }
     this.leases.set(role, lease);
-    pc.config.icePortRange = lease.range;
+    const range = pc.config.icePortRange;
+    if (range) {
+      range[0] = lease.range[0];
+      range[1] = lease.range[1];
+    } else {
+      pc.config.icePortRange = [lease.range[0], lease.range[1]];
+    }
     return true;
   }
 
@@ -514,7 +522,7 @@ class WeriftTransport implements MediaTransport {
 
   /** Records the packet's transport-wide sequence number and sends feedback when due. */
   private feedTwcc(transceiver: RTCRtpTransceiver, rtp: RtpPacket): void {
-    const feedback = twccFeedbackFor(this.twcc, rtp, (id) => this.pub.extIdUriMap[id], TWCC_URI);
+    const feedback = twccFeedbackFor(this.twcc, rtp, this.pub.extIdUriMap, TWCC_URI);
     const dtls = transceiver.receiver.dtlsTransport;
     if (!feedback || !dtls) return;
     dtls.sendRtcp([{ serialize: () => feedback } as unknown as RtcpPacket]).catch((err: unknown) => this.log.debug({ err }, 'TWCC feedback failed'));

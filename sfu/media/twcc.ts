@@ -173,18 +173,19 @@ interface PacketExtensions {
 
 /**
  * Records the transport-wide sequence number of `rtp` (the extension whose negotiated id maps to
- * `uri`) in `twcc`; returns the feedback packet when one is due.
+ * `uri` in `uris`, werift's `extIdUriMap`) in `twcc`; returns the feedback packet when one is
+ * due. Per packet: no allocation.
  */
 export function twccFeedbackFor(
   twcc: TwccFeedback,
   rtp: PacketExtensions,
-  uriOf: (id: number) => string | undefined,
+  uris: Readonly<Record<number, string>>,
   uri: string,
 ): Buffer | undefined {
   const exts = rtp.header.extensions;
   for (let i = 0; i < exts.length; i++) {
     const ext = exts[i]!;
-    if (uriOf(ext.id) !== uri) continue;
+    if (uris[ext.id] !== uri) continue;
     const seq = transportSequenceNumber(ext.payload);
     if (seq === undefined) return undefined;
     const nowUs = performance.now() * 1000;

@@ -70,6 +70,8 @@ describe('sfu UDP ports', () => {
     expect(carol).toEqual({ refused: { status: 503, body: expect.stringContaining('node has exceeded its configured limit') } });
     expect(await metric(sfu.url, 'matrixrtc_sfu_udp_ports_capacity')).toBe(3);
     expect(await metric(sfu.url, 'matrixrtc_sfu_udp_ports_in_use')).toBe(3);
+    // Each PC bound the port it was leased (none took another's, which would look like a squatter).
+    expect(lines.filter((l) => l.includes('bound by another process'))).toEqual([]);
     expect(await metric(sfu.url, 'matrixrtc_sfu_udp_port_exhausted_total')).toBeGreaterThanOrEqual(1);
     expect(lines.some((l) => l.includes('no free UDP port in rtc.port_range_start..end'))).toBe(true);
 
