@@ -236,7 +236,9 @@ export function createWeriftGuard(deps: WeriftGuardDeps): WeriftGuard {
       }
       if (first >= 20 && first <= 63) {
         const socket = (dtls as unknown as { dtls?: Partial<DtlsSocketInternals> }).dtls;
-        if (socket?.connected === true && typeof socket.cipher?.decryptPacket === 'function') {
+        if (socket && (typeof socket.connected !== 'boolean' || typeof socket.cipher?.decryptPacket !== 'function')) {
+          cannot('DTLS socket without connected/cipher.decryptPacket: DTLS records are not filtered');
+        } else if (socket?.connected === true) {
           const kept = acceptedDtlsRecords(socket as DtlsSocketInternals, data);
           if (!kept) {
             onDrop('dtls_unauthenticated');
