@@ -78,6 +78,20 @@ export interface GuardMetrics {
   participantFailed(): void;
 }
 
+/** The media transports' health: guard drops, failures, UDP ports of rtc.port_range_*. */
+export interface TransportMetrics {
+  /** A datagram on a media port dropped by the guard (sfu/media/werift-guard.ts). */
+  datagramDropped(reason: 'foreign_address' | 'stun_unauthenticated' | 'dtls_unauthenticated'): void;
+  /** A participant's transport failed or its DTLS session ended: the session was ended. */
+  failed(): void;
+  /** A peer connection could not get a UDP port (the range is used up). */
+  portExhausted(): void;
+  /** A data packet to a subscriber dropped: its channel not open yet, or too much queued in it. */
+  dataDropped(kind: 'reliable' | 'lossy', reason: 'not_open' | 'backlog'): void;
+  /** Registers readers of the UDP ports in use and the range's size; returns an unregister. */
+  ports(read: () => { inUse: number; capacity: number }): () => void;
+}
+
 export interface TwirpMetrics {
   request(method: string, code: string): void;
 }
@@ -95,6 +109,7 @@ export interface SfuMetrics {
   readonly guard: GuardMetrics;
   /** Media bytes received + sent so far (for limit.bytes_per_sec); reads plain numbers. */
   mediaBytes(): number;
+  readonly transport: TransportMetrics;
   /** Used by `attachSfuEventMetrics`; exposed for tests and for a session layer without events. */
   readonly sessions: {
     setRooms(n: number): void;
@@ -323,6 +338,54 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
     },
   });
 
+  const droppedDatagrams = new Counter({
+    name: 'matrixrtc_sfu_media_datagrams_dropped_total',
+    help: 'Datagrams on media ports dropped before DTLS/SRTP: from an address that is not the selected ICE pair, STUN requests failing MESSAGE-INTEGRITY, unauthenticated DTLS records after the handshake',
+    labelNames: ['reason'],
+    registers,
+  });
+  const transportFailures = new Counter({
+    name: 'matrixrtc_sfu_transport_failures_total',
+    help: 'Participant sessions ended because a peer connection failed or its DTLS session ended (client told to reconnect)',
+    registers,
+  });
+  const portExhausted = new Counter({
+    name: 'matrixrtc_sfu_udp_port_exhausted_total',
+    help: 'Peer connections refused because every UDP port of rtc.port_range_start..end was in use',
+    registers,
+  });
+  const dataDropped = new Counter({
+    name: 'matrixrtc_sfu_data_packets_dropped_total',
+    help: 'Data packets not sent to a subscriber: its data channel had not opened (reliable backlog full) or it was not reading (backlog)',
+    labelNames: ['kind', 'reason'],
+    registers,
+  });
+  const portReaders = new Set<() => { inUse: number; capacity: number }>();
+  const sumPorts = (key: 'inUse' | 'capacity') => {
+    let n = 0;
+    for (const read of portReaders) n += read()[key];
+    return n;
+  };
+  const portGauges: Gauge[] = [
+    new Gauge({
+      name: 'matrixrtc_sfu_udp_ports_in_use',
+      help: 'UDP ports of rtc.port_range_start..end held by peer connections',
+      registers,
+      collect() {
+        this.set(sumPorts('inUse'));
+      },
+    }),
+    new Gauge({
+      name: 'matrixrtc_sfu_udp_ports_capacity',
+      help: 'UDP ports in rtc.port_range_start..end (one per peer connection; up to two per participant)',
+      registers,
+      collect() {
+        this.set(sumPorts('capacity'));
+      },
+    }),
+  ];
+  void portGauges;
+
   const twirpRequests = new Counter({
     name: 'livekit_twirp_request_status',
     help: 'RoomService requests by method and Twirp outcome (ok or the error code)',
@@ -400,6 +463,16 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
     },
     twirp: {
       request: (method, code) => twirpRequests.inc({ method, code }),
+    },
+    transport: {
+      datagramDropped: (reason) => droppedDatagrams.inc({ reason }),
+      failed: () => transportFailures.inc(),
+      portExhausted: () => portExhausted.inc(),
+      dataDropped: (kind, reason) => dataDropped.inc({ kind, reason }),
+      ports(read) {
+        portReaders.add(read);
+        return () => portReaders.delete(read);
+      },
     },
     sessions: {
       setRooms: (n) => rooms.set(n),

@@ -76,6 +76,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
           packets: sfuMetrics.packets,
           streams: sfuMetrics.streams,
           forwardLatency: sfuMetrics.forwardLatency,
+          transport: sfuMetrics.transport,
         },
       },
       logger: logger.child({ component: 'media' }),

@@ -22,7 +22,7 @@ import {
   type PeerConfig,
 } from 'werift';
 import type { PacketTap } from './forwarder.ts';
-import type { FastHistogram, RtcpMetrics, PacketMetrics, StreamMetrics } from '../metrics.ts';
+import type { FastHistogram, RtcpMetrics, PacketMetrics, StreamMetrics, TransportMetrics } from '../metrics.ts';
 
 export interface WeriftTransportConfig {
   portRange: [number, number];
@@ -39,7 +39,16 @@ export interface WeriftTransportConfig {
    * SFU metrics (sfu/metrics.ts) for NACK/PLI/retransmission counts and, when given, link
    * quality (loss/jitter/RTT per interval or receiver report) and forward latency; optional.
    */
-  metrics?: { rtcp: RtcpMetrics; packets: PacketMetrics; streams?: StreamMetrics; forwardLatency?: FastHistogram };
+  metrics?: {
+    rtcp: RtcpMetrics;
+    packets: PacketMetrics;
+    streams?: StreamMetrics;
+    forwardLatency?: FastHistogram;
+    /** Guard drops, transport failures, UDP ports (sfu/metrics.ts TransportMetrics). */
+    transport?: TransportMetrics;
+  };
+  /** Observer of each peer connection made (tests, diagnostics); must not change it. */
+  observePeerConnection?: (pc: RTCPeerConnection, role: 'publisher' | 'subscriber') => void;
 }
 
 const RTX_ENABLED = true;
@@ -61,6 +70,14 @@ function isLocalAddress(ip: string): boolean {
     for (const addr of list ?? []) if (addr.address === ip) return true;
   }
   return false;
+}
+
+/** The socket werift binds for one of its ICE agents (peerConfig's choices), for probing a port. */
+export function iceSocketOf(nodeIp: string): { type: 'udp4' | 'udp6'; address?: string } {
+  const family = isIP(nodeIp);
+  if (family === 0) return { type: 'udp4' };
+  const type = family === 6 ? 'udp6' : 'udp4';
+  return isLocalAddress(nodeIp) ? { type, address: nodeIp } : { type };
 }
 
 export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subscriber'): Partial<PeerConfig> {
@@ -85,7 +102,8 @@ export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subs
             video: [useSdesMid(), useAbsSendTime(), useVideoOrientation()],
           },
     iceServers: [],
-    icePortRange: cfg.portRange,
+    // A copy per PC: the transport narrows it in place to the PC's leased ports (port-pool.ts).
+    icePortRange: [cfg.portRange[0], cfg.portRange[1]],
     bundlePolicy: 'max-bundle',
     iceUseTcp: false,
   };

@@ -7,6 +7,11 @@
  * receiver reports about this sender (`ReceiverReportState`: loss, jitter, RTT against the
  * sender reports werift sends, which are remembered here) for connection quality and the stream
  * metrics, REMB for the subscriber's bandwidth estimate.
+ *
+ * Retransmissions are bounded as LiveKit bounds them (pkg/sfu/sequencer.go: ignoreRetransmission
+ * 100 ms, maxAck 3): a packet NACKed again within 100 ms of its last retransmission is not sent
+ * again, and no packet is retransmitted more than 3 times, so a subscriber repeating NACKs
+ * cannot multiply the SFU's upstream of it.
  */
 import {
   GenericNack,
@@ -38,6 +43,37 @@ interface SenderInternals {
 /** RTCP PSFB format of a Full Intra Request (RFC 5104); werift does not export its class. */
 const FIR_FMT = 4;
 
+/** A packet NACKed again within this long of its last retransmission is not resent (LiveKit). */
+export const NACK_REPEAT_IGNORE_MS = 100;
+/** Retransmissions of one packet at most (LiveKit's maxAck). */
+export const NACK_MAX_RETRANSMITS = 3;
+/** Sequence numbers remembered (a power of two; more than the packet cache holds). */
+const NACK_GUARD_SLOTS = 2048;
+
+/**
+ * Which NACKed packets may be retransmitted now (see the file comment). Remembers the last
+ * `NACK_GUARD_SLOTS` sequence numbers in fixed arrays: no growth whatever the subscriber sends.
+ */
+export class NackGuard {
+  private readonly seqs = new Int32Array(NACK_GUARD_SLOTS).fill(-1);
+  private readonly lastAt = new Float64Array(NACK_GUARD_SLOTS);
+  private readonly sent = new Uint8Array(NACK_GUARD_SLOTS);
+
+  /** Whether `seq` may be retransmitted at `nowMs`; counts the retransmission when it may. */
+  allow(seq: number, nowMs: number): boolean {
+    const slot = seq & (NACK_GUARD_SLOTS - 1);
+    if (this.seqs[slot] !== seq) {
+      this.seqs[slot] = seq;
+      this.sent[slot] = 0;
+    } else if (this.sent[slot]! >= NACK_MAX_RETRANSMITS || nowMs - this.lastAt[slot]! < NACK_REPEAT_IGNORE_MS) {
+      return false;
+    }
+    this.sent[slot]! += 1;
+    this.lastAt[slot] = nowMs;
+    return true;
+  }
+}
+
 export interface FeedbackCounts {
   nacks: number;
   keyframeRequests: number;
@@ -64,6 +100,7 @@ export interface SenderFeedbackOptions {
 export function takeOverSenderFeedback(opts: SenderFeedbackOptions): void {
   const { sender, forwarder, counts, metrics, log } = opts;
   const original = sender.handleRtcpPacket.bind(sender);
+  const guard = new NackGuard();
   rememberSenderReports(sender, opts.reports, opts.wallNow);
   sender.handleRtcpPacket = (packet: RtcpPacket) => {
     try {
@@ -75,7 +112,9 @@ export function takeOverSenderFeedback(opts: SenderFeedbackOptions): void {
       if (packet instanceof RtcpTransportLayerFeedback && packet.feedback instanceof GenericNack) {
         counts.nacks++;
         metrics?.rtcp.nack('incoming');
+        const now = opts.wallNow();
         for (const seq of nackedSequenceNumbers(packet.feedback)) {
+          if (!guard.allow(seq, now)) continue;
           const rtp = forwarder.retransmit(seq);
           if (rtp) sendRetransmission(opts, rtp);
         }

@@ -29,7 +29,7 @@ import {
   type RtpPacket,
   type RTCRtpTransceiver,
 } from 'werift';
-import { SessionDescription, SignalResponse, SignalTarget as ProtoSignalTarget, TrickleRequest } from '@livekit/protocol';
+import { SessionDescription, SignalResponse } from '@livekit/protocol';
 import type { Logger } from '../../common/logger.ts';
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type {
@@ -53,12 +53,20 @@ import { SubscriberDataChannels } from './data-channels.ts';
 import { useKeyObjectsForSrtp } from './srtp-keys.ts';
 import { createFastSend } from './fast-send.ts';
 import { ReceiverReportState } from './link-stats.ts';
-import { TwccFeedback, transportSequenceNumber } from './twcc.ts';
+import { TwccFeedback, twccFeedbackFor } from './twcc.ts';
 import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 import { installRtpHeaderGuard } from './rtp-guard.ts';
+import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
+import { closePeer, watchDtls } from './peer-lifecycle.ts';
+import { createPortSource, type PortLease, type PortSource } from './port-pool.ts';
 
 const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
+/** A subscriber offer unanswered this long fails the transport (LiveKit's negotiationFailedTimeout). */
+export const NEGOTIATION_TIMEOUT_MS = 15_000;
+/** A participant whose subscriber PC has not connected this long after joining is ended (LiveKit: 1 min). */
+export const CONNECT_TIMEOUT_MS = 60_000;
+
 /** A subscriber's REMB estimate is forgotten (layers uncapped) after this long without one. */
 const ESTIMATE_STALE_MS = 10_000;
 
@@ -80,6 +88,16 @@ class WeriftTransport implements MediaTransport {
   private readonly channels: SubscriberDataChannels;
   /** DTLS transports whose SRTP keys are prepared once (sfu/media/srtp-keys.ts). */
   private readonly srtpPrepared = new WeakSet<object>();
+  /** DTLS transports whose closing/failing is watched (peer-lifecycle.ts). */
+  private readonly dtlsWatched = new WeakSet<object>();
+  private readonly guard: WeriftGuard;
+  private failed = false;
+  private readonly ports: PortSource;
+  private readonly leases = new Map<SignalTarget, PortLease>();
+  /** Pending subscriber offer's deadline (NEGOTIATION_TIMEOUT_MS). */
+  private offerTimer: TimerHandle | undefined;
+  /** Deadline for the subscriber PC to connect (CONNECT_TIMEOUT_MS). */
+  private connectTimer: TimerHandle | undefined;
   private readonly upstreams = new Map<string, Upstream>();
   private readonly downs = new Set<DownEntry>();
   private pubSections = new Map<string, MediaSection>();
@@ -102,17 +120,32 @@ class WeriftTransport implements MediaTransport {
   /** Re-allocates once the last estimate has gone stale (no REMB since). */
   private staleTimer: TimerHandle | undefined;
 
-  constructor(cfg: WeriftTransportConfig, opts: MediaTransportOptions, logger: Logger, clock: Clock) {
+  constructor(
+    cfg: WeriftTransportConfig,
+    opts: MediaTransportOptions,
+    logger: Logger,
+    clock: Clock,
+    guard: WeriftGuard,
+    ports: PortSource,
+  ) {
     this.log = logger.child({ participant: opts.participantSid });
+    this.guard = guard;
+    this.ports = ports;
     this.events = opts.events;
     this.clock = clock;
     this.tap = cfg.tap;
     this.dropOutgoing = cfg.dropOutgoing;
     this.metrics = cfg.metrics;
     this.participantSid = opts.participantSid;
-    this.channels = new SubscriberDataChannels(this.log);
+    this.channels = new SubscriberDataChannels({
+      log: this.log,
+      now: () => clock.now(),
+      onDrop: (kind, reason) => this.metrics?.transport?.dataDropped(kind, reason),
+    });
     this.pub = new RTCPeerConnection(peerConfig(cfg, 'publisher'));
     this.sub = new RTCPeerConnection(peerConfig(cfg, 'subscriber'));
+    cfg.observePeerConnection?.(this.pub, 'publisher');
+    cfg.observePeerConnection?.(this.sub, 'subscriber');
 
     this.pub.onRemoteTransceiverAdded.subscribe((transceiver) => {
       // werift's NACK generator tracks one sequence space per receiver, which simulcast's
@@ -132,18 +165,44 @@ class WeriftTransport implements MediaTransport {
     this.sub.connectionStateChange.subscribe((state) => {
       if (state === 'connected' && !this.subConnected) {
         this.subConnected = true;
+        this.clock.clearTimeout(this.connectTimer);
         this.log.debug('subscriber transport connected');
         for (const down of this.downs) down.forwarder.requestKeyframe();
         this.safely('connected', () => this.events.onConnected());
-      } else if (state === 'failed' && !this.closed) {
-        this.safely('failed', () => this.events.onFailed('subscriber transport failed'));
+      } else if (state === 'failed') {
+        this.fail('subscriber transport failed');
       }
     });
     this.pub.connectionStateChange.subscribe((state) => {
-      if (state === 'failed' && !this.closed) {
-        this.safely('failed', () => this.events.onFailed('publisher transport failed'));
-      }
+      if (state === 'failed') this.fail('publisher transport failed');
     });
+  }
+
+  /**
+   * A PC failed or its DTLS session ended on its own: media has stopped for good, so the session
+   * layer ends the participant (leave with RECONNECT: the client rejoins) and closes us. Once.
+   */
+  private fail(reason: string): void {
+    if (this.closed || this.failed) return;
+    this.failed = true;
+    this.log.warn({ reason }, 'media transport failed: ending the session');
+    this.metrics?.transport?.failed();
+    this.safely('failed', () => this.events.onFailed(reason));
+  }
+
+  /**
+   * After a local description has gathered its candidates (its sockets exist, no peer knows them
+   * yet): guard the sockets and watch the DTLS sessions.
+   */
+  private secure(pc: RTCPeerConnection, role: SignalTarget): void {
+    if (this.closed) {
+      // Closed while this description was being applied: its sockets were bound after
+      // close() stopped the PC, so they are closed here.
+      void closePeer(pc, this.log, this.clock);
+      return;
+    }
+    this.guard.protect(pc);
+    watchDtls(pc, this.dtlsWatched, (state) => this.fail(`${role} DTLS session ${state}`));
   }
 
   private safely(what: string, fn: () => void): void {
@@ -160,7 +219,38 @@ class WeriftTransport implements MediaTransport {
 
   start(): void {
     this.channels.open(this.sub);
+    this.connectTimer = this.clock.setTimeout(() => {
+      if (!this.subConnected) this.fail(`subscriber transport not connected within ${CONNECT_TIMEOUT_MS / 1000} s`);
+    }, CONNECT_TIMEOUT_MS);
     this.negotiate();
+  }
+
+  /**
+   * Gives `pc` its UDP ports before it first binds; false, and the transport failed, when the
+   * range is used up. The range is narrowed in place: werift's ICE gatherer keeps a reference
+   * to the config's array from when it was made (the subscriber's, by its data channels, before
+   * any port is leased) and reads it when it gathers.
+   */
+  private async takePorts(pc: RTCPeerConnection, role: SignalTarget): Promise<boolean> {
+    if (this.leases.has(role)) return true;
+    const lease = await this.ports.take(role);
+    if (this.closed) {
+      lease?.release();
+      return false;
+    }
+    if (!lease) {
+      this.fail(`no free UDP port for the ${role} connection`);
+      return false;
+    }
+    this.leases.set(role, lease);
+    const range = pc.config.icePortRange;
+    if (range) {
+      range[0] = lease.range[0];
+      range[1] = lease.range[1];
+    } else {
+      pc.config.icePortRange = [lease.range[0], lease.range[1]];
+    }
+    return true;
   }
 
   // ---- subscriber PC (we offer) ----
@@ -174,13 +264,20 @@ class WeriftTransport implements MediaTransport {
     this.awaitingAnswer = true;
     this.subQueue = this.subQueue
       .then(async () => {
-        if (this.closed) return;
+        if (this.closed || !(await this.takePorts(this.sub, 'subscriber'))) return;
         const offer = await this.sub.createOffer();
         await this.sub.setLocalDescription(offer);
         useKeyObjectsForSrtp(this.sub, this.srtpPrepared, this.log);
         await gatheringComplete(this.sub);
+        this.secure(this.sub, 'subscriber');
+        if (this.closed) return;
         const id = ++this.subOfferId;
         const sdp = this.sub.localDescription?.sdp ?? offer.sdp;
+        this.clock.clearTimeout(this.offerTimer);
+        this.offerTimer = this.clock.setTimeout(
+          () => this.fail(`subscriber offer ${id} not answered within ${NEGOTIATION_TIMEOUT_MS / 1000} s`),
+          NEGOTIATION_TIMEOUT_MS,
+        );
         this.send(
           new SignalResponse({ message: { case: 'offer', value: new SessionDescription({ type: 'offer', sdp, id }) } }),
         );
@@ -199,6 +296,7 @@ class WeriftTransport implements MediaTransport {
         return;
       }
       await this.sub.setRemoteDescription({ type: 'answer', sdp });
+      this.clock.clearTimeout(this.offerTimer);
       this.awaitingAnswer = false;
       if (this.renegotiate) {
         this.renegotiate = false;
@@ -356,7 +454,7 @@ class WeriftTransport implements MediaTransport {
 
   async handleOffer(sdp: string, id: number): Promise<void> {
     const run = this.pubQueue.then(async () => {
-      if (this.closed) return;
+      if (this.closed || !(await this.takePorts(this.pub, 'publisher'))) return;
       const sections = parseMediaSections(sdp);
       this.pubSections = new Map(sections.map((s) => [s.mid, s]));
       for (const [mid, upstream] of Array.from(this.upstreams)) {
@@ -378,6 +476,8 @@ class WeriftTransport implements MediaTransport {
       await this.pub.setLocalDescription(answer);
       useKeyObjectsForSrtp(this.pub, this.srtpPrepared, this.log);
       await gatheringComplete(this.pub);
+      this.secure(this.pub, 'publisher');
+      if (this.closed) return;
       const answerSdp = this.pub.localDescription?.sdp ?? answer.sdp;
       this.send(
         new SignalResponse({
@@ -423,20 +523,10 @@ class WeriftTransport implements MediaTransport {
 
   /** Records the packet's transport-wide sequence number and sends feedback when due. */
   private feedTwcc(transceiver: RTCRtpTransceiver, rtp: RtpPacket): void {
-    const exts = rtp.header.extensions;
-    for (let i = 0; i < exts.length; i++) {
-      const ext = exts[i]!;
-      if (this.pub.extIdUriMap[ext.id] !== TWCC_URI) continue;
-      const seq = transportSequenceNumber(ext.payload);
-      if (seq === undefined) return;
-      const nowUs = performance.now() * 1000;
-      if (!this.twcc.onPacket(seq, nowUs, rtp.header.ssrc)) return;
-      const feedback = this.twcc.build(nowUs);
-      const dtls = transceiver.receiver.dtlsTransport;
-      if (!feedback || !dtls) return;
-      dtls.sendRtcp([{ serialize: () => feedback } as unknown as RtcpPacket]).catch((err: unknown) => this.log.debug({ err }, 'TWCC feedback failed'));
-      return;
-    }
+    const feedback = twccFeedbackFor(this.twcc, rtp, this.pub.extIdUriMap, TWCC_URI);
+    const dtls = transceiver.receiver.dtlsTransport;
+    if (!feedback || !dtls) return;
+    dtls.sendRtcp([{ serialize: () => feedback } as unknown as RtcpPacket]).catch((err: unknown) => this.log.debug({ err }, 'TWCC feedback failed'));
   }
 
   private announce(transceiver: RTCRtpTransceiver, section: MediaSection): void {
@@ -501,30 +591,21 @@ class WeriftTransport implements MediaTransport {
     if (this.closed) return;
     this.closed = true;
     this.clock.clearTimeout(this.staleTimer);
+    this.clock.clearTimeout(this.offerTimer);
+    this.clock.clearTimeout(this.connectTimer);
     for (const down of this.downs) down.upstream.detach(down.forwarder);
     this.downs.clear();
     for (const upstream of this.upstreams.values()) upstream.close();
     this.upstreams.clear();
-    void this.pub.close().catch(() => undefined);
-    void this.sub.close().catch(() => undefined);
+    const leases = Array.from(this.leases.values());
+    void Promise.all([closePeer(this.pub, this.log, this.clock), closePeer(this.sub, this.log, this.clock)]).finally(() => {
+      for (const lease of leases) lease.release();
+    });
   }
 }
 
 /** One received packet in this many is timed through the SFU (livekit_forward_latency_seconds). */
 const LATENCY_SAMPLE_MASK = 15;
-
-/** Trickle message for a server candidate (unused while SDPs carry complete candidate lists). */
-export function trickleOf(target: SignalTarget, candidate: IceCandidateInit): SignalResponse {
-  return new SignalResponse({
-    message: {
-      case: 'trickle',
-      value: new TrickleRequest({
-        candidateInit: JSON.stringify(candidate),
-        target: target === 'publisher' ? ProtoSignalTarget.PUBLISHER : ProtoSignalTarget.SUBSCRIBER,
-      }),
-    },
-  });
-}
 
 export function createWeriftTransportFactory(deps: {
   config: WeriftTransportConfig;
@@ -532,5 +613,17 @@ export function createWeriftTransportFactory(deps: {
   clock: Clock;
 }): MediaTransportFactory {
   installRtpHeaderGuard();
-  return (opts) => new WeriftTransport(deps.config, opts, deps.logger, deps.clock);
+  const transport = deps.config.metrics?.transport;
+  const ports = createPortSource({
+    range: deps.config.portRange,
+    nodeIp: deps.config.nodeIp,
+    logger: deps.logger,
+    clock: deps.clock,
+    ...(transport ? { metrics: transport } : {}),
+  });
+  const guard = createWeriftGuard({ logger: deps.logger, onDrop: (reason) => transport?.datagramDropped(reason) });
+  const factory: MediaTransportFactory = (opts) =>
+    new WeriftTransport(deps.config, opts, deps.logger, deps.clock, guard, ports);
+  factory.canAdmit = () => ports.admit();
+  return factory;
 }

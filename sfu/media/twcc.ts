@@ -165,3 +165,32 @@ export class TwccFeedback {
     return buf;
   }
 }
+
+/** The header extensions of one received packet, as werift parses them. */
+interface PacketExtensions {
+  header: { ssrc: number; extensions: { id: number; payload: Buffer }[] };
+}
+
+/**
+ * Records the transport-wide sequence number of `rtp` (the extension whose negotiated id maps to
+ * `uri` in `uris`, werift's `extIdUriMap`) in `twcc`; returns the feedback packet when one is
+ * due. Per packet: no allocation.
+ */
+export function twccFeedbackFor(
+  twcc: TwccFeedback,
+  rtp: PacketExtensions,
+  uris: Readonly<Record<number, string>>,
+  uri: string,
+): Buffer | undefined {
+  const exts = rtp.header.extensions;
+  for (let i = 0; i < exts.length; i++) {
+    const ext = exts[i]!;
+    if (uris[ext.id] !== uri) continue;
+    const seq = transportSequenceNumber(ext.payload);
+    if (seq === undefined) return undefined;
+    const nowUs = performance.now() * 1000;
+    if (!twcc.onPacket(seq, nowUs, rtp.header.ssrc)) return undefined;
+    return twcc.build(nowUs);
+  }
+  return undefined;
+}

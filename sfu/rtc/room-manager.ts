@@ -226,6 +226,10 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
       deps.guard?.refused('room.max_participants');
       throw new JoinRefusedError(500, 'room has exceeded its max participants');
     }
+    // LiveKit's answer when a node is out of resources (rtcservice.go, rtc.ErrLimitExceeded).
+    if (deps.transportFactory.canAdmit?.() === false) {
+      throw new JoinRefusedError(503, 'node has exceeded its configured limit');
+    }
   }
 
   const manager: RoomManager = {

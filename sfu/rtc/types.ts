@@ -162,4 +162,8 @@ export interface MediaTransportOptions {
   events: MediaTransportEvents;
 }
 
-export type MediaTransportFactory = (opts: MediaTransportOptions) => MediaTransport;
+export interface MediaTransportFactory {
+  (opts: MediaTransportOptions): MediaTransport;
+  /** False when a new participant could not get media now (no UDP port free): joins are refused. */
+  canAdmit?(): boolean;
+}

@@ -36,6 +36,8 @@ export interface RoomCallbacks {
   trackUnmuted: (publication: TrackPublication, participant: Participant) => void;
   dataReceived: (payload: Uint8Array, participant?: RemoteParticipant, kind?: DataPacketKind, topic?: string) => void;
   disconnected: (reason: DisconnectReason) => void;
+  reconnecting: () => void;
+  reconnected: () => void;
   tokenRefreshed: () => void;
   participantMetadataChanged: (metadata: string | undefined, participant: Participant) => void;
 }

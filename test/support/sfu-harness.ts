@@ -44,6 +44,10 @@ export async function startTestSfu(
     tap?: PacketTap;
     /** Test hook dropping packets on their way to subscribers (see WeriftTransportConfig). */
     dropOutgoing?: WeriftTransportConfig['dropOutgoing'];
+    /** Observer of every werift peer connection the SFU makes (see WeriftTransportConfig). */
+    observePeerConnection?: WeriftTransportConfig['observePeerConnection'];
+    /** rtc.port_range_start/end (default 40000–49999). */
+    portRange?: [number, number];
   } = {},
 ): Promise<TestSfu> {
   const config = parseSfuConfig(
@@ -51,7 +55,11 @@ export async function startTestSfu(
       port: 0,
       bind_addresses: ['127.0.0.1'],
       keys: { [TEST_API_KEY]: TEST_API_SECRET },
-      rtc: { node_ip: '127.0.0.1', port_range_start: 40000, port_range_end: 49999 },
+      rtc: {
+        node_ip: '127.0.0.1',
+        port_range_start: opts.portRange?.[0] ?? 40000,
+        port_range_end: opts.portRange?.[1] ?? 49999,
+      },
       room: opts.room ?? {},
       ...(opts.webhook ? { webhook: opts.webhook } : {}),
       ...(opts.limit ? { limit: opts.limit } : {}),
@@ -65,20 +73,16 @@ export async function startTestSfu(
   const logger =
     opts.logger ?? (process.env.SFU_TEST_LOG ? createLogger({ name: 'sfu', level: 'debug' }) : createSilentLogger());
   const clock = opts.clock ?? systemClock;
-  const weriftFactory =
-    opts.tap || opts.dropOutgoing || opts.wrapTransports
-    ? createWeriftTransportFactory({
-        config: {
-          portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
-          nodeIp: config.rtc.node_ip,
-          ...(opts.tap ? { tap: opts.tap } : {}),
-          ...(opts.dropOutgoing ? { dropOutgoing: opts.dropOutgoing } : {}),
-        },
-        logger,
-        clock,
-      })
-    : undefined;
-  const transportFactory = weriftFactory && opts.wrapTransports ? opts.wrapTransports(weriftFactory) : weriftFactory;
+  // A factory of our own when a test hook is set; made once the server exists, so that it counts
+  // into the server's metrics like the default one.
+  let own: MediaTransportFactory | undefined;
+  const needOwn = Boolean(opts.tap || opts.dropOutgoing || opts.observePeerConnection || opts.wrapTransports);
+  const lazy: MediaTransportFactory = (o) => {
+    if (!own) throw new Error('transport factory used before the SFU was created');
+    return own(o);
+  };
+  lazy.canAdmit = () => own?.canAdmit?.() ?? true;
+  const transportFactory: MediaTransportFactory | undefined = needOwn ? lazy : undefined;
   const sfu = createSfuServer({
     config,
     logger,
@@ -86,6 +90,22 @@ export async function startTestSfu(
     ...(transportFactory ? { transportFactory } : {}),
     ...(opts.cpuUsage ? { cpuUsage: opts.cpuUsage } : {}),
   });
+  if (needOwn) {
+    const m = sfu.sfuMetrics;
+    const werift = createWeriftTransportFactory({
+      config: {
+        portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
+        nodeIp: config.rtc.node_ip,
+        metrics: { rtcp: m.rtcp, packets: m.packets, streams: m.streams, transport: m.transport },
+        ...(opts.tap ? { tap: opts.tap } : {}),
+        ...(opts.dropOutgoing ? { dropOutgoing: opts.dropOutgoing } : {}),
+        ...(opts.observePeerConnection ? { observePeerConnection: opts.observePeerConnection } : {}),
+      },
+      logger,
+      clock,
+    });
+    own = opts.wrapTransports ? opts.wrapTransports(werift) : werift;
+  }
   const { url } = await sfu.start();
   return {
     sfu,
