@@ -133,7 +133,11 @@ export async function runTarget(
   const durationSeconds = (performance.now() - started) / 1000;
   const heapEndMB = heapMB();
   const stats = c.stats?.();
-  await c.teardown();
+  try {
+    await c.teardown();
+  } catch (err) {
+    crashed(err, '(teardown: the final check after all cases)');
+  }
   const heapAfterTeardownMB = heapMB();
   opts.progress?.(done);
   return {

@@ -12,7 +12,9 @@ const SMOKE_CASES: Record<string, number> = {
   'appservice-events': 2000,
   'twirp-body': 3000,
   'signal-frame': 1500,
+  'sdp': 3000,
   'rtp-forward': 3000,
+  'media-port': 20000,
 };
 
 describe('fuzz targets, seeded smoke run', () => {
