@@ -1,6 +1,9 @@
 /**
  * `npm start`: the embedded default (SFU + bridge in one process, in-memory, loopback only).
- * Prints the URLs and the next steps, and stops cleanly on SIGINT/SIGTERM.
+ * Passes `BRIDGE_*` and lk-jwt-service's appservice variables to the bridge (embedded.ts
+ * `embeddedBridgeEnv`), says which other LIVEKIT_* it does not take, prints the URLs, whether
+ * the appservice (membership check) is on, and the next steps, and stops cleanly on
+ * SIGINT/SIGTERM.
  */
 import { resolve } from 'node:path';
 import { parseMainArgs } from '../common/cli.ts';
@@ -8,7 +11,7 @@ import { ConfigError } from '../common/config.ts';
 import { runMain, untilShutdownSignal, type ProcessContext } from '../common/process.ts';
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
-import { createEmbedded } from './embedded.ts';
+import { createEmbedded, EMBEDDED_LIVEKIT_VARIABLES, embeddedBridgeEnv, type EmbeddedUrls } from './embedded.ts';
 
 const USAGE = `usage: npm start [-- --data-dir DIR --sfu-port 7880 --bridge-port 8080 --host 127.0.0.1]`;
 
@@ -17,6 +20,18 @@ function portArg(v: string | boolean | undefined, fallback: number, name: string
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError([`--${name}: "${String(v)}" is not a port`]);
   return n;
+}
+
+/** The summary's appservice line: only printed when a registration is given. */
+function appserviceLine(as: EmbeddedUrls['appservice']): string {
+  if (!as) return '';
+  const where = as.homeserverUrl
+    ? `${as.homeserverUrl} (from ${as.homeserverUrlFrom})`
+    : `from https://${as.serverName}/.well-known/matrix/client (see the log)`;
+  const registration = as.registrationFile ?? 'LIVEKIT_AS_TOKEN / LIVEKIT_HS_TOKEN';
+  return `  Appservice               on: membership check, registration ${registration}
+                           homeserver ${as.serverName}, client-server API ${where}
+`;
 }
 
 async function main(proc: ProcessContext): Promise<number> {
@@ -28,6 +43,14 @@ async function main(proc: ProcessContext): Promise<number> {
   });
   if (typeof args === 'number') return args;
   const logger = createLogger({ name: 'embedded', level: (process.env.LIVEKIT_LOG_LEVEL as 'info') || 'info' });
+  const bridgeEnv = embeddedBridgeEnv(process.env);
+  if (bridgeEnv.ignored.length) {
+    logger.warn(
+      { ignored: bridgeEnv.ignored, taken: EMBEDDED_LIVEKIT_VARIABLES },
+      'npm start sets the SFU URL, key pair, bind address and full access itself and keeps state in memory: ' +
+        'these variables are not used (run the SFU and `npm run bridge` for them)',
+    );
+  }
   const embedded = createEmbedded({
       dataDir: resolve(typeof args.rest['data-dir'] === 'string' ? args.rest['data-dir'] : '.data'),
       sfuPort: portArg(args.rest['sfu-port'], 7880, 'sfu-port'),
@@ -36,7 +59,7 @@ async function main(proc: ProcessContext): Promise<number> {
       logger,
       clock: systemClock,
       metrics: proc.metrics,
-      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('BRIDGE_'))),
+      env: bridgeEnv.env,
     });
   if (args.validate) {
     console.log('embedded: configuration is valid');
@@ -52,7 +75,7 @@ MatrixRTC backend (embedded: SFU + bridge in one process, in-memory state, loopb
   Metrics                  ${urls.bridgeUrl}/metrics
   Connectivity test page   ${urls.sfuUrl}/test/   (see and hear yourself through the SFU)
   Dev API key              ${urls.apiKey}  (secret in ${urls.keysFile}${urls.keysCreated ? ', just created' : ''})
-
+${appserviceLine(urls.appservice)}
 Next: point Element Call's livekit_service_url at ${urls.bridgeUrl}, or mint a token with
 livekit-server-sdk using the dev key and join ${urls.livekitUrl}. README.md explains how to
 register the appservice with Synapse. Ctrl-C stops.

@@ -31,6 +31,8 @@ export type { FakeHomeserverContext } from './http-util.ts';
 
 export interface FakeHomeserverOptions {
   serverName?: string;
+  /** Port on 127.0.0.1 (a README's `http://127.0.0.1:8008`); default any free one. */
+  port?: number;
   registration: AppserviceRegistration;
   /** Registrations of other appservices on the same homeserver (checked for reused id/as_token). */
   otherRegistrations?: AppserviceRegistration[];
@@ -206,7 +208,7 @@ export async function startFakeHomeserver(opts: FakeHomeserverOptions): Promise<
   });
 
   const server: Server = createServer(app);
-  const address = await listen(server, '127.0.0.1', 0);
+  const address = await listen(server, '127.0.0.1', opts.port ?? 0);
   return {
     ...ctx,
     url: urlOf(address),

@@ -99,7 +99,7 @@ export interface StickyMember {
 }
 
 /** js-sdk logs every scheduler step at debug level; tests keep their output for failures. */
-const quietLogger: Logger = {
+export const quietLogger: Logger = {
   getChild: () => quietLogger,
   trace: () => undefined,
   debug: () => undefined,
