@@ -43,6 +43,7 @@ import {
   participantFieldOverLimit,
   roomNameWithinLimit,
 } from './limits.ts';
+import { createRevocations } from './revocations.ts';
 import type { LoadMonitor } from './load.ts';
 
 /** A join the session layer refuses, with LiveKit's HTTP status and text. */
@@ -110,8 +111,8 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
   const nodeId = deps.nodeId ?? `ND_${randomBytes(6).toString('hex')}`;
   const rooms = new Map<RoomName, Room>();
   const listeners = new Set<(event: SfuEvent) => void>();
-  /** room → identity → revokeTokenTs (s): tokens issued before cannot rejoin. */
-  const revoked = new Map<string, Map<string, bigint>>();
+  /** Tokens issued before a RemoveParticipant's revoke_token_ts cannot rejoin (bounded). */
+  const revoked = createRevocations({ clock });
 
   function emit(event: SfuEvent): void {
     for (const listener of Array.from(listeners)) {
@@ -218,8 +219,7 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     checkJoinLimits(req);
     const room = rooms.get(asRoomName(req.room));
     if (!room && !config.room.auto_create) throw new JoinRefusedError(404, ROOM_NOT_FOUND);
-    const revokedTs = revoked.get(req.room)?.get(req.identity);
-    if (revokedTs !== undefined && BigInt(req.issuedAt) < revokedTs) {
+    if (revoked.isRevoked(req.room, req.identity, req.issuedAt)) {
       throw new JoinRefusedError(401, 'permissions denied');
     }
     if (room && !room.hasRoomFor(req.identity)) {
@@ -313,11 +313,7 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
 
     async removeParticipant(roomName, identity, revokeTokenTs) {
       const { p } = requireParticipant(roomName, identity);
-      if (revokeTokenTs !== undefined && revokeTokenTs > 0n) {
-        let perRoom = revoked.get(roomName);
-        if (!perRoom) revoked.set(roomName, (perRoom = new Map()));
-        perRoom.set(identity, revokeTokenTs);
-      }
+      if (revokeTokenTs !== undefined && revokeTokenTs > 0n) revoked.revoke(roomName, identity, revokeTokenTs);
       p.close(DisconnectReason.PARTICIPANT_REMOVED);
     },
 
