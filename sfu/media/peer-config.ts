@@ -1,6 +1,6 @@
 /**
  * How the SFU's werift peer connections are configured: codecs, header extensions, ICE
- * addresses and ports (see ../shared/reference/werift-*.md for why each choice), plus the
+ * addresses and ports (each choice says why, against werift-webrtc 0.25.2's behaviour), plus the
  * transport's configuration type and LiveKit's canonical mime spellings.
  */
 import { networkInterfaces } from 'node:os';

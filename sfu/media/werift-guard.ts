@@ -5,7 +5,7 @@
  * needs, the shape is checked once per instance, and a patch that cannot be installed is logged
  * (and, for the shape of werift's classes, reported at start by `createWeriftGuard`).
  *
- * What werift does without this (see ../shared/reference/werift-and-machine-notes.md §6): every
+ * What werift 0.25.2 does without this (its ice/src/ice.ts and dtls/src/socket.ts): every
  * non-STUN datagram that reaches an ICE socket goes to DTLS or SRTP whatever address it came
  * from, and werift's DTLS closes the session on a plaintext alert (content type 21, epoch 0) or
  * a record of unknown content type, and renegotiates (drops its keys) on a plaintext
