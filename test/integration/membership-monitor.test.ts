@@ -24,6 +24,13 @@ import { liveKitIdentityForMember, liveKitRoomAlias } from '../../bridge/token/n
 import { startComposedHomeserver, type ComposedHomeserver } from '../fake-homeserver/compose.ts';
 import { testRegistration } from '../fake-homeserver/server.ts';
 import { createRecordingSfu, type RecordingSfu } from '../support/appservice-bridge.ts';
+import { resolveBridgeConfig, type Env } from '../../bridge/config.ts';
+import { createTokenService } from '../../bridge/token/service.ts';
+import { captureLog } from '../support/log-capture.ts';
+import { createHash } from 'node:crypto';
+import { AccessToken } from 'livekit-server-sdk';
+import { Room as LkRoom, WebhookEvent } from '@livekit/protocol';
+import { HS_TOKEN, LK_KEY, LK_SECRET, startTokenHarness } from './token-harness.ts';
 import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
 import { waitFor } from '../support/wait.ts';
 
@@ -417,5 +424,76 @@ describe('membership monitor across replicas (Redis store)', () => {
     expect((await sweeper.sweep()).swept).toBe(true);
     await sweeper.close();
     expect((await other.sweep()).swept).toBe(true);
+  });
+});
+
+describe('whether the monitor runs, said once at start-up', () => {
+  const base: Env = {
+    LIVEKIT_URL: 'ws://127.0.0.1:9',
+    LIVEKIT_KEY: 'key',
+    LIVEKIT_SECRET: 'secret-0123456789abcdef-0123456789ab',
+    LIVEKIT_FULL_ACCESS_HOMESERVERS: 'localhost',
+  };
+  const registration: Env = { LIVEKIT_AS_TOKEN: 'as', LIVEKIT_HS_TOKEN: 'hs', LIVEKIT_HS_SERVER_NAME: 'localhost', BRIDGE_HOMESERVER_URL: 'http://127.0.0.1:9' };
+  async function startUp(env: Env) {
+    const log = captureLog('info');
+    const service = createTokenService({ config: resolveBridgeConfig({ ...base, ...env }), logger: log.logger, clock: createManualClock(), metrics: createMetricsRegistry({ defaultMetrics: false }) });
+    await service.start();
+    await service.close();
+    return { running: service.monitor !== undefined, lines: log.lines.filter((l) => l.msg.startsWith('membership monitor')).map((l) => ({ level: l.level, msg: l.msg })) };
+  }
+
+  it.each([
+    ['on with a registration (default 30 s)', registration, true, 30, 'membership monitor on'],
+    ['off without a registration, at info when the interval is the default', {}, false, 30, 'membership monitor off: it asks the homeserver'],
+    ['off without a registration, a warning when the interval was set (accepted as lk-jwt-service does, not refused)', { LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS: '10' }, false, 40, 'membership monitor off: it asks the homeserver'],
+    ['off with interval 0', { ...registration, LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS: '0' }, false, 30, 'membership monitor off (LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS=0)'],
+    ['off with membership_check: false', { ...registration, BRIDGE_MEMBERSHIP_CHECK: 'false' }, false, 30, 'membership monitor off (membership_check: false)'],
+  ])('%s', async (_name, env, running, level, text) => {
+    const r = await startUp(env as Env);
+    expect(r.running).toBe(running);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]!.level).toBe(level);
+    expect(r.lines[0]!.msg.startsWith(text)).toBe(true);
+  });
+});
+
+describe('the token service feeds the monitor', () => {
+  it('a C-S get_token registers the participant, participant_joined of a removed one removes it again at once, room_finished forgets the room', async () => {
+    const clock = createManualClock(Date.now());
+    const sfu = createRecordingSfu(clock);
+    const h = await startTokenHarness({ deps: { sfu }, clock });
+    cleanups.push(() => h.stop());
+    const roomId = '!call:example.com';
+    const alice = `@alice:${h.fed.serverName}`;
+    h.hs.setJoined(roomId, alice, true);
+    const res = await h.post(
+      '/_matrix/client/unstable/io.element.msc4195/rtc/livekit/get_token',
+      { url: h.config.livekit.url, room_id: roomId, slot_id: 'm.call#', member: { id: 'm1', claimed_device_id: 'DEV' } },
+      { Authorization: `Bearer ${HS_TOKEN}`, 'X-Matrix-User-Identifier': alice },
+    );
+    expect(res.status).toBe(200);
+    const room = liveKitRoomAlias(roomId, 'm.call#');
+    const identity = liveKitIdentityForMember(alice, 'DEV', 'm1');
+    const monitor = h.service.monitor!;
+    sfu.connect(room, identity);
+    expect(await monitor.sweep()).toEqual({ swept: true, kicked: 0 });
+    h.hs.setJoined(roomId, alice, false);
+    expect(await monitor.sweep()).toEqual({ swept: true, kicked: 1 });
+    const removals = () => sfu.calls.filter((c) => c === `remove ${room} ${identity}`).length;
+    expect(removals()).toBe(1);
+
+    sfu.connect(room, identity); // back with a token the SFU did not revoke
+    expect(await h.webhook('participant_joined', room, identity)).toBe(200);
+    await waitFor('removed again on its participant_joined', () => removals() === 2);
+
+    const ev = new WebhookEvent({ event: 'room_finished', room: new LkRoom({ name: room }), id: 'EV_finished', createdAt: BigInt(Math.floor(Date.now() / 1000)) });
+    const body = JSON.stringify(ev.toJson());
+    const at = new AccessToken(LK_KEY, LK_SECRET, { ttl: '5m' });
+    at.sha256 = createHash('sha256').update(body).digest('base64');
+    const finished = await fetch(`${h.url}/sfu_webhook`, { method: 'POST', headers: { 'Content-Type': 'application/webhook+json', Authorization: await at.toJwt() }, body });
+    expect(finished.status).toBe(200);
+    sfu.connect(room, identity);
+    await waitFor('room forgotten', async () => (await monitor.sweep()).kicked === 0 && removals() === 2);
   });
 });
