@@ -31,17 +31,20 @@
  *
  * Several replicas share the store (membership-monitor-store.ts): each interval only the holder of
  * the `sweep` lease sweeps (renewed while it lives, released when it stops, taken over within 1.5
- * intervals when it dies),
- * so the homeserver is asked once per room per interval, not once per replica; and a kick takes a
- * per-participant lease for `KICK_RETRY_MS`, so the replica that saw a kicked participant reconnect
- * and the sweeper never both remove it.
+ * intervals when it dies), so the homeserver is asked once per room per interval, not once per
+ * replica; and a kick holds a per-participant lease while it runs (at most `KICK_RETRY_MS`), so
+ * the replica that saw a kicked participant reconnect and the sweeper (or a sweeper whose lease
+ * lapsed during a long sweep and its successor) never both remove it.
+ *
+ * A failed sweep (the store unreachable) is retried after `RETRY_AFTER_FAILURE_MS`, so the first
+ * sweep after a Redis recovery comes at once, not an interval later.
  *
  * Lifecycle: `createMembershipMonitor(deps)` → `start()` (first sweep one interval later) →
  * `register` / `onSfuEvent` from the edges, `sweep()` from the timer (or a test) → `close()`.
  */
 import { randomUUID } from 'node:crypto';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { repeatEvery, type Clock, type Repeating } from '../../common/clock.ts';
+import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import { HomeserverError, type HomeserverClient } from '../homeserver/client.ts';
 import { isNotFound, type SfuRoomService } from '../sfu/room-service.ts';
@@ -55,6 +58,8 @@ export const ENTRY_TTL_MS = 70 * 60_000;
 export const KICK_RETRY_MS = 60_000;
 /** Requests of one sweep in flight at once. */
 export const SWEEP_PARALLELISM = 8;
+/** After a failed sweep (the store unreachable), the next try comes this soon (at most an interval). */
+export const RETRY_AFTER_FAILURE_MS = 1000;
 
 export type MonitorSfu = Pick<SfuRoomService, 'listParticipants' | 'removeParticipant' | 'revokePermissions' | 'deleteRoom'>;
 
@@ -145,7 +150,10 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
     registers: [deps.metrics],
   });
   let closed = false;
-  let loop: Repeating | undefined;
+  let started = false;
+  let sweepTimer: TimerHandle | undefined;
+  /** The last sweep failed; its message (logged once per distinct error). */
+  let failure: string | undefined;
   let sweeping: Promise<SweepReport> | undefined;
   let fullLogged = false;
   const misconfigurationLogged = new Set<string>();
@@ -196,7 +204,8 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
   async function kick(e: MonitoredParticipant): Promise<boolean> {
     if (closed) return false;
     // Another replica kicking the same participant right now holds this lease.
-    if (!(await store.claim(`kick:${jobField(e.room, e.identity)}`, replicaId, KICK_RETRY_MS))) return false;
+    const kickLease = `kick:${jobField(e.room, e.identity)}`;
+    if (!(await store.claim(kickLease, replicaId, KICK_RETRY_MS))) return false;
     // Kicked before the removal, so the participant_left it causes finds the entry kicked.
     await put({ ...e, kicked: true, changedAt: clock.now() });
     try {
@@ -204,7 +213,13 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
     } catch (err) {
       logger.warn({ room: e.room, err: (err as Error).message }, 'membership monitor: could not stop the delegated leave of a removed participant');
     }
-    const result = await removeFromSfu(e);
+    let result: Awaited<ReturnType<typeof removeFromSfu>>;
+    try {
+      result = await removeFromSfu(e);
+    } finally {
+      // Only concurrent kicks are excluded: a reconnect seen by any replica is removed again at once.
+      await store.release(kickLease, replicaId).catch(() => undefined);
+    }
     kicks.inc({ result });
     if (result !== 'failed') {
       logger.info({ room: e.room, roomId: e.roomId, result }, 'removed a participant whose user is no longer joined to the Matrix room');
@@ -373,9 +388,16 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
     sweep() {
       if (closed) return Promise.resolve({ swept: false, kicked: 0 });
       sweeping ??= sweepOnce()
+        .then((report) => {
+          if (failure !== undefined) logger.info('membership monitor sweeping again');
+          failure = undefined;
+          return report;
+        })
         .catch((err: unknown) => {
           sweeps.inc({ result: 'failed' });
-          logger.warn({ err: (err as Error).message }, 'membership monitor sweep failed; nobody removed');
+          const message = (err as Error).message;
+          if (message !== failure) logger.warn({ err: message }, 'membership monitor sweep failed; nobody removed (retried every second, repeats not logged)');
+          failure = message;
           return { swept: false, kicked: 0 };
         })
         .finally(() => (sweeping = undefined));
@@ -383,15 +405,25 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
     },
 
     start() {
-      if (closed || loop) return;
-      loop = repeatEvery(clock, deps.intervalMs, () => void monitor.sweep(), (err) => logger.warn({ err: (err as Error).message }, 'membership monitor tick failed'));
-      loop.start();
+      if (closed || started) return;
+      started = true;
+      // Each sweep scheduled after the last one ended; soon again after a failure, so a store
+      // (Redis) outage costs its own length and a second, not an interval on top.
+      const schedule = () => {
+        if (closed) return;
+        const delay = failure === undefined ? deps.intervalMs : Math.min(deps.intervalMs, RETRY_AFTER_FAILURE_MS);
+        sweepTimer = clock.setTimeout(() => {
+          sweepTimer = undefined;
+          void monitor.sweep().finally(schedule);
+        }, delay);
+      };
+      schedule();
     },
 
     async close() {
       if (closed) return;
       closed = true;
-      loop?.stop();
+      clock.clearTimeout(sweepTimer);
       for (const done of waits) done(); // each removes itself, which a Set's iteration allows
       await sweeping;
       // A sibling sweeps from its next tick, not after the lease runs out.

@@ -78,7 +78,7 @@ interface World {
   join(roomId: string, user: string): void;
   /** On the SFU and told by webhook. */
   connect(roomId: string, identity: string): Promise<void>;
-  newMonitor(opts?: { replicaId?: string; ownCsApi?: () => Promise<string> }): MembershipMonitor;
+  newMonitor(opts?: { replicaId?: string; ownCsApi?: () => Promise<string>; store?: MonitorStore }): MembershipMonitor;
   metric(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
@@ -111,7 +111,7 @@ async function world(kind: 'memory' | 'redis', opts: { ownCsApi?: () => Promise<
       logger: createSilentLogger(),
       metrics: o.replicaId ? createMetricsRegistry({ defaultMetrics: false }) : metrics,
       // One store for all (the Redis one is stateless over the shared connection).
-      store,
+      store: o.store ?? store,
       sfu,
       homeserver: createHomeserverClient(),
       ownCsApi: o.ownCsApi ?? opts.ownCsApi ?? (async () => composed.hs.url),
@@ -405,6 +405,35 @@ describe('membership monitor across replicas (Redis store)', () => {
     expect((await next.sweep()).kicked).toBe(1);
     expect(present(w, roomId, id)).toBe(false);
     expect(await w.store.get(sfuRoom, id)).toMatchObject({ kicked: true });
+  });
+
+  it('sweeps again within a second of the store coming back, not an interval later', async () => {
+    const w = await world('redis');
+    const { roomId } = w.room();
+    const id = await w.register(roomId, users!.alice);
+    await w.connect(roomId, id);
+    await w.monitor.close();
+    let down = false;
+    let attempts = 0;
+    const cut = <T>(fn: () => Promise<T>): Promise<T> => (down ? Promise.reject(new Error('connection lost')) : fn());
+    const flaky: MonitorStore = {
+      get: (r, i) => cut(() => w.store.get(r, i)),
+      put: (e) => cut(() => w.store.put(e)),
+      delete: (r, i) => cut(() => w.store.delete(r, i)),
+      all: () => cut(() => w.store.all()),
+      claim: (n, o, t) => (attempts++, cut(() => w.store.claim(n, o, t))),
+      release: (n, o) => cut(() => w.store.release(n, o)),
+      close: async () => {},
+    };
+    const m = w.newMonitor({ replicaId: 'replica-flaky', store: flaky });
+    m.start();
+    down = true;
+    w.clock.advance(INTERVAL_MS);
+    await waitFor('the sweep failed and the retry is armed', () => attempts === 1 && w.clock.pending() === 1);
+    down = false;
+    w.leave(roomId, users!.alice);
+    w.clock.advance(1000);
+    await waitFor('swept and kicked a second after the recovery', () => !present(w, roomId, id));
   });
 
   it('only one replica sweeps per interval, so a participant is removed once and the homeserver asked once per room', async () => {
