@@ -8,7 +8,8 @@
  * the delayed-leave store's claim script (job-store.ts): free or already ours, never forced;
  * released by their holder (only) when it stops.
  * A value that does not parse is logged and deleted (it could never expire otherwise).
- * The in-memory twin keeps at most `maxEntries` (new ones beyond are refused, `put` → false).
+ * Both keep at most `maxEntries`: a new entry beyond is refused (`put` → false; the Redis check is
+ * HLEN first, not atomic, so replicas may overshoot by the few registrations in flight).
  */
 import type { RedisClient } from '../../common/redis.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -39,7 +40,7 @@ export interface MonitoredParticipant {
 
 export interface MonitorStore {
   get(room: string, identity: string): Promise<MonitoredParticipant | undefined>;
-  /** false when the store is full and the entry is new (memory twin only). */
+  /** false when the store is full and the entry is new. */
   put(entry: MonitoredParticipant): Promise<boolean>;
   delete(room: string, identity: string): Promise<void>;
   all(): Promise<MonitoredParticipant[]>;
@@ -107,15 +108,18 @@ export function createMemoryMonitorStore(clock: Clock, maxEntries = DEFAULT_MAX_
 }
 
 /** Over a connection it does not own (the caller closes it). */
-export function createRedisMonitorStore(deps: { redis: RedisClient; logger: Logger }): MonitorStore {
+export function createRedisMonitorStore(deps: { redis: RedisClient; logger: Logger; maxEntries?: number }): MonitorStore {
   const { redis, logger } = deps;
+  const maxEntries = deps.maxEntries ?? DEFAULT_MAX_MONITORED;
   return {
     async get(room, identity) {
       const raw = await redis.hget(REDIS_MONITOR_HASH_KEY, jobField(room, identity));
       return raw === null ? undefined : decodeMonitored(raw);
     },
     async put(entry) {
-      await redis.hset(REDIS_MONITOR_HASH_KEY, jobField(entry.room, entry.identity), JSON.stringify(entry));
+      const field = jobField(entry.room, entry.identity);
+      if ((await redis.hlen(REDIS_MONITOR_HASH_KEY)) >= maxEntries && !(await redis.hexists(REDIS_MONITOR_HASH_KEY, field))) return false;
+      await redis.hset(REDIS_MONITOR_HASH_KEY, field, JSON.stringify(entry));
       return true;
     },
     async delete(room, identity) {

@@ -106,6 +106,16 @@ export interface MembershipMonitor {
   close(): Promise<void>;
 }
 
+function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const list = out.get(key(item));
+    if (list) list.push(item);
+    else out.set(key(item), [item]);
+  }
+  return out;
+}
+
 /** Runs `fn` over `items`, at most `limit` at once. */
 async function eachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -156,7 +166,7 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
   let failure: string | undefined;
   let sweeping: Promise<SweepReport> | undefined;
   let fullLogged = false;
-  const misconfigurationLogged = new Set<string>();
+  let misconfigurationLogged = false;
 
   /** Retry waits, ended early by close(). */
   const waits = new Set<() => void>();
@@ -276,13 +286,10 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
       return;
     }
     if (ours) {
-      if (!misconfigurationLogged.has(roomId)) {
-        misconfigurationLogged.add(roomId);
-        logger.warn(
-          { roomId },
-          'membership monitor: the homeserver refuses joined_members although our server is in the room: the registration`s users namespace must cover this server`s users',
-        );
-      }
+      const text = 'membership monitor: the homeserver refuses joined_members although our server is in the room: the registration`s users namespace must cover this server`s users (logged once; nobody is removed from such rooms)';
+      if (misconfigurationLogged) logger.debug({ roomId }, text);
+      else logger.warn({ roomId }, text);
+      misconfigurationLogged = true;
       return;
     }
     const rooms = [...new Set(allEntries.filter((e) => e.roomId === roomId).map((e) => e.room))];
@@ -316,8 +323,7 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
       else live.push(e);
     }
     // Presence the webhooks did not tell us (a webhook lost, or the SFU's webhook.urls unset).
-    const byRoom = new Map<string, MonitoredParticipant[]>();
-    for (const e of live) byRoom.set(e.room, [...(byRoom.get(e.room) ?? []), e]);
+    const byRoom = groupBy(live, (e) => e.room);
     await eachLimited([...byRoom], SWEEP_PARALLELISM, async ([room, entries]) => {
       let present: Set<string>;
       try {
@@ -334,8 +340,10 @@ export function createMembershipMonitor(deps: MembershipMonitorDeps): Membership
         await put(e);
       }
     });
-    const byMatrixRoom = new Map<string, MonitoredParticipant[]>();
-    for (const e of live) if (e.presence === 'connected') byMatrixRoom.set(e.roomId, [...(byMatrixRoom.get(e.roomId) ?? []), e]);
+    const byMatrixRoom = groupBy(
+      live.filter((e) => e.presence === 'connected'),
+      (e) => e.roomId,
+    );
     let kicked = 0;
     await eachLimited([...byMatrixRoom], SWEEP_PARALLELISM, async ([roomId, entries]) => {
       if (closed) return;

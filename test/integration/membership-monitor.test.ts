@@ -390,6 +390,25 @@ for (const kind of ['memory', 'redis'] as const) {
   });
 }
 
+describe('the store is bounded', () => {
+  it.each(['memory', 'redis'] as const)('%s: beyond maxEntries a new participant is refused, a known one still updated', async (kind) => {
+    const clock = createManualClock();
+    let store: MonitorStore;
+    if (kind === 'redis') {
+      const conn = new Redis(redis.url);
+      cleanups.push(async () => conn.disconnect());
+      await conn.flushdb();
+      store = createRedisMonitorStore({ redis: conn, logger: createSilentLogger(), maxEntries: 2 });
+    } else store = createMemoryMonitorStore(clock, 2);
+    const entry = (identity: string) => ({ room: 'R', identity, roomId: '!r:localhost', userId: '@u:localhost', presence: 'pending' as const, kicked: false, changedAt: 0 });
+    expect(await store.put(entry('a'))).toBe(true);
+    expect(await store.put(entry('b'))).toBe(true);
+    expect(await store.put(entry('c'))).toBe(false);
+    expect(await store.put({ ...entry('a'), presence: 'connected' })).toBe(true);
+    expect((await store.all()).map((e) => `${e.identity}:${e.presence}`).toSorted()).toEqual(['a:connected', 'b:pending']);
+  });
+});
+
 describe('membership monitor across replicas (Redis store)', () => {
   it('participants_are_persisted_and_recovered: a new process on the same Redis kicks what the old one watched', async () => {
     const w = await world('redis');
