@@ -84,6 +84,8 @@ export interface BridgeConfig extends BridgeFileConfig {
   logLevel: LogLevel;
   sanityCheckIntervalSeconds: number;
   membershipCheckIntervalSeconds: number;
+  /** Whether LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS was set (not the default). */
+  membershipCheckIntervalSet: boolean;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -286,6 +288,7 @@ export function resolveBridgeConfig(env: Env, configFile?: string): BridgeConfig
     logLevel,
     sanityCheckIntervalSeconds,
     membershipCheckIntervalSeconds,
+    membershipCheckIntervalSet: Boolean(env.LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS?.trim()),
   };
 }
 

@@ -51,6 +51,8 @@ export interface SfuRoomService {
   removeParticipant(name: string, identity: string, opts?: RemoveOptions): Promise<'removed' | 'absent'>;
   /** true present, false confirmed absent; throws on transport or other errors. */
   participantExists(room: string, identity: string): Promise<boolean>;
+  /** UpdateParticipant with every permission false (no publish, subscribe, data or metadata). */
+  revokePermissions(room: string, identity: string): Promise<'updated' | 'absent'>;
 }
 
 export interface SfuRoomServiceOptions {
@@ -138,6 +140,13 @@ export function createSfuRoomService(opts: SfuRoomServiceOptions): SfuRoomServic
         const by = removeOpts.revokeTokensIssuedBy;
         await client.removeParticipant(name, identity, by === undefined ? undefined : { revokeTokenTs: revokeTokenTsOf(by) });
         return 'removed' as const;
+      }, 'absent' as const),
+    revokePermissions: (room, identity) =>
+      absentOnNotFound(async () => {
+        await client.updateParticipant(room, identity, {
+          permission: { canSubscribe: false, canPublish: false, canPublishData: false, canPublishSources: [], canUpdateMetadata: false, canSubscribeMetrics: false },
+        });
+        return 'updated' as const;
       }, 'absent' as const),
     participantExists: (room, identity) => absentOnNotFound(async () => (await client.getParticipant(room, identity), true), false),
   };

@@ -10,6 +10,7 @@ import type { HomeserverClient } from '../homeserver/client.ts';
 import type { CsApiResolver } from './cs-api-resolver.ts';
 import type { TokenMinter } from './jwt.ts';
 import type { MembershipChecker } from './membership.ts';
+import type { MembershipMonitor } from './membership-monitor.ts';
 import type { OpenIdVerifier } from './openid.ts';
 import type { PublishPolicy } from './grants.ts';
 import { roomCreationFailed } from './errors.ts';
@@ -36,6 +37,8 @@ export interface TokenContext {
   sfu: TokenSfuApi;
   membership: MembershipChecker;
   delayedLeave: DelayedLeaveManager;
+  /** Watches issued tokens' users for leaving the Matrix room (appservice mode, interval > 0). */
+  monitor?: MembershipMonitor;
   appservice?: { asToken: string; hsToken: string; serverName: string };
   /** Client-server URL of our own homeserver when configured (`homeserver_url`, else its override). */
   homeserverUrl?: string;

@@ -633,3 +633,39 @@ describe('several replicas on one store', () => {
     expect(actions(b)).toEqual(['syd_new:restart']);
   });
 });
+
+describe('stop (the membership monitor removed the participant)', () => {
+  it('ends a job run here without sending its leave', async () => {
+    const h = harness();
+    h.present.add('ROOM|ID');
+    await h.manager.add(params({ delayTimeoutMs: 20_000 }));
+    await h.advance(100);
+    expect(h.manager.state('ROOM', 'ID')).toBe('connected');
+    await h.manager.stop('ROOM', 'ID');
+    h.manager.onSfuEvent('ROOM', 'ID', 'left', false);
+    await h.advance(30_000);
+    expect(actions(h)).toEqual(['syd_1:restart']);
+    expect(h.manager.state('ROOM', 'ID')).toBeUndefined();
+    expect(await h.store.all()).toEqual([]);
+  });
+
+  it('ends a job another replica runs: the owner drops it at its next renewal, nobody adopts or sends it', async () => {
+    const clock = createManualClock();
+    const store = createMemoryJobStore(clock);
+    const a = harness({ clock, store, replicaId: 'A', leaseMs: 3000 });
+    const b = harness({ clock, store, replicaId: 'B', leaseMs: 3000 });
+    await a.manager.restore();
+    await b.manager.restore();
+    a.present.add('ROOM|ID');
+    await a.manager.add(params({ delayTimeoutMs: 20_000 }));
+    await a.advance(100);
+    expect(a.manager.state('ROOM', 'ID')).toBe('connected');
+    await b.manager.stop('ROOM', 'ID');
+    await a.advance(1100);
+    expect(a.manager.state('ROOM', 'ID')).toBeUndefined();
+    b.manager.onSfuEvent('ROOM', 'ID', 'left', false);
+    await a.advance(30_000);
+    expect([...actions(a), ...actions(b)]).toEqual(['syd_1:restart']);
+    expect(await store.all()).toEqual([]);
+  });
+});

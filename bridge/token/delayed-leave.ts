@@ -134,6 +134,12 @@ export interface DelayedLeaveManager {
   /** From the webhook (any replica): applied here if this replica runs the job, else forwarded. */
   onSfuEvent(room: string, identity: string, event: 'joined' | 'left' | 'aborted', clientInitiated: boolean): void;
   restore(): Promise<void>;
+  /**
+   * Ends the job without sending its leave (the membership monitor removed the participant for
+   * having left the room). Run elsewhere: its lease is taken from the owner, who drops the job on
+   * its next renewal, and the stored job is deleted, so nobody adopts it.
+   */
+  stop(room: string, identity: string): Promise<void>;
   state(room: string, identity: string): JobState | undefined;
   size(): number;
   close(): Promise<void>;
@@ -535,6 +541,22 @@ export function createDelayedLeaveManager(deps: DelayedLeaveManagerDeps): Delaye
       await begin();
       const adopted = await adopt();
       if (adopted) logger.info({ jobs: adopted }, 'delayed-leave jobs restored');
+    },
+
+    async stop(room, identity) {
+      if (closed) return;
+      const job = jobs.get(jobField(room, identity));
+      if (job) {
+        job.state = 'aborted';
+        job.log.info('delegated leave stopped: the participant was removed for leaving the Matrix room');
+        deps.onStateChange?.(room, identity, 'aborted');
+        return finish(job);
+      }
+      if (!(await store.get(room, identity))) return;
+      // Held, not released: the owner's renewal must fail (it drops the job), and expiry frees it.
+      await store.claim(room, identity, replicaId, leaseMs, true);
+      await store.delete(room, identity);
+      await store.publish({ kind: 'claimed', owner: replicaId, room, identity });
     },
 
     state(room, identity) {

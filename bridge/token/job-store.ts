@@ -222,14 +222,14 @@ export function decodeStoredJob(raw: string): StoredJob | undefined {
 }
 
 /** KEYS[1] lease; ARGV owner, ttl ms, force ('1'). Sets it when free, ours or forced. */
-const CLAIM_SCRIPT = `local v = redis.call('GET', KEYS[1])
+export const CLAIM_SCRIPT = `local v = redis.call('GET', KEYS[1])
 if v == false or v == ARGV[1] or ARGV[3] == '1' then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0`;
 /** KEYS[1] lease; ARGV[1] owner. Deletes it only when it is ours. */
-const RELEASE_SCRIPT = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+export const RELEASE_SCRIPT = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
 
 /**

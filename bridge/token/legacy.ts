@@ -108,7 +108,7 @@ async function addJob(ctx: TokenContext, params: Parameters<TokenContext['delaye
 /** Steps 6-8 shared by /sfu/get and /get_token once the identity is known. */
 async function issue(
   ctx: TokenContext,
-  o: { serverName: string; userId: string; room: LiveKitRoomName; identity: LiveKitIdentity; delayId: string; delayTimeout: number },
+  o: { serverName: string; userId: string; roomId: string; room: LiveKitRoomName; identity: LiveKitIdentity; delayId: string; delayTimeout: number },
 ): Promise<{ url: string; jwt: string }> {
   const grants = grantsFor(ctx, o.serverName);
   const delegated = hasDelay(o.delayId, o.delayTimeout);
@@ -116,6 +116,7 @@ async function issue(
   const jwt = await mint(ctx, o.room, o.identity, grants);
   if (delegated) await resolveCsApi(ctx, o.serverName);
   if (grants.createRoom) await createSfuRoom(ctx, o.room);
+  await ctx.monitor?.register({ room: o.room, identity: o.identity, roomId: o.roomId, userId: o.userId });
   if (delegated) {
     await addJob(ctx, {
       delayId: o.delayId,
@@ -140,6 +141,7 @@ export async function handleSfuGet(ctx: TokenContext, req: Request): Promise<unk
   return issue(ctx, {
     serverName,
     userId: sub,
+    roomId: b.room,
     room: liveKitRoomAlias(b.room, LEGACY_SLOT_ID),
     identity: legacyLiveKitIdentity(sub, b.device_id),
     delayId: b.delay_id,
@@ -167,6 +169,7 @@ export async function handleGetToken(ctx: TokenContext, req: Request): Promise<u
   return issue(ctx, {
     serverName,
     userId: sub,
+    roomId: b.room_id,
     room: liveKitRoomAlias(b.room_id, b.slot_id),
     identity: liveKitIdentityForMember(sub, b.member.claimed_device_id, b.member.id),
     delayId: b.delay_id,

@@ -112,14 +112,16 @@ async function ourCsApi(ctx: TokenContext): Promise<string> {
 
 async function mintAndCreate(ctx: TokenContext, b: ProxiedBody, userId: string, grants: Grants) {
   const room = liveKitRoomAlias(b.room_id, b.slot_id);
+  const identity = identityFor(userId, b);
   let jwt: string;
   try {
-    jwt = await ctx.minter.mint(room, identityFor(userId, b), grants.canPublish);
+    jwt = await ctx.minter.mint(room, identity, grants.canPublish);
   } catch (err) {
     ctx.logger.error({ err: (err as Error).message }, 'could not mint a LiveKit token');
     throw internalError();
   }
   if (grants.createRoom) await createSfuRoom(ctx, room);
+  await ctx.monitor?.register({ room, identity, roomId: b.room_id, userId });
   return { jwt };
 }
 

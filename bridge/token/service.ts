@@ -6,8 +6,9 @@
  * `/_matrix/client/unstable/io.element.msc4195/rtc/livekit/` and the federation twin.
  * `tokenNotFoundHandler` answers Go's `404 page not found`; mount it after every other route.
  *
- * Lifecycle: `createTokenService(deps)` → mount `router` → `start()` (restores stored jobs) →
- * `close()` (stops job timers, keeps jobs stored for the next start, closes its own Redis).
+ * Lifecycle: `createTokenService(deps)` → mount `router` → `start()` (restores stored jobs, starts
+ * the membership monitor) → `close()` (stops job timers and the monitor, keeps jobs and watched
+ * participants stored for the next start, closes its own Redis).
  */
 import express, { type Request, type RequestHandler, type Router } from 'express';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -25,6 +26,8 @@ import { createMemoryJobStore, createRedisJobStore, type DelayedLeaveJobStore } 
 import { createTokenMinter } from './jwt.ts';
 import { handleDelegateDelayedLeave, handleGetToken, handleSfuGet, legacyEndpoint } from './legacy.ts';
 import { createMembershipChecker, type RoomMembershipOracle } from './membership.ts';
+import { createMembershipMonitor, type MembershipMonitor } from './membership-monitor.ts';
+import { createMemoryMonitorStore, createRedisMonitorStore, type MonitorStore } from './membership-monitor-store.ts';
 import { createOpenIdVerifier } from './openid.ts';
 import { CS_PREFIX, handleCsDelegateDelayedLeave, handleCsGetToken, handleSsGetToken, proxiedEndpoint, SS_GET_TOKEN_PATH } from './proxied.ts';
 import { createSfuRoomService, type SfuRoomService } from '../sfu/room-service.ts';
@@ -46,7 +49,7 @@ export interface TokenServiceDeps {
   /** Federation-client overrides (test CA, SRV resolver, well-known port). */
   federation?: Pick<FederationClientDeps, 'tlsCa' | 'resolveSrv' | 'wellKnownPort' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'allowPrivateAddresses'>;
   /** SFU RoomService; default livekit-server-sdk's RoomServiceClient on `config.livekit.url`. */
-  sfu?: TokenSfuApi & Partial<Pick<SfuRoomService, 'listParticipants'>>;
+  sfu?: TokenSfuApi & Partial<Pick<SfuRoomService, 'listParticipants' | 'removeParticipant' | 'revokePermissions' | 'deleteRoom'>>;
   /** Delayed-leave job ownership: this replica's lease name and the lease length. */
   replicaId?: string;
   leaseMs?: number;
@@ -58,6 +61,8 @@ export interface TokenServiceDeps {
 export interface TokenService {
   readonly router: Router;
   readonly delayedLeave: DelayedLeaveManager;
+  /** The membership monitor when it runs (appservice mode, membership check on, interval > 0). */
+  readonly monitor: MembershipMonitor | undefined;
   /**
    * The appservice's homeserver's client-server URL (config.ts's `appservice.homeserverUrl`,
    * else its `.well-known/matrix/client`, cached 4 h); throws CsApiUnresolvableError, or Error
@@ -67,6 +72,9 @@ export interface TokenService {
   start(): Promise<void>;
   close(): Promise<void>;
 }
+
+/** Stands in for a RoomService call a caller's SFU API lacks. */
+const missingSfuCall = (what: string) => () => Promise.reject(new Error(`the SFU API given has no ${what}`));
 
 /** Go's mux answer for unknown paths; mount last on the app. */
 export const tokenNotFoundHandler: RequestHandler = (_req, res) => sendGoNotFound(res);
@@ -97,12 +105,9 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   const sfu = deps.sfu ?? createSfuRoomService({ url: config.livekit.url, key: config.livekit.key, secret: config.livekit.secret });
 
   let ownRedis: RedisClient | undefined;
-  let store: DelayedLeaveJobStore;
-  if (deps.redis) store = createRedisJobStore({ redis: deps.redis, logger });
-  else if (config.redisUrl) {
-    ownRedis = createRedisConnection({ url: config.redisUrl, password: config.redisPassword || undefined }, logger);
-    store = createRedisJobStore({ redis: ownRedis, logger });
-  } else store = createMemoryJobStore(clock);
+  if (!deps.redis && config.redisUrl) ownRedis = createRedisConnection({ url: config.redisUrl, password: config.redisPassword || undefined }, logger);
+  const redis = deps.redis ?? ownRedis;
+  const store: DelayedLeaveJobStore = redis ? createRedisJobStore({ redis, logger }) : createMemoryJobStore(clock);
 
   const jobs = new Gauge({ name: 'matrixrtc_delayed_leave_jobs', help: 'Delegated delayed-leave jobs in progress', registers: [deps.metrics] });
   const delayedLeave = createDelayedLeaveManager({
@@ -147,6 +152,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
         '(set LIVEKIT_AS_REGISTRATION_FILE and LIVEKIT_HS_SERVER_NAME to check room membership)',
     );
   }
+  const monitor = buildMonitor();
   const ownServer = config.appservice?.serverName;
   const openId = createOpenIdVerifier({
     logger,
@@ -171,6 +177,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     sfu,
     membership,
     delayedLeave,
+    monitor,
     appservice: config.appservice,
     homeserverUrl: config.appservice?.homeserverUrl,
     countRequest: (endpoint, status) => requests.inc({ endpoint, status: String(status) }),
@@ -190,7 +197,11 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
       clock,
       logger,
       metrics: deps.metrics,
-      onEvent: (room, identity, event, clientInitiated) => delayedLeave.onSfuEvent(room, identity, event, clientInitiated),
+      onEvent: (room, identity, event, clientInitiated) => {
+        delayedLeave.onSfuEvent(room, identity, event, clientInitiated);
+        void monitor?.onSfuEvent(room, identity, event);
+      },
+      onRoomFinished: (room) => void monitor?.onRoomFinished(room),
     }),
   );
 
@@ -200,9 +211,60 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     router.all(SS_GET_TOKEN_PATH, proxiedEndpoint(ctx, 'ss_get_token', false, bind(handleSsGetToken)));
   }
 
+  /**
+   * The membership monitor (membership-monitor.ts) runs with an appservice registration, the
+   * membership check on and LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS > 0; it says once why not.
+   * Without a registration an explicit interval is a warning, not a refusal: lk-jwt-service takes
+   * the variable in any mode and only runs its monitor in appservice mode, so a deployment (or a
+   * chart that spells out the default) switching images must still start.
+   */
+  function buildMonitor(): MembershipMonitor | undefined {
+    const seconds = config.membershipCheckIntervalSeconds;
+    if (seconds <= 0) {
+      logger.info('membership monitor off (LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS=0): a user who leaves the Matrix room stays on the SFU unless the appservice sees the leave');
+      return undefined;
+    }
+    const as = config.appservice;
+    if (!as) {
+      const text =
+        'membership monitor off: it asks the homeserver who is in a room with the appservice`s as_token, and there is no appservice registration ' +
+        '(set LIVEKIT_AS_REGISTRATION_FILE and LIVEKIT_HS_SERVER_NAME to run it; LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS is not used until then)';
+      if (config.membershipCheckIntervalSet) logger.warn({ intervalSeconds: seconds }, text);
+      else logger.info(text);
+      return undefined;
+    }
+    if (!config.membershipCheck) {
+      logger.info('membership monitor off (membership_check: false): tokens are not tied to room membership, so nobody is removed for leaving the room');
+      return undefined;
+    }
+    const monitorStore: MonitorStore = redis ? createRedisMonitorStore({ redis, logger }) : createMemoryMonitorStore(clock);
+    logger.info({ intervalSeconds: seconds }, 'membership monitor on: participants whose user left the Matrix room are removed from the SFU within one interval');
+    return createMembershipMonitor({
+      clock,
+      logger,
+      metrics: deps.metrics,
+      store: monitorStore,
+      sfu: {
+        listParticipants: sfu.listParticipants ? (r) => sfu.listParticipants!(r) : missingSfuCall('ListParticipants'),
+        removeParticipant: sfu.removeParticipant ? (r, i, o) => sfu.removeParticipant!(r, i, o) : missingSfuCall('RemoveParticipant'),
+        revokePermissions: sfu.revokePermissions ? (r, i) => sfu.revokePermissions!(r, i) : missingSfuCall('UpdateParticipant'),
+        deleteRoom: sfu.deleteRoom ? (r) => sfu.deleteRoom!(r) : missingSfuCall('DeleteRoom'),
+      },
+      homeserver,
+      ownCsApi: () => ownCsApi(ctx, as.serverName),
+      asToken: as.asToken,
+      serverName: as.serverName,
+      intervalMs: seconds * 1000,
+      stopDelayedLeave: (room, identity) => delayedLeave.stop(room, identity),
+      replicaId: deps.replicaId,
+      random: deps.random,
+    });
+  }
+
   return {
     router,
     delayedLeave,
+    monitor,
     async ownHomeserverUrl() {
       if (!ownServer) throw new Error('no appservice registration: the bridge has no homeserver of its own');
       return ownCsApi(ctx, ownServer);
@@ -213,8 +275,10 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
       } catch (err) {
         logger.error({ err: (err as Error).message }, 'could not restore delayed-leave jobs; continuing without them');
       }
+      monitor?.start();
     },
     async close() {
+      await monitor?.close();
       await delayedLeave.close();
       await store.close();
       federation.close();

@@ -1,6 +1,6 @@
 /**
  * `/sfu_webhook`: the SFU's LiveKit webhooks (participant joined / left / connection aborted)
- * into the delegated-leave jobs. POST only (else 405 with `Allow: POST`). The body is bounded
+ * into the delegated-leave jobs and the membership monitor (which also takes `room_finished`). POST only (else 405 with `Allow: POST`). The body is bounded
  * (`WEBHOOK_MAX_BODY_BYTES`): a larger `Content-Length` is answered 413 before a byte is read,
  * a chunked body is read only up to the bound; both answers close the connection, so the rest
  * of the upload is never read and the connection is not left half-drained. The signature is
@@ -30,6 +30,8 @@ export interface SfuWebhookDeps {
   logger: Logger;
   metrics: Registry;
   onEvent(room: string, identity: string, event: 'joined' | 'left' | 'aborted', clientInitiated: boolean): void;
+  /** `room_finished`: the SFU closed the room. */
+  onRoomFinished?(room: string): void;
   maxBodyBytes?: number;
 }
 
@@ -131,7 +133,7 @@ export function createSfuWebhookHandler(deps: SfuWebhookDeps): RequestHandler {
         const intentional = p.disconnectReason === DisconnectReason.CLIENT_INITIATED;
         deps.onEvent(room, p.identity, event.event === 'participant_left' ? 'left' : 'aborted', intentional);
       }
-    }
+    } else if (room && event.event === 'room_finished') deps.onRoomFinished?.(room);
     res.status(200).end();
   }
 

@@ -108,6 +108,10 @@ export function createRecordingSfu(clock: Clock): RecordingSfu {
     async participantExists(name, identity) {
       return sfu.rooms.get(name)?.participants.has(identity) ?? false;
     },
+    async revokePermissions(name, identity) {
+      sfu.calls.push(`revoke ${name} ${identity}`);
+      return sfu.rooms.get(name)?.participants.has(identity) ? 'updated' : 'absent';
+    },
     async removeParticipant(name, identity) {
       if (sfu.gate) await sfu.gate;
       sfu.calls.push(`remove ${name} ${identity}`);
