@@ -57,6 +57,7 @@ import { TwccFeedback, twccFeedbackFor } from './twcc.ts';
 import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 import { installRtpHeaderGuard } from './rtp-guard.ts';
+import { installNoDefaultStun } from './no-default-stun.ts';
 import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
 import { closePeer, watchDtls } from './peer-lifecycle.ts';
 import { createPortSource, type PortLease, type PortSource } from './port-pool.ts';
@@ -613,6 +614,7 @@ export function createWeriftTransportFactory(deps: {
   clock: Clock;
 }): MediaTransportFactory {
   installRtpHeaderGuard();
+  installNoDefaultStun(deps.logger);
   const transport = deps.config.metrics?.transport;
   const ports = createPortSource({
     range: deps.config.portRange,
