@@ -28,6 +28,8 @@ export interface TargetResult {
   /** (end - start) / start, in percent, measured with the target still set up. */
   heapGrowthPercent?: number;
   firstCrash?: { error: string; input: string };
+  /** The input of the slowest case (to tell a slow corner from a busy machine). */
+  slowestInput?: string;
   stats?: Record<string, number>;
 }
 
@@ -66,9 +68,13 @@ export async function runTarget(
   let lastProgress = 0;
   let firstCrash: TargetResult['firstCrash'];
 
-  const tick = (t0: number) => {
+  let slowest: unknown;
+  const tick = (t0: number, input: unknown) => {
     const ms = performance.now() - t0;
-    if (ms > maxCaseMs) maxCaseMs = ms;
+    if (ms > maxCaseMs) {
+      maxCaseMs = ms;
+      slowest = input;
+    }
     if (ms > STALL_MS) stalls++;
     done++;
     if (opts.progress && (done % 256 === 0 || ms > 100)) {
@@ -95,7 +101,7 @@ export async function runTarget(
             return false;
           }
         } finally {
-          tick(t0);
+          tick(t0, input);
         }
         return true;
       }),
@@ -113,7 +119,7 @@ export async function runTarget(
             return false;
           }
         } finally {
-          tick(t0);
+          tick(t0, input);
         }
         return true;
       }),
@@ -156,6 +162,7 @@ export async function runTarget(
     heapGrowthPercent:
       heapStartMB !== undefined && heapEndMB !== undefined ? round(((heapEndMB - heapStartMB) / heapStartMB) * 100, 1) : undefined,
     ...(firstCrash ? { firstCrash } : {}),
+    ...(maxCaseMs > STALL_MS / 10 ? { slowestInput: show(slowest).slice(0, 2000) } : {}),
     ...(stats ? { stats } : {}),
   };
 }
