@@ -20,12 +20,13 @@ export interface Revocations {
   readonly size: number;
 }
 
+const keyOf = (room: string, identity: string) => `${room}\u0000${identity}`;
+
 export function createRevocations(deps: { clock: Clock; maxTokenLifetimeMs?: number; maxEntries?: number }): Revocations {
   const lifetimeMs = deps.maxTokenLifetimeMs ?? MAX_TOKEN_LIFETIME_MS;
   const maxEntries = deps.maxEntries ?? MAX_REVOCATIONS;
   /** room \0 identity → revokeTokenTs (s); Map order = order of the latest revocation. */
   const entries = new Map<string, bigint>();
-  const keyOf = (room: string, identity: string) => `${room}\u0000${identity}`;
   const expired = (ts: bigint) => Number(ts) * 1000 + lifetimeMs < deps.clock.now();
 
   function sweep(): void {

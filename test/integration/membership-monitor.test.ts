@@ -390,6 +390,8 @@ for (const kind of ['memory', 'redis'] as const) {
   });
 }
 
+const entry = (identity: string) => ({ room: 'R', identity, roomId: '!r:localhost', userId: '@u:localhost', presence: 'pending' as const, kicked: false, changedAt: 0 });
+
 describe('the store is bounded', () => {
   it.each(['memory', 'redis'] as const)('%s: beyond maxEntries a new participant is refused, a known one still updated', async (kind) => {
     const clock = createManualClock();
@@ -400,7 +402,6 @@ describe('the store is bounded', () => {
       await conn.flushdb();
       store = createRedisMonitorStore({ redis: conn, logger: createSilentLogger(), maxEntries: 2 });
     } else store = createMemoryMonitorStore(clock, 2);
-    const entry = (identity: string) => ({ room: 'R', identity, roomId: '!r:localhost', userId: '@u:localhost', presence: 'pending' as const, kicked: false, changedAt: 0 });
     expect(await store.put(entry('a'))).toBe(true);
     expect(await store.put(entry('b'))).toBe(true);
     expect(await store.put(entry('c'))).toBe(false);
