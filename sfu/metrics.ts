@@ -95,6 +95,8 @@ export interface SfuMetrics {
   readonly guard: GuardMetrics;
   /** Media bytes received + sent so far (for limit.bytes_per_sec); reads plain numbers. */
   mediaBytes(): number;
+  /** RTP packets received + sent so far (the cluster registry reports packets per second). */
+  mediaPackets(): number;
   /** Used by `attachSfuEventMetrics`; exposed for tests and for a session layer without events. */
   readonly sessions: {
     setRooms(n: number): void;
@@ -348,6 +350,7 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
       participantFailed: () => participantFailures.inc(),
     },
     mediaBytes: () => pktBytes[0]! + pktBytes[1]! + pktBytes[2]! + pktBytes[3]!,
+    mediaPackets: () => pktCount[0]! + pktCount[1]! + pktCount[2]! + pktCount[3]!,
     packets: {
       incoming(bytes, retransmit) {
         const i = retransmit ? 1 : 0;
