@@ -99,6 +99,8 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
   let redisUp = true;
   let started = false;
   let beats = 0;
+  /** No node is reaped from its heartbeat's age before this (just after a Redis outage). */
+  let reapAfter = 0;
   let ticker: Repeating | undefined;
   let beating: Promise<void> | undefined;
   /** Rooms this node owned in the map but had no room for, at the last repair round. */
@@ -197,6 +199,15 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
   async function beat(): Promise<void> {
     try {
       await redis.hset(NODES_KEY, nodeId, JSON.stringify(self()));
+      const recovered = !redisUp;
+      if (recovered) {
+        // The others could not write either while Redis was away: give them a heartbeat
+        // period to show up again before any of them is taken for dead.
+        reapAfter = clock.now() + DEAD_AFTER_MS;
+        redisUp = true;
+        metrics.redisUp(true);
+        log.info('redis answers again: node re-registered; repairing the room map');
+      }
       const nodes = await readNodes();
       let live = 0;
       for (const n of nodes) {
@@ -204,15 +215,9 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
         else if (alive(n)) {
           live++;
           dead.delete(n.id);
-        } else await reap(n.id, `no heartbeat for ${clock.now() - n.updatedAt} ms`);
+        } else if (clock.now() >= reapAfter) await reap(n.id, `no heartbeat for ${clock.now() - n.updatedAt} ms`);
       }
       metrics.nodes(live);
-      const recovered = !redisUp;
-      if (recovered) {
-        redisUp = true;
-        metrics.redisUp(true);
-        log.info('redis answers again: node re-registered; repairing the room map');
-      }
       if (recovered || ++beats % REPAIR_EVERY === 0) await repair();
     } catch (err) {
       redisFailed(err, 'heartbeat');
@@ -254,7 +259,8 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
       if (owner === nodeId) return { kind: 'local' };
       if (owner) {
         const n = await nodeById(owner);
-        if (n && alive(n)) return { kind: 'remote', node: n };
+        // Just after an outage a stale heartbeat proves nothing: the relay finds out (refused = reaped).
+        if (n && (alive(n) || clock.now() < reapAfter)) return { kind: 'remote', node: n };
         await reap(owner, n ? `no heartbeat for ${clock.now() - n.updatedAt} ms` : 'not registered');
         owner = '';
       }

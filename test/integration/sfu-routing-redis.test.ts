@@ -120,6 +120,21 @@ describe('redis router', () => {
     expect(await b.redis.hget(ROOM_NODE_KEY, 'call')).toBeNull();
   });
 
+  it('a draining node gives its rooms up and places new rooms on the others', async () => {
+    redis = await startRedisServer();
+    const a = await node('ND_a', { random: () => 0.999 });
+    const b = await node('ND_b');
+    a.rooms.add('old');
+    expect(await a.router.placeRoom('old', true)).toEqual({ kind: 'local' });
+    await a.router.drain();
+    expect(await a.redis.hget(ROOM_NODE_KEY, 'old')).toBeNull();
+    for (const room of ['old', 'new-1', 'new-2']) {
+      const p = await a.router.placeRoom(room, true);
+      expect(p?.kind === 'remote' ? p.node.id : 'ND_a').toBe('ND_b');
+    }
+    expect(JSON.parse((await b.redis.hget(NODES_KEY, 'ND_a'))!).state).toBe('draining');
+  });
+
   it('places rooms locally while redis is down and repairs the map when it is back', async () => {
     redis = await startRedisServer();
     const port = redis.port;

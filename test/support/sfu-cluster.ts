@@ -64,7 +64,8 @@ export async function startClusterScene(opts: { nodes: number; webhooks?: boolea
       for (const c of clients.splice(0)) await c.disconnect();
       for (const n of nodes.splice(0)) await n.stop();
       await webhooks?.stop();
-      await redis.stop();
+      // A test may have replaced the server (stopped and started again on the same port).
+      await scene.redis.stop();
     },
   };
   try {
