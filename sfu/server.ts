@@ -159,6 +159,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     limits: config,
     metrics: sfuMetrics.guard,
     route: cluster.route,
+    validateElsewhere: cluster.validateElsewhere,
     isRelayed: (req: IncomingMessage) => cluster.isRelayed(req),
     draining: () => cluster.router.draining,
   };

@@ -48,6 +48,8 @@ export interface Cluster {
   readonly backend: RoomServiceBackend;
   /** Set when clustered: route one authenticated upgrade for `room`. */
   readonly route?: (room: string, req: IncomingMessage, socket: Duplex, head: Buffer, wss: WebSocketServer) => Promise<RouteOutcome>;
+  /** Set when clustered: the hosting node's answer to `/rtc/validate` for a room hosted elsewhere. */
+  readonly validateElsewhere?: (room: string, pathAndQuery: string, authorization: string | undefined) => Promise<{ status: number; body: string } | undefined>;
   /** True when `req` came from another node's relay (serve it here, count it per client). */
   isRelayed(req: IncomingMessage): boolean;
   start(selfUrl: string): Promise<void>;
@@ -151,6 +153,19 @@ export function createCluster(deps: ClusterDeps): Cluster {
     router,
     backend: createClusterBackend({ local: rooms, router, keys: config.keys, logger: deps.logger }),
     route,
+    async validateElsewhere(room, pathAndQuery, authorization) {
+      const placement = await router.placeRoom(room, false);
+      if (placement?.kind !== 'remote') return undefined;
+      try {
+        const res = await fetch(`${placement.node.signalUrl}${pathAndQuery}`, {
+          ...(authorization ? { headers: { authorization } } : {}),
+          signal: AbortSignal.timeout(3000),
+        });
+        return { status: res.status, body: await res.text() };
+      } catch {
+        return { status: 503, body: 'the node hosting this room did not answer' };
+      }
+    },
     isRelayed: (req) => isRelayedRequest(config.keys, req),
     start: (selfUrl) => router.start(selfUrl),
     async drain(waitMs) {

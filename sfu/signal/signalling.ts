@@ -50,6 +50,11 @@ export interface SignallingDeps {
   route?: ((room: string, req: IncomingMessage, socket: Duplex, head: Buffer, wss: WebSocketServer) => Promise<RouteOutcome>) | undefined;
   /** A relay from another node of the cluster: counted per client address, never routed again. */
   isRelayed?: ((req: IncomingMessage) => boolean) | undefined;
+  /**
+   * Clustered nodes: `/rtc/validate` for a room hosted on another node is answered by that node
+   * (its admission checks), or undefined when the room is here or nowhere.
+   */
+  validateElsewhere?: ((room: string, pathAndQuery: string, authorization: string | undefined) => Promise<{ status: number; body: string } | undefined>) | undefined;
   /** While true (draining) no new signalling connection is taken. */
   draining?: (() => boolean) | undefined;
 }
@@ -162,6 +167,11 @@ export function registerSignalRoutes(app: Express, deps: SignallingDeps): void {
     try {
       const url = new URL(req.originalUrl, 'http://localhost');
       const { req: joinReq } = await authorize(deps, url, req);
+      const elsewhere = await deps.validateElsewhere?.(joinReq.room, req.originalUrl, req.headers.authorization);
+      if (elsewhere) {
+        res.status(elsewhere.status).type('text/plain').send(elsewhere.body);
+        return;
+      }
       deps.rooms.checkJoin(joinReq);
       res.status(200).type('text/plain').send('success');
     } catch (err) {

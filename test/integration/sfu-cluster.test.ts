@@ -79,4 +79,24 @@ describe('sfu cluster on redis', () => {
       expect(count('track_published', who)).toBe(1);
     }
   });
+
+  it('with auto_create off, a room created through one node is joined and validated through the other', { timeout: 60_000 }, async () => {
+    scene = await startClusterScene({ nodes: 2, node: { extra: { room: { auto_create: false } } } });
+    const [a, b] = scene.nodes as [SfuNodeProcess, SfuNodeProcess];
+    const validate = async (n: SfuNodeProcess, room: string) => {
+      const res = await fetch(`${n.url}/rtc/validate?access_token=${await scene!.token('dave', room)}`);
+      return `${res.status} ${await res.text()}`;
+    };
+    for (const n of [a, b]) expect(await validate(n, 'planned')).toBe('404 requested room does not exist');
+    await scene.api(b).createRoom({ name: 'planned', emptyTimeout: 60 });
+    // CreateRoom is idempotent across the cluster: the same room, wherever it was asked for.
+    const again = await scene.api(a).createRoom({ name: 'planned' });
+    expect((await scene.api(b).listRooms()).map((r) => r.sid)).toEqual([again.sid]);
+    for (const n of [a, b]) expect(await validate(n, 'planned')).toBe('200 success');
+    await scene.connect(a.wsUrl, 'dave', 'planned');
+    await scene.connect(b.wsUrl, 'erin', 'planned');
+    for (const n of [a, b]) {
+      expect((await scene.api(n).listParticipants('planned')).map((p) => p.identity).toSorted()).toEqual(['dave', 'erin']);
+    }
+  });
 });
