@@ -224,7 +224,10 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
     }
   }
 
-  /** Commands fail fast while disconnected: at start, give the first connection a moment. */
+  /**
+   * Commands fail fast while disconnected: at start, give the first connection attempt a moment
+   * to succeed, but not to fail (an unreachable Redis must not delay serving).
+   */
   async function untilReady(ms: number): Promise<void> {
     if (redis.status === 'ready') return;
     await new Promise<void>((resolve) => {
@@ -232,9 +235,11 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
       function done() {
         clock.clearTimeout(timer);
         redis.off('ready', done);
+        redis.off('error', done);
         resolve();
       }
       redis.once('ready', done);
+      redis.once('error', done);
     });
   }
 

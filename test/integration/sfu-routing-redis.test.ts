@@ -14,6 +14,7 @@ import { createClusterMetrics } from '../../sfu/routing/metrics.ts';
 import { createRedisRouter, DEAD_AFTER_MS, NODES_KEY, ROOM_NODE_KEY, type RedisRouter } from '../../sfu/routing/redis-router.ts';
 import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
 import { waitFor } from '../support/wait.ts';
+import { freePort } from '../support/ports.ts';
 
 interface TestNode {
   router: RedisRouter;
@@ -42,10 +43,10 @@ describe('redis router', () => {
     redis = undefined;
   });
 
-  async function node(id: string, opts: { random?: () => number } = {}): Promise<TestNode> {
+  async function node(id: string, opts: { random?: () => number; port?: number } = {}): Promise<TestNode> {
     const clock = createManualClock(1_800_000_000_000);
     const registry = new Registry();
-    const client = createRedisConnection({ address: `127.0.0.1:${redis!.port}`, failFastMs: 500 }, createSilentLogger());
+    const client = createRedisConnection({ address: `127.0.0.1:${opts.port ?? redis!.port}`, failFastMs: 500 }, createSilentLogger());
     const rooms = new Set<string>();
     const moved: string[] = [];
     const dead: string[] = [];
@@ -133,6 +134,14 @@ describe('redis router', () => {
       expect(p?.kind === 'remote' ? p.node.id : 'ND_a').toBe('ND_b');
     }
     expect(JSON.parse((await b.redis.hget(NODES_KEY, 'ND_a'))!).state).toBe('draining');
+  });
+
+  it('starts serving at once when redis does not answer at start-up, placing rooms locally', async () => {
+    // A port nothing listens on; the manual clock never advances, so only the failed connect can end the wait.
+    const closed = await freePort();
+    const a = await node('ND_a', { port: closed });
+    expect(await a.router.placeRoom('early', true)).toEqual({ kind: 'local' });
+    expect(await metric(a, 'matrixrtc_sfu_cluster_redis_up')).toBe(0);
   });
 
   it('places rooms locally while redis is down and repairs the map when it is back', async () => {
