@@ -166,7 +166,8 @@ describe('deploy/k8s', () => {
     const [host, port] = sfu.redis.address.split(':');
     const redisService = one('Service', host ?? '');
     expect(redisService.spec?.ports?.map((p) => p.port)).toContain(Number(port));
-    const grace = (one('DaemonSet', 'matrix-rtc-sfu').spec?.template?.spec as { terminationGracePeriodSeconds?: number }).terminationGracePeriodSeconds;
+    const podSpec = one('DaemonSet', 'matrix-rtc-sfu').spec?.template?.spec as { terminationGracePeriodSeconds?: number } | undefined;
+    const grace = podSpec?.terminationGracePeriodSeconds;
     expect(grace).toBeGreaterThan(sfu.cluster.drain_seconds);
   });
 });
