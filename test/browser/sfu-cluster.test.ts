@@ -1,8 +1,10 @@
 /**
- * A livekit-client browser and an @livekit/rtc-node participant join one room through different
- * SFU nodes of a two-node cluster on a real redis-server: each sees the other's video (the
- * browser decodes the rtc-node test pattern, rtc-node receives the browser's camera frames)
- * and the browser receives the rtc-node tone. One of the two is relayed; neither SDK notices.
+ * livekit-client browsers in a two-node SFU cluster on a real redis-server:
+ * - a browser and an @livekit/rtc-node participant join one room through different nodes and
+ *   each sees the other's video (one of them is relayed; neither SDK notices);
+ * - browsers forced to use TURN only (iceTransportPolicy relay) complete a call through Debian's
+ *   coturn with the per-participant credentials the hosting node mints (rtc.turn_servers
+ *   `secret`), once with the room on each node.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { LocalVideoTrack, TrackKind, TrackPublishOptions, TrackSource, VideoBufferType, VideoCodec, VideoFrame, VideoSource, VideoStream } from '@livekit/rtc-node';
@@ -11,6 +13,10 @@ import { openBrowserPage, type BrowserPage } from '../support/browser.ts';
 import { startClusterScene, type ClusterScene } from '../support/sfu-cluster.ts';
 import type { SfuNodeProcess } from '../support/sfu-node-process.ts';
 import { waitFor } from '../support/wait.ts';
+import { startCoturn } from '../support/coturn.ts';
+import { createRedisConnection } from '../../common/redis.ts';
+import { createSilentLogger } from '../../common/logger.ts';
+import { ROOM_NODE_KEY } from '../../sfu/routing/redis-router.ts';
 
 const WIDTH = 320;
 const HEIGHT = 240;
@@ -89,5 +95,42 @@ describe('sfu cluster with a livekit-client browser', () => {
     for (const node of [a, b]) {
       expect((await scene.api(node).listParticipants('mixed')).map((p) => p.identity).toSorted()).toEqual(['browser', 'rtc']);
     }
+  });
+
+  it('browsers forced to relay (iceTransportPolicy relay) call through coturn with the TURN credentials every node mints', { timeout: 120_000 }, async () => {
+    const coturn = await startCoturn({ relayMinPort: 49_300, relayMaxPort: 49_399 });
+    stops.push(() => coturn.stop());
+    // Each node places the rooms it is asked for first on itself (its own region is nearest),
+    // so the two rooms below are hosted one on each node.
+    const regions = [
+      { name: 'a', lat: 0, lon: 0 },
+      { name: 'b', lat: 50, lon: 50 },
+    ];
+    scene = await startClusterScene({ nodes: 0 });
+    const turn = { port: coturn.port, secret: coturn.secret };
+    const selector = (region: string) => ({ region, node_selector: { kind: 'regionaware', sysload_limit: 1000, regions } });
+    const a = await scene.addNode({ turn, extra: selector('a') });
+    const b = await scene.addNode({ turn, extra: selector('b') });
+
+    for (const [host, other] of [[a, b], [b, a]] as const) {
+      const room = `turn-${host === a ? 'a' : 'b'}`;
+      const first = await openBrowserPage();
+      const second = await openBrowserPage();
+      stops.push(async () => {
+        for (const p of [first, second]) {
+          await leaveFromPage(p.page).catch(() => undefined);
+          await p.close();
+        }
+      });
+      await joinFromPage(first.page, host.wsUrl, await scene.token('first', room), { iceTransportPolicy: 'relay' });
+      await joinFromPage(second.page, other.wsUrl, await scene.token('second', room), { iceTransportPolicy: 'relay' });
+      await Promise.all([publishCameraAndMic(first.page), publishCameraAndMic(second.page)]);
+      await Promise.all([waitForMediaFrom(first.page, 'second', 30_000), waitForMediaFrom(second.page, 'first', 30_000)]);
+      const redis = createRedisConnection({ address: `127.0.0.1:${scene.redis.port}` }, createSilentLogger());
+      expect(await redis.hget(ROOM_NODE_KEY, room)).toBe(host.nodeId);
+      redis.disconnect();
+    }
+    // Only relay candidates were allowed: every peer connection of the four browsers allocated on coturn.
+    expect(coturn.allocations()).toBeGreaterThanOrEqual(4);
   });
 });

@@ -36,6 +36,8 @@ export interface SfuNodeOptions {
   port?: number;
   webhookUrl?: string;
   region?: string;
+  /** A TURN server for rtc.turn_servers (coturn with use-auth-secret: credentials minted per participant). */
+  turn?: { port: number; secret: string };
   /** Extra top-level config (merged over the defaults here). */
   extra?: Record<string, unknown>;
 }
@@ -46,7 +48,12 @@ export async function startSfuNode(opts: SfuNodeOptions): Promise<SfuNodeProcess
     port,
     bind_addresses: ['127.0.0.1'],
     keys: { [TEST_API_KEY]: TEST_API_SECRET },
-    rtc: { node_ip: '127.0.0.1', port_range_start: opts.udpStart, port_range_end: opts.udpStart + 499 },
+    rtc: {
+      node_ip: '127.0.0.1',
+      port_range_start: opts.udpStart,
+      port_range_end: opts.udpStart + 499,
+      ...(opts.turn ? { turn_servers: [{ host: '127.0.0.1', port: opts.turn.port, protocol: 'udp', secret: opts.turn.secret }] } : {}),
+    },
     redis: { address: `127.0.0.1:${opts.redisPort}` },
     overload: { cpu_load_limit: 0 },
     logging: { level: 'info' },
