@@ -101,4 +101,48 @@ describe('sfu cluster: losing a node', () => {
     await backTogether(c, room);
     expect(exitedMs).toBeLessThan(10_000);
   });
+
+  it('ends sessions relayed to a host that stops answering without closing its sockets, once its heartbeat is stale', { timeout: 120_000 }, async () => {
+    // A frozen process (SIGSTOP) stands in for a machine lost without a TCP reset: its sockets
+    // stay open and its port still accepts connections, only its heartbeat stops.
+    // Each node places a new room on itself (its own region is the nearest): a hosts the room.
+    const regions = [
+      { name: 'a', lat: 0, lon: 0 },
+      { name: 'b', lat: 50, lon: 50 },
+    ];
+    scene = await startClusterScene({ nodes: 0 });
+    const selector = (region: string) => ({ region, node_selector: { kind: 'regionaware', sysload_limit: 1000, regions } });
+    const a = await scene.addNode({ extra: selector('a') });
+    const b = await scene.addNode({ extra: selector('b') });
+    balancer = await startTcpBalancer([a.port]);
+    const room = 'frozen-host';
+    const alice = await scene.connect(balancer.wsUrl, 'alice', room);
+    // From now on the balancer sends everyone to b: bob is relayed to a, the room's host.
+    balancer.setBackends([b.port]);
+    const bob = await scene.connect(balancer.wsUrl, 'bob', room);
+    await alice.publishTone(440);
+    await bob.publishTone(660);
+    await hearTone(bob, 'alice');
+    const redis = createRedisConnection({ address: `127.0.0.1:${scene.redis.port}` }, createSilentLogger());
+    expect(await redis.hget(ROOM_NODE_KEY, room)).toBe(a.nodeId);
+
+    const frozenAt = Date.now();
+    process.kill(a.pid, 'SIGSTOP');
+    try {
+      const api = scene.api(b);
+      await waitFor('bob back in the room, now hosted on b', async () => {
+        const owner = await redis.hget(ROOM_NODE_KEY, room);
+        return owner === b.nodeId && (await api.listParticipants(room)).some((p) => p.identity === 'bob');
+      }, { timeoutMs: 15_000, intervalMs: 100 });
+      const backMs = Date.now() - frozenAt;
+      console.log(`frozen host: bob back on the live node after ${backMs} ms`);
+      expect(b.log()).toContain('node declared dead');
+      expect(backMs).toBeLessThan(8_000);
+      expect(bob.room.isConnected).toBe(true);
+    } finally {
+      redis.disconnect();
+      process.kill(a.pid, 'SIGCONT');
+      await a.kill('SIGKILL');
+    }
+  });
 });
