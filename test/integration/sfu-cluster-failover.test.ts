@@ -145,4 +145,32 @@ describe('sfu cluster: losing a node', () => {
       await a.kill('SIGKILL');
     }
   });
+
+  it('survives a rolling restart of every node, one at a time (SIGTERM, start again, next)', { timeout: 180_000 }, async () => {
+    scene = await startClusterScene({ nodes: 2 });
+    const ports = scene.nodes.map((n) => n.port);
+    balancer = await startTcpBalancer(ports);
+    const room = 'rolling';
+    const alice = await scene.connect(balancer.wsUrl, 'alice', room);
+    const bob = await scene.connect(balancer.wsUrl, 'bob', room);
+    await alice.publishTone(440);
+    await bob.publishTone(660);
+    await Promise.all([hearTone(bob, 'alice'), hearTone(alice, 'bob')]);
+    // A copy: the loop replaces nodes in scene.nodes as it goes.
+    for (const old of scene.nodes.slice()) {
+      expect(await old.kill('SIGTERM')).toBe(0);
+      scene.nodes.splice(scene.nodes.indexOf(old), 1);
+      // The restarted node takes the old one's place behind the balancer.
+      await scene.addNode({ port: old.port });
+      const [atBob, atAlice] = await Promise.all([hearTone(bob, 'alice', 20_000), hearTone(alice, 'bob', 20_000)]);
+      expect(Math.abs(atBob.frequency - 440)).toBeLessThanOrEqual(5);
+      expect(Math.abs(atAlice.frequency - 660)).toBeLessThanOrEqual(5);
+    }
+    const api = scene.api(scene.nodes[0]!);
+    await waitFor('both in the one room after the rollout', async () => {
+      const rooms = await api.listRooms();
+      const people = await api.listParticipants(room);
+      return rooms.length === 1 && people.map((p) => p.identity).toSorted().join() === 'alice,bob';
+    });
+  });
 });
