@@ -63,6 +63,14 @@ for i = 1, #map, 2 do
 end
 return n`;
 
+/** Three claims in a row went to nodes that were gone by the time they were read. */
+class PlacementUnsettledError extends Error {
+  constructor(room: string) {
+    super(`room ${room}: placement did not settle after 3 claims; placing it here`);
+    this.name = 'PlacementUnsettledError';
+  }
+}
+
 export interface RedisRouterDeps {
   config: Pick<SfuConfig, 'node_selector' | 'region' | 'rtc'>;
   redis: RedisClient;
@@ -253,9 +261,14 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
   async function nodeById(id: string): Promise<NodeInfo | undefined> {
     const json = await redis.hget(NODES_KEY, id);
     if (!json) return undefined;
-    const n = JSON.parse(json) as NodeInfo;
-    known.set(id, n);
-    return n;
+    try {
+      const n = JSON.parse(json) as NodeInfo;
+      known.set(id, n);
+      return n;
+    } catch {
+      log.warn({ node: id }, 'unparseable node entry in the registry: taken as not registered');
+      return undefined;
+    }
   }
 
   async function place(room: string, create: boolean): Promise<Placement | undefined> {
@@ -286,7 +299,7 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
       const n = known.get(winner);
       if (n && alive(n) && winner === picked.id) return { kind: 'remote', node: n };
     }
-    throw new Error(`room ${room}: placement did not settle`);
+    throw new PlacementUnsettledError(room);
   }
 
   return {
@@ -297,11 +310,16 @@ export function createRedisRouter(deps: RedisRouterDeps): RedisRouter {
     },
 
     async placeRoom(room, create) {
-      if (!redisUp && redis.status !== 'ready') return fallbackHere();
+      if (!redisUp && redis.status !== 'ready') return create ? fallbackHere() : { kind: 'local' };
       try {
         return await place(room, create);
       } catch (err) {
         if (err instanceof NoNodeAvailableError) throw err;
+        if (err instanceof PlacementUnsettledError) {
+          // Claims kept changing hands (nodes coming and going): serve it here, the repair settles it.
+          log.warn({ room }, err.message);
+          return { kind: 'local' };
+        }
         redisFailed(err, 'placement');
         // The room lives here for now; the repair after the outage settles it.
         if (!create && !deps.localRooms().includes(room)) return undefined;

@@ -110,6 +110,18 @@ describe('redis router', () => {
     expect(await metric(b, 'matrixrtc_sfu_cluster_nodes_declared_dead_total')).toBe(1);
   });
 
+  it('takes a garbled registry entry for an unregistered node and places its room again', async () => {
+    redis = await startRedisServer();
+    const a = await node('ND_a');
+    await a.redis.hset(NODES_KEY, 'ND_bad', '{not json');
+    await a.redis.hset(ROOM_NODE_KEY, 'orphaned', 'ND_bad');
+    await a.router.heartbeat();
+    expect(await metric(a, 'matrixrtc_sfu_cluster_redis_up')).toBe(1);
+    expect(await a.router.placeRoom('orphaned', true)).toEqual({ kind: 'local' });
+    expect(await a.redis.hget(ROOM_NODE_KEY, 'orphaned')).toBe('ND_a');
+    expect(await a.redis.hexists(NODES_KEY, 'ND_bad')).toBe(0);
+  });
+
   it('reaps a node at once when its address refuses connections', async () => {
     redis = await startRedisServer();
     const a = await node('ND_a', { random: () => 0.999 });
