@@ -53,6 +53,8 @@ describe('sfu cluster on redis', () => {
       const published = people.find((p) => p.identity === 'alice')!.tracks.find((t) => t.type === TrackType.AUDIO);
       expect(published).toBeDefined();
       expect((await api.getParticipant(room, 'bob')).identity).toBe('bob');
+      // The hosting node's errors come back with their Twirp code, whichever node was asked.
+      await expect(api.getParticipant(room, 'nobody')).rejects.toMatchObject({ code: 'not_found' });
     }
 
     // Removing through either node reaches the participant wherever it is.
