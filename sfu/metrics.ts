@@ -95,8 +95,6 @@ export interface SfuMetrics {
   readonly guard: GuardMetrics;
   /** Media bytes received + sent so far (for limit.bytes_per_sec); reads plain numbers. */
   mediaBytes(): number;
-  /** RTP packets received + sent so far (the cluster registry reports packets per second). */
-  mediaPackets(): number;
   /** Used by `attachSfuEventMetrics`; exposed for tests and for a session layer without events. */
   readonly sessions: {
     setRooms(n: number): void;
@@ -104,6 +102,8 @@ export interface SfuMetrics {
     setPublishedTracks(kind: MediaKind, n: number): void;
     roomEnded(durationSeconds: number): void;
   };
+  /** RTP packets received + sent so far (the cluster registry reports packets per second). */
+  mediaPackets(): number;
 }
 
 const FORWARD_LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
