@@ -22,6 +22,11 @@ export interface RedisSettings {
   clusterAddresses?: string[];
   /** Prefix for every key, so several deployments can share one Redis. */
   keyPrefix?: string;
+  /**
+   * Fail a command after this many ms instead of waiting for a reconnect, and queue nothing
+   * while disconnected: for callers that must fall back at once (the SFU's room placement).
+   */
+  failFastMs?: number;
 }
 
 export type RedisClient = Redis | Cluster;
@@ -42,8 +47,9 @@ export function createRedisConnection(settings: RedisSettings, logger: Logger): 
     password: settings.password || undefined,
     db: settings.db ?? 0,
     keyPrefix: settings.keyPrefix,
-    maxRetriesPerRequest: 3,
-    enableOfflineQueue: true,
+    maxRetriesPerRequest: settings.failFastMs ? 0 : 3,
+    enableOfflineQueue: !settings.failFastMs,
+    ...(settings.failFastMs ? { commandTimeout: settings.failFastMs, connectTimeout: settings.failFastMs * 2 } : {}),
     ...(settings.useTls ? { tls: {} } : {}),
   };
   let client: RedisClient;

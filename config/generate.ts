@@ -55,8 +55,17 @@ const SFU_NOTES: Record<string, string> = {
   'room.empty_timeout': 'Seconds an empty room is kept before it is closed.',
   'room.departure_timeout': 'Seconds a room is kept after the last participant left.',
   'room.max_participants': '0 = unlimited.',
-  redis: 'Shared state for several SFU nodes. Empty address = single node, in-memory.\n' +
+  redis: 'Several SFU nodes: set this on every node (same Redis, same keys) and they form one\n' +
+    'cluster: a room lives on one node, any node takes any connection (signalling is relayed,\n' +
+    'media goes to the hosting node\'s rtc.node_ip). Empty address = one node, in-memory.\n' +
     'address: "host:6379"; or sentinel_* / cluster_addresses. See README "Several replicas".',
+  region: "This node's region (node_selector regionaware picks the nearest region's nodes).",
+  node_selector: "Which node a new room goes to, as LiveKit: kind any | cpuload | sysload | regionaware;\n" +
+    'sort_by random | sysload | cpuload | rooms | clients | tracks | bytespersec; regions: [{name, lat, lon}].',
+  'cluster.signal_url': 'How the other nodes reach this one (relayed signalling, RoomService). Empty =\n' +
+    'http://<rtc.node_ip>:<port>; set it when nodes talk over a private network (e.g. http://sfu-1:7880).',
+  'cluster.drain_seconds': 'On SIGTERM a clustered node asks its participants to reconnect through another\n' +
+    'node and waits at most this long before it exits.',
   'webhook.api_key': 'Key (from keys) that signs webhooks; required when urls is set. With the bridge:\n' +
     'the key the bridge has as LIVEKIT_KEY (same secret), or it refuses them (401).',
   'webhook.urls': 'Where room/participant events are POSTed. SET THIS to the bridge\'s /sfu_webhook, e.g.\n' +

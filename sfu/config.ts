@@ -16,6 +16,11 @@ const limitOrZero = z.number().int().min(0);
 /** One of our caps: always on, so nothing from outside grows a process without bound. */
 const cap = (min = 1) => z.number().int().min(min, { message: `must be at least ${min} (these caps cannot be turned off)` });
 
+/** LiveKit pkg/routing/selector: CreateNodeSelector kinds (`random` is LiveKit's deprecated alias of `any`). */
+export const NODE_SELECTOR_KINDS = ['any', 'random', 'cpuload', 'sysload', 'regionaware'] as const;
+/** LiveKit pkg/routing/selector/utils.go SelectSortedNode. */
+export const NODE_SORT_BY = ['random', 'sysload', 'cpuload', 'rooms', 'clients', 'tracks', 'bytespersec'] as const;
+
 const turnServer = z.strictObject({
   host: z.string().min(1),
   port: port.default(3478),
@@ -67,6 +72,29 @@ export const sfuConfigSchema = z
         sentinel_password: z.string().default(''),
         sentinel_addresses: z.array(z.string()).default([]),
         cluster_addresses: z.array(z.string()).default([]),
+      })
+      .prefault({}),
+    /** LiveKit's `region`: this node's region, reported in the registry (node_selector regionaware). */
+    region: z.string().default(''),
+    /** LiveKit's `node_selector` (pkg/config NodeSelectorConfig, its defaults): which node a new room goes to. */
+    node_selector: z
+      .strictObject({
+        kind: z.enum(NODE_SELECTOR_KINDS).default('any'),
+        sort_by: z.enum(NODE_SORT_BY).default('random'),
+        cpu_load_limit: z.number().min(0).default(0.9),
+        sysload_limit: z.number().min(0).default(0.9),
+        regions: z
+          .array(z.strictObject({ name: z.string().min(1), lat: z.number().min(-90).max(90), lon: z.number().min(-180).max(180) }))
+          .default([]),
+      })
+      .prefault({}),
+    /** Ours, not LiveKit's: how the nodes of a Redis cluster reach each other and leave (sfu/routing). */
+    cluster: z
+      .strictObject({
+        /** Base URL other nodes use for this node's signalling and RoomService; default http://<rtc.node_ip>:<port>. */
+        signal_url: z.union([z.literal(''), z.url()]).default(''),
+        /** Seconds a draining node (SIGTERM) waits for its participants to move before it exits. */
+        drain_seconds: seconds.default(30),
       })
       .prefault({}),
     webhook: z
@@ -165,9 +193,8 @@ const UNSUPPORTED: Record<string, string> = {
   'logging.pion_level': 'not applicable (no pion here); remove it',
   'logging.sample': 'not supported yet; remove it',
   'logging.component_levels': 'not supported yet; remove it',
-  region: 'multi-region routing is not supported; remove it',
-  node_selector:
-    'multi-region routing is not supported; remove it (for cpu_load_limit / sysload_limit use overload.cpu_load_limit, which refuses joins on this node)',
+  'node_selector.algorithm': 'not supported; use node_selector.sort_by',
+  'node_selector.bytes_per_sec_limit': 'not supported; use limit.bytes_per_sec, which refuses joins on the node',
   signal_relay: 'not supported; remove it',
   psrpc: 'not supported; remove it',
   audio: 'not supported yet (active speaker tuning); remove it',
@@ -216,6 +243,13 @@ function crossCheck(cfg: SfuConfig): string[] {
     if (!cfg.webhook.api_key) problems.push('webhook.api_key: required when webhook.urls is set');
     else if (!(cfg.webhook.api_key in cfg.keys)) {
       problems.push(`webhook.api_key: "${cfg.webhook.api_key}" is not one of the keys under keys`);
+    }
+  }
+  const ns = cfg.node_selector;
+  if (ns.kind === 'regionaware') {
+    if (!cfg.region) problems.push('region: required with node_selector.kind regionaware (the name of this node\'s region)');
+    else if (ns.regions.length > 0 && !ns.regions.some((r) => r.name === cfg.region)) {
+      problems.push(`node_selector.regions: must list this node's region "${cfg.region}" with its lat/lon`);
     }
   }
   if (cfg.redis.sentinel_addresses.length > 0 && !cfg.redis.sentinel_master_name) {

@@ -29,7 +29,11 @@ async function main(proc: ProcessContext): Promise<number> {
   const logger = createLogger({ name: 'sfu', level: config.logging.level });
   const sfu = createSfuServer({ config, logger, clock: systemClock, metrics: proc.metrics });
   await sfu.start();
-  logger.info({ signal: await untilShutdownSignal() }, 'shutting down');
+  const signal = await untilShutdownSignal();
+  logger.info({ signal }, 'shutting down');
+  // SIGTERM (a rolling restart, `docker stop`, Kubernetes) drains a clustered node first: its
+  // participants reconnect through the other nodes before it goes. SIGINT stops at once.
+  if (signal === 'SIGTERM') await sfu.drain();
   await sfu.stop();
   return 0;
 }

@@ -117,6 +117,8 @@ export interface SfuMetrics {
     setPublishedTracks(kind: MediaKind, n: number): void;
     roomEnded(durationSeconds: number): void;
   };
+  /** RTP packets received + sent so far (the cluster registry reports packets per second). */
+  mediaPackets(): number;
 }
 
 const FORWARD_LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
@@ -411,6 +413,7 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
       participantFailed: () => participantFailures.inc(),
     },
     mediaBytes: () => pktBytes[0]! + pktBytes[1]! + pktBytes[2]! + pktBytes[3]!,
+    mediaPackets: () => pktCount[0]! + pktCount[1]! + pktCount[2]! + pktCount[3]!,
     packets: {
       incoming(bytes, retransmit) {
         const i = retransmit ? 1 : 0;

@@ -4,7 +4,8 @@
  * Built by `createSfuServer(deps)`; `start()` binds, `stop()` closes everything it opened. Two
  * instances can run in one test process.
  */
-import { createServer, type Server } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import type { Registry } from 'prom-client';
@@ -22,6 +23,9 @@ import { createRoomServiceHandler } from './twirp/router.ts';
 import { createWebhookNotifier, type WebhookNotifier, type WebhookNotifierOptions } from './webhook/notifier.ts';
 import { createConnectivityRouter } from './connectivity/router.ts';
 import { createLoadMonitor, type CpuTimes } from './rtc/load.ts';
+import { createCluster, signalUrlOf, type Cluster } from './routing/cluster.ts';
+import { NODE_LOCAL_TWIRP_PREFIX } from './routing/cluster-backend.ts';
+import type { RedisClient } from '../common/redis.ts';
 
 export interface SfuDeps {
   config: SfuConfig;
@@ -34,6 +38,10 @@ export interface SfuDeps {
   /** Webhook delivery tuning (retries, backoff, queue bound); URLs and key come from config.webhook. */
   /** CPU time of the process for overload.cpu_load_limit; process.cpuUsage when absent. */
   cpuUsage?: () => CpuTimes;
+  /** Redis for the cluster instead of one made from config.redis (tests). */
+  redis?: RedisClient;
+  /** This node's id (ND_ + random when absent). */
+  nodeId?: string;
   webhook?: Partial<Pick<WebhookNotifierOptions, 'maxQueue' | 'maxAttempts' | 'initialBackoffMs' | 'maxBackoffMs' | 'requestTimeoutMs' | 'fetch'>>;
 }
 
@@ -45,8 +53,16 @@ export interface SfuServer {
   readonly sfuMetrics: SfuMetrics;
   /** Present when config.webhook.urls is set. */
   readonly webhooks: WebhookNotifier | undefined;
+  /** Routing: local, or the Redis cluster when config.redis is set (sfu/routing). */
+  readonly cluster: Cluster;
   /** Binds the listeners; resolves with the signalling/API URL (http://host:port). */
   start(): Promise<{ url: string; address: AddressInfo }>;
+  /**
+   * Clustered nodes, on SIGTERM: no new rooms or connections, participants asked to reconnect
+   * through another node, then waits until they are gone or `cluster.drain_seconds` pass.
+   * A single node has nothing to move to: this returns at once.
+   */
+  drain(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -89,14 +105,41 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     mediaBytes: () => sfuMetrics.mediaBytes(),
     ...(deps.cpuUsage ? { cpuUsage: deps.cpuUsage } : {}),
   });
-  const rooms = createRoomManager({ config, logger, clock: deps.clock, transportFactory, load, guard: sfuMetrics.guard });
+  const nodeId = deps.nodeId ?? `ND_${randomBytes(6).toString('hex')}`;
+  const rooms = createRoomManager({ config, logger, clock: deps.clock, transportFactory, load, guard: sfuMetrics.guard, nodeId });
+  let lastPackets = { at: deps.clock.now(), count: sfuMetrics.mediaPackets(), rate: 0 };
+  const cluster = createCluster({
+    config,
+    logger,
+    clock: deps.clock,
+    rooms,
+    registry: metrics,
+    nodeId,
+    ...(deps.redis ? { redis: deps.redis } : {}),
+    load: {
+      cpuLoad: () => load.cpuLoad(),
+      bytesPerSec: () => load.bytesPerSec(),
+      packetsPerSec: () => {
+        const now = deps.clock.now();
+        if (now - lastPackets.at >= 1000) {
+          const count = sfuMetrics.mediaPackets();
+          lastPackets = { at: now, count, rate: ((count - lastPackets.count) * 1000) / (now - lastPackets.at) };
+        }
+        return lastPackets.rate;
+      },
+    },
+  });
 
   // RoomService (Twirp), webhooks and session metrics: edges over the room manager.
   const detachEventMetrics = attachSfuEventMetrics(rooms, sfuMetrics, deps.clock);
   app.use(
     '/twirp',
-    createRoomServiceHandler({ backend: rooms, keys: config.keys, clock: deps.clock, logger, metrics: sfuMetrics.twirp }),
+    createRoomServiceHandler({ backend: cluster.backend, keys: config.keys, clock: deps.clock, logger, metrics: sfuMetrics.twirp }),
   );
+  if (cluster.router.clustered) {
+    // What the other nodes call for the rooms hosted here (sfu/routing/cluster-backend.ts).
+    app.use(NODE_LOCAL_TWIRP_PREFIX, createRoomServiceHandler({ backend: rooms, keys: config.keys, clock: deps.clock, logger }));
+  }
   let webhooks: WebhookNotifier | undefined;
   if (config.webhook.urls.length > 0) {
     webhooks = createWebhookNotifier({
@@ -117,6 +160,10 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     clock: deps.clock,
     limits: config,
     metrics: sfuMetrics.guard,
+    route: cluster.route,
+    validateElsewhere: cluster.validateElsewhere,
+    isRelayed: (req: IncomingMessage) => cluster.isRelayed(req),
+    draining: () => cluster.router.draining,
   };
   registerSignalRoutes(app, signalDeps);
   // The connectivity test page (a development aid): only when the config turns it on.
@@ -136,6 +183,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     rooms,
     sfuMetrics,
     webhooks,
+    cluster,
     async start() {
       const host = config.bind_addresses[0] ?? '::';
       if (config.bind_addresses.length > 1) {
@@ -153,10 +201,15 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
         await listen(metricsServer, host, config.prometheus_port);
       }
       const url = urlOf(address);
-      logger.info({ url }, 'sfu listening');
+      await cluster.start(signalUrlOf(config, address.port));
+      logger.info({ url, node: nodeId, clustered: cluster.router.clustered }, 'sfu listening');
       return { url, address };
     },
+    async drain() {
+      await cluster.drain(config.cluster.drain_seconds * 1000);
+    },
     async stop() {
+      await cluster.stop();
       load.stop();
       rooms.close();
       signalling.close();

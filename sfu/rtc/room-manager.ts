@@ -88,6 +88,15 @@ export interface RoomManager extends RoomServiceBackend, SfuEventSource {
   /** Joins after the upgrade; sends JoinResponse and the first subscriber offer. */
   join(req: JoinRequest, sink: SignalSink): ParticipantSession;
   getRoom(name: string): Room | undefined;
+  /** Names of the rooms open here (the cluster router claims them in Redis). */
+  roomNames(): string[];
+  /** Rooms, participants and tracks of this node (the cluster registry reports them). */
+  counts(): { rooms: number; participants: number; tracks: number };
+  /**
+   * Asks the participants of `room` (of every room when absent) to come back through another
+   * node: leave with action RECONNECT (draining, or the room lives elsewhere). Returns how many.
+   */
+  moveParticipants(room?: string): number;
   close(): void;
 }
 
@@ -255,6 +264,23 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     },
 
     getRoom: (name) => rooms.get(asRoomName(name)),
+
+    roomNames: () => [...rooms.keys()],
+
+    counts: () => ({ rooms: rooms.size, ...nodeCounts() }),
+
+    moveParticipants(name) {
+      const targets = name === undefined ? [...rooms.values()] : [rooms.get(asRoomName(name))].filter((r) => r !== undefined);
+      let moved = 0;
+      for (const room of targets) {
+        for (const p of Array.from(room.participants.values())) {
+          p.close(DisconnectReason.MIGRATION, true, LeaveRequest_Action.RECONNECT);
+          moved++;
+        }
+      }
+      if (moved) log.info({ room: name ?? '(all)', moved }, 'participants asked to reconnect through another node');
+      return moved;
+    },
 
     onEvent(listener) {
       listeners.add(listener);

@@ -43,7 +43,25 @@ export interface SignallingDeps {
   clock: Clock;
   limits: Pick<SfuConfig, 'limit' | 'signal_limits'>;
   metrics?: GuardMetrics | undefined;
+  /**
+   * Clustered nodes (sfu/routing/cluster.ts): where an authenticated upgrade for a room goes.
+   * `local` joins here; `handled` means the cluster layer relayed or answered it.
+   */
+  route?: ((room: string, req: IncomingMessage, socket: Duplex, head: Buffer, wss: WebSocketServer) => Promise<RouteOutcome>) | undefined;
+  /** A relay from another node of the cluster: counted per client address, never routed again. */
+  isRelayed?: ((req: IncomingMessage) => boolean) | undefined;
+  /**
+   * Clustered nodes: `/rtc/validate` for a room hosted on another node is answered by that node
+   * (its admission checks), or undefined when the room is here or nowhere.
+   */
+  validateElsewhere?: ((room: string, pathAndQuery: string, authorization: string | undefined) => Promise<{ status: number; body: string } | undefined>) | undefined;
+  /** While true (draining) no new signalling connection is taken. */
+  draining?: (() => boolean) | undefined;
 }
+
+export type RouteOutcome = { kind: 'local' } | { kind: 'handled' } | { kind: 'refused'; status: number; message: string };
+/** Refused while the node drains (SIGTERM): the client's retry goes to another node. */
+export const NODE_DRAINING = 'this node is shutting down; reconnect through another node';
 
 /** Why a connect was refused: HTTP status + LiveKit's text. */
 interface Refusal {
@@ -108,7 +126,7 @@ interface Authorized {
   reconnect: boolean;
 }
 
-async function authorize(deps: SignallingDeps, url: URL, req: IncomingMessage): Promise<Authorized> {
+async function authorize(deps: SignallingDeps, url: URL, req: IncomingMessage, clientAddress?: string): Promise<Authorized> {
   const token = tokenOf(url, req.headers.authorization);
   const claims = await verifyJoinToken(token, deps.keys, deps.clock.now());
   const q = url.searchParams;
@@ -120,7 +138,7 @@ async function authorize(deps: SignallingDeps, url: URL, req: IncomingMessage): 
     attributes: claims.attributes,
     permissions: permissionsOf(claims.video),
     autoSubscribe: q.has('auto_subscribe') ? truthy(q.get('auto_subscribe')) : true,
-    clientInfo: clientInfoOf(q, req.socket.remoteAddress ?? ''),
+    clientInfo: clientInfoOf(q, clientAddress ?? req.socket.remoteAddress ?? ''),
     issuedAt: claims.issuedAt,
   };
   return { claims, req: joinReq, reconnect: truthy(q.get('reconnect')) };
@@ -149,6 +167,11 @@ export function registerSignalRoutes(app: Express, deps: SignallingDeps): void {
     try {
       const url = new URL(req.originalUrl, 'http://localhost');
       const { req: joinReq } = await authorize(deps, url, req);
+      const elsewhere = await deps.validateElsewhere?.(joinReq.room, req.originalUrl, req.headers.authorization);
+      if (elsewhere) {
+        res.status(elsewhere.status).type('text/plain').send(elsewhere.body);
+        return;
+      }
       deps.rooms.checkJoin(joinReq);
       res.status(200).type('text/plain').send('success');
     } catch (err) {
@@ -336,7 +359,13 @@ export function attachSignalling(server: Server, deps: SignallingDeps): { close(
     // authentication would be an uncaught 'error' event. `ws` adds its own once upgraded.
     const onSocketError = (err: Error) => deps.logger.debug({ err }, 'signal socket error before upgrade');
     socket.on('error', onSocketError);
-    const ip = req.socket.remoteAddress ?? '';
+    const relayed = deps.isRelayed?.(req) ?? false;
+    const forwarded = relayed ? req.headers['x-forwarded-for'] : undefined;
+    const ip = typeof forwarded === 'string' && forwarded ? forwarded : (req.socket.remoteAddress ?? '');
+    if (deps.draining?.() && !relayed) {
+      writeHttpError(socket, 503, NODE_DRAINING);
+      return;
+    }
     const open = perIp.get(ip) ?? 0;
     if (maxPerIp > 0 && open >= maxPerIp) {
       deps.metrics?.refused('signal_limits.max_connections_per_ip');
@@ -356,8 +385,16 @@ export function attachSignalling(server: Server, deps: SignallingDeps): { close(
       writeHttpError(socket, 404, path.startsWith('/rtc/v1') ? 'protocol v1 signalling is not supported; use /rtc' : 'not found');
       return;
     }
-    authorize(deps, url, req)
-      .then((auth) => {
+    authorize(deps, url, req, relayed ? ip : undefined)
+      .then(async (auth) => {
+        if (!auth.reconnect && deps.route && !relayed) {
+          const routed = await deps.route(auth.req.room, req, socket, head, wss);
+          if (routed.kind === 'handled') {
+            socket.off('error', onSocketError);
+            return;
+          }
+          if (routed.kind === 'refused') throw new JoinRefusedError(routed.status, routed.message);
+        }
         if (!auth.reconnect) deps.rooms.checkJoin(auth.req);
         if (socket.destroyed) return;
         wss.handleUpgrade(req, socket, head, (ws) => {

@@ -32,11 +32,13 @@ export interface JoinOptions {
   /** livekit-client Room options (both off unless set). */
   adaptiveStream?: boolean;
   dynacast?: boolean;
+  /** `relay`: the browser uses only TURN candidates (RTCConfiguration.iceTransportPolicy). */
+  iceTransportPolicy?: 'relay';
 }
 
 export async function joinFromPage(page: Page, url: string, token: string, opts: JoinOptions = {}): Promise<string> {
   return await page.evaluate(
-    async ({ serverUrl, accessToken, e2eeKey, workerUrl, adaptiveStream, dynacast }) => {
+    async ({ serverUrl, accessToken, e2eeKey, workerUrl, adaptiveStream, dynacast, iceTransportPolicy }) => {
       const LK = window.LivekitClient;
       const { Room, RoomEvent } = LK;
       const events: PageEvent[] = [];
@@ -81,7 +83,7 @@ export async function joinFromPage(page: Page, url: string, token: string, opts:
         await keyProvider.setKey(e2eeKey);
         await room.setE2EEEnabled(true);
       }
-      await room.connect(serverUrl, accessToken);
+      await room.connect(serverUrl, accessToken, iceTransportPolicy ? { rtcConfig: { iceTransportPolicy } } : undefined);
       return room.localParticipant.sid;
     },
     {
@@ -91,6 +93,7 @@ export async function joinFromPage(page: Page, url: string, token: string, opts:
       workerUrl: opts.workerUrl,
       adaptiveStream: opts.adaptiveStream ?? false,
       dynacast: opts.dynacast ?? false,
+      iceTransportPolicy: opts.iceTransportPolicy,
     },
   );
 }

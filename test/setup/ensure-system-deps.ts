@@ -20,6 +20,7 @@ interface SystemDependency {
 const DEPENDENCIES: readonly SystemDependency[] = [
   { pkg: 'redis-server', bin: '/usr/bin/redis-server', why: 'Redis-backed store tests' },
   { pkg: 'chromium', bin: '/usr/bin/chromium', why: 'browser tests with livekit-client' },
+  { pkg: 'coturn', bin: '/usr/bin/turnserver', why: 'TURN relay test (rtc.turn_servers secret credentials)' },
 ];
 
 function missingDependencies(): SystemDependency[] {

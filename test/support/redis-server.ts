@@ -37,9 +37,10 @@ async function ping(port: number): Promise<boolean> {
   });
 }
 
-export async function startRedisServer(): Promise<RunningRedis> {
+/** `port`: a given port (to start Redis again where its clients expect it after a stop). */
+export async function startRedisServer(opts: { port?: number } = {}): Promise<RunningRedis> {
   const dir = mkdtempSync(join(tmpdir(), 'redis-test-'));
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const child: ChildProcess = spawn(
     REDIS_SERVER_BIN,
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning'],

@@ -38,6 +38,7 @@ interface Service {
   depends_on?: Record<string, { condition: string }>;
   healthcheck?: Healthcheck;
   network_mode?: string;
+  profiles?: string[];
   networks?: { default?: { aliases?: string[] } };
 }
 interface Compose {
@@ -205,6 +206,25 @@ describe('docker-compose.yml', () => {
     expect(bcfg.sanityCheckIntervalSeconds).toBeGreaterThan(0);
   });
 
+  it('runs a second SFU node under the cluster profile: same keys and Redis, its own published range and address', () => {
+    const first = resolveSfuConfig({ configFile: hostPathFor(service('sfu'), service('sfu').command?.[2] ?? '', secretsDir) });
+    const s2 = service('sfu-2');
+    expect(s2.profiles).toEqual(['cluster']);
+    const second = resolveSfuConfig({ configFile: hostPathFor(s2, s2.command?.[2] ?? '', secretsDir) });
+    expect(second.keys).toEqual(first.keys);
+    expect(second.redis).toEqual(first.redis);
+    expect(first.redis.address).toBe(`redis:${6379}`);
+    expect(services).toHaveProperty(first.redis.address.split(':')[0] ?? '');
+    expect(second.rtc.port_range_start).toBe(first.rtc.port_range_end + 1);
+    const range = `${second.rtc.port_range_start}-${second.rtc.port_range_end}`;
+    expect(s2.ports).toContain(`${range}:${range}/udp`);
+    for (const [name, cfg] of [['sfu', first], ['sfu-2', second]] as const) {
+      expect(new URL(cfg.cluster.signal_url).hostname).toBe(name);
+      expect(Number(new URL(cfg.cluster.signal_url).port)).toBe(cfg.port);
+      expect(service(name).depends_on).toHaveProperty('redis');
+    }
+  });
+
   it('keeps secrets it already generated, so a restart does not change tokens', () => {
     const before = TRIAL_FILES.map((f) => readFileSync(join(secretsDir, f), 'utf8'));
     expect(writeTrialFiles(secretsDir, trialOptionsFromCompose())).toEqual([]);
@@ -212,11 +232,14 @@ describe('docker-compose.yml', () => {
   });
 
   it('routes every Caddy upstream to a compose service and port, and aliases its names', () => {
-    const upstreams = [...caddyfile.matchAll(/reverse_proxy\s+([\w-]+):(\d+)/g)].map((m) => [m[1], Number(m[2])] as const);
+    const upstreams = [...caddyfile.matchAll(/reverse_proxy((?:\s+[\w-]+:\d+)+)/g)].flatMap((m) =>
+      (m[1] ?? '').trim().split(/\s+/).map((u) => [u.split(':')[0], Number(u.split(':')[1])] as const),
+    );
     expect(upstreams.length).toBeGreaterThanOrEqual(4);
     for (const [host] of upstreams) expect(services, `Caddy upstream ${host}`).toHaveProperty(host ?? '');
     expect(upstreams).toContainEqual(['bridge', 8080]);
     expect(upstreams).toContainEqual(['sfu', 7880]);
+    expect(upstreams).toContainEqual(['sfu-2', 7880]);
     expect(upstreams).toContainEqual(['synapse', 8008]);
     const sites = [...caddyfile.matchAll(/^([a-z.-]+\.localhost) \{/gm)].map((m) => m[1]);
     expect(service('caddy').networks?.default?.aliases?.toSorted()).toEqual(sites.toSorted());

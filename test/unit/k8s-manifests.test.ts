@@ -160,4 +160,14 @@ describe('deploy/k8s', () => {
     // The SFU runs on the host network; it still resolves cluster Service names.
     expect(one('DaemonSet', 'matrix-rtc-sfu').spec?.template?.spec).toMatchObject({ dnsPolicy: 'ClusterFirstWithHostNet' });
   });
+
+  it('runs several SFU pods as one cluster on the Redis Service, draining within the grace period', () => {
+    const sfu = parseSfuConfig(parse(filled(secret['sfu.yaml'] ?? '')), 'secret sfu.yaml');
+    const [host, port] = sfu.redis.address.split(':');
+    const redisService = one('Service', host ?? '');
+    expect(redisService.spec?.ports?.map((p) => p.port)).toContain(Number(port));
+    const podSpec = one('DaemonSet', 'matrix-rtc-sfu').spec?.template?.spec as { terminationGracePeriodSeconds?: number } | undefined;
+    const grace = podSpec?.terminationGracePeriodSeconds;
+    expect(grace).toBeGreaterThan(sfu.cluster.drain_seconds);
+  });
 });

@@ -118,10 +118,34 @@ describe('sfu config', () => {
     ['data blob limits', { ...ok, limit: { max_data_blobs_size: 1 } }, /^limit\.max_data_blobs_size: LiveKit setting not supported by this SFU: data blobs/],
     ['the API body limit', { ...ok, limit: { max_api_request_body_size: 1 } }, /^limit\.max_api_request_body_size: LiveKit setting not supported/],
     ['the legacy room.max_metadata_size', { ...ok, room: { max_metadata_size: 1 } }, /^room\.max_metadata_size: .*use limit\.max_metadata_size/],
-    ['node_selector load limits', { ...ok, node_selector: { cpu_load_limit: 0.8 } }, /^node_selector: .*use overload\.cpu_load_limit/],
+    ['node_selector.algorithm', { ...ok, node_selector: { algorithm: 'lowest' } }, /^node_selector\.algorithm: LiveKit setting not supported.*sort_by/],
+    ['an unknown node selector', { ...ok, node_selector: { kind: 'fastest' } }, /^node_selector\.kind: /],
+    ['regionaware without a region', { ...ok, node_selector: { kind: 'regionaware' } }, /^region: required with node_selector\.kind regionaware/],
+    [
+      'regionaware regions without this region',
+      { ...ok, region: 'eu', node_selector: { kind: 'regionaware', regions: [{ name: 'us', lat: 40, lon: -74 }] } },
+      /^node_selector\.regions: must list this node's region "eu"/,
+    ],
   ])('refuses %s with a message naming the key', (_name, raw, pattern) => {
     const problems = problemsOf(raw);
     expect(problems.some((p) => pattern.test(p)), problems.join('\n')).toBe(true);
+  });
+
+  it("reads LiveKit's redis, region and node_selector keys with LiveKit's defaults", () => {
+    const defaults = parseSfuConfig(ok, 'test.yaml');
+    expect(defaults.node_selector).toEqual({ kind: 'any', sort_by: 'random', cpu_load_limit: 0.9, sysload_limit: 0.9, regions: [] });
+    const cfg = parseSfuConfig(
+      {
+        ...ok,
+        redis: { address: 'redis:6379', username: 'u', password: 'p', db: 2, use_tls: true },
+        region: 'eu-west',
+        node_selector: { kind: 'regionaware', sort_by: 'rooms', sysload_limit: 0.7, regions: [{ name: 'eu-west', lat: 53.3, lon: -6.2 }] },
+      },
+      'test.yaml',
+    );
+    expect(cfg.redis).toMatchObject({ address: 'redis:6379', username: 'u', password: 'p', db: 2, use_tls: true });
+    expect(cfg.region).toBe('eu-west');
+    expect(cfg.node_selector).toMatchObject({ kind: 'regionaware', sort_by: 'rooms', sysload_limit: 0.7 });
   });
 
   it('reads LIVEKIT_CONFIG over the file and LIVEKIT_KEYS over keys, as livekit-server does', () => {
