@@ -10,7 +10,7 @@ import { startRedisServer, type RunningRedis } from './redis-server.ts';
 import { startSfuNode, type SfuNodeOptions, type SfuNodeProcess } from './sfu-node-process.ts';
 import { TEST_API_KEY, TEST_API_SECRET } from './sfu-harness.ts';
 import { connectRtcNode, dominantFrequency, rms, SAMPLE_RATE, type RtcNodeClient } from './rtc-node.ts';
-import { startTestWebhookReceiver, type TestWebhookReceiver } from '../../sfu/webhook/test-receiver.ts';
+import { startTestWebhookReceiver, type TestWebhookReceiver } from './webhook-receiver.ts';
 
 export interface ClusterScene {
   redis: RunningRedis;
