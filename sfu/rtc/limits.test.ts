@@ -8,7 +8,7 @@ import { TrickleRequest } from '@livekit/protocol';
 import { createManualClock } from '../../common/clock.ts';
 import { createSilentLogger } from '../../common/logger.ts';
 import { defaultSfuConfig } from '../config.ts';
-import { attributesSize, mergeAttributes, participantFieldOverLimit, roomNameWithinLimit, sdpProblem } from './limits.ts';
+import { attributesSize, bundleProblem, mergeAttributes, participantFieldOverLimit, roomNameWithinLimit, sdpProblem } from './limits.ts';
 import { SignalGuard } from './signal-guard.ts';
 
 const defaults = defaultSfuConfig();
@@ -63,5 +63,23 @@ describe('limits', () => {
   ])('parses the trickled candidate %s defensively', (candidateInit, expected) => {
     const guard = new SignalGuard({ limits: defaults.signal_limits, clock: createManualClock(), logger: createSilentLogger() });
     expect(guard.trickle(new TrickleRequest({ candidateInit }))?.init.candidate).toBe(expected);
+  });
+});
+
+const m = (media: string, port: number, mid?: string) => `m=${media} ${port} UDP/TLS/RTP/SAVPF 96\r\n${mid === undefined ? '' : `a=mid:${mid}\r\n`}`;
+
+describe('bundleProblem', () => {
+  it.each([
+    ['every section in the BUNDLE group', `v=0\r\na=group:BUNDLE 0 1 2\r\n${m('audio', 9, '0')}${m('video', 9, '1')}${m('application', 9, '2')}`, undefined],
+    ['a rejected (port 0) section outside the group', `v=0\r\na=group:BUNDLE 0\r\n${m('audio', 9, '0')}${m('video', 0, '1')}`, undefined],
+    ['no m= sections', 'v=0\r\n', undefined],
+    ['no BUNDLE group', `v=0\r\n${m('audio', 9, '0')}${m('video', 9, '1')}`, /not in the SDP's BUNDLE group/],
+    ['a section left out of the group', `v=0\r\na=group:BUNDLE 0\r\n${m('audio', 9, '0')}${m('video', 9, '1')}`, /"1" is not in/],
+    ['a section without a=mid', `v=0\r\na=group:BUNDLE 0\r\n${m('audio', 9)}`, /without a=mid/],
+    ['bare \\n line ends', `v=0\na=group:BUNDLE 0\n${m('audio', 9, '0').replace(/\r\n/g, '\n')}`, undefined],
+  ])('%s', (_what, sdp, expected) => {
+    const problem = bundleProblem(sdp)?.detail;
+    if (expected) expect(problem).toMatch(expected);
+    else expect(problem).toBeUndefined();
   });
 });

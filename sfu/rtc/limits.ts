@@ -122,3 +122,32 @@ export function sdpProblem(limits: SignalLimits, sdp: string): CapProblem | unde
   }
   return undefined;
 }
+
+/**
+ * Why an SDP would make werift open more than one transport, or undefined. The SFU runs one ICE
+ * transport per peer connection (max-bundle, as LiveKit's clients, Chrome and libwebrtc
+ * negotiate): every m= section that is not rejected (port 0) must be in the first
+ * `a=group:BUNDLE` (RFC 8843). Without this werift made a transport, with its own UDP socket,
+ * for each unbundled section of each offer, and did not close them when the participant left.
+ */
+export function bundleProblem(sdp: string): CapProblem | undefined {
+  let group: Set<string> | undefined;
+  const sections: { port: string; mid: string | undefined }[] = [];
+  let at = 0;
+  while (at < sdp.length) {
+    let end = sdp.indexOf('\n', at);
+    if (end < 0) end = sdp.length;
+    const line = sdp.slice(at, sdp[end - 1] === '\r' ? end - 1 : end);
+    if (line.startsWith('m=')) sections.push({ port: line.split(' ')[1] ?? '', mid: undefined });
+    else if (line.startsWith('a=mid:') && sections.length) sections[sections.length - 1]!.mid = line.slice(6).trim();
+    else if (line.startsWith('a=group:BUNDLE') && !group && !sections.length) group = new Set(line.slice(14).trim().split(/\s+/).filter(Boolean));
+    at = end + 1;
+  }
+  for (const { port, mid } of sections) {
+    if (port === '0') continue;
+    if (mid === undefined || !group?.has(mid)) {
+      return { limit: 'sdp_bundle', detail: `m= section ${mid === undefined ? 'without a=mid' : `"${mid}"`} is not in the SDP's BUNDLE group (the SFU needs max-bundle)` };
+    }
+  }
+  return undefined;
+}

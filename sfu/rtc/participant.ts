@@ -56,6 +56,7 @@ import {
   mergeAttributes,
   participantFieldOverLimit,
   sdpProblem,
+  bundleProblem,
   type LimitConfig,
   type SignalLimits,
 } from './limits.ts';
@@ -344,7 +345,7 @@ export class Participant {
    * over the caps cannot be negotiated, so the participant is closed with a leave saying so.
    */
   private sdpAcceptable(sdp: string, what: 'offer' | 'answer'): boolean {
-    const problem = sdpProblem(this.limits.signal, sdp);
+    const problem = sdpProblem(this.limits.signal, sdp) ?? bundleProblem(sdp);
     if (!problem) return true;
     this.closeForLimit(problem.limit, `${what} refused: ${problem.detail}`);
     return false;
