@@ -21,6 +21,7 @@ import { randomInt } from 'node:crypto';
 import { isIP } from 'node:net';
 import { getHostAddresses } from 'werift';
 import { iceSocketOf } from './peer-config.ts';
+import { closeStrayUdp } from './udp-registry.ts';
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { TransportMetrics } from '../metrics.ts';
@@ -164,7 +165,18 @@ export function createPortSource(deps: {
       for (let attempt = 0; attempt < MAX_PROBES; attempt++) {
         const lease = pool.take();
         if (!lease) break;
-        if (await bindable(lease.range)) return lease;
+        // A werift socket still bound here belongs to nobody (the block was free): close it.
+        const strays = closeStrayUdp(lease.range);
+        if (strays > 0) deps.logger.debug({ ports: lease.range, sockets: strays }, 'closed UDP sockets a closed peer connection left bound');
+        if (await bindable(lease.range)) {
+          return {
+            range: lease.range,
+            release: () => {
+              closeStrayUdp(lease.range);
+              lease.release();
+            },
+          };
+        }
         // Held by another process: out of rotation for a while, still counted as in use.
         deps.clock.setTimeout(() => lease.release(), FOREIGN_HOLD_MS);
         const now = deps.clock.now();

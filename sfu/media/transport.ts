@@ -58,6 +58,7 @@ import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.t
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 import { installRtpHeaderGuard } from './rtp-guard.ts';
 import { installNoDefaultStun } from './no-default-stun.ts';
+import { installUdpRegistry } from './udp-registry.ts';
 import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
 import { closePeer, watchDtls } from './peer-lifecycle.ts';
 import { createPortSource, type PortLease, type PortSource } from './port-pool.ts';
@@ -615,6 +616,7 @@ export function createWeriftTransportFactory(deps: {
 }): MediaTransportFactory {
   installRtpHeaderGuard();
   installNoDefaultStun(deps.logger);
+  installUdpRegistry(deps.logger);
   const transport = deps.config.metrics?.transport;
   const ports = createPortSource({
     range: deps.config.portRange,
