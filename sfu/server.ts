@@ -22,6 +22,8 @@ import { createRoomServiceHandler } from './twirp/router.ts';
 import { createWebhookNotifier, type WebhookNotifier, type WebhookNotifierOptions } from './webhook/notifier.ts';
 import { createConnectivityRouter } from './connectivity/router.ts';
 import { createLoadMonitor, type CpuTimes } from './rtc/load.ts';
+import { createAgentDispatcher, type AgentDispatcher } from './agent/dispatcher.ts';
+import { AGENT_PATH, attachAgentSocket } from './agent/socket.ts';
 
 export interface SfuDeps {
   config: SfuConfig;
@@ -45,6 +47,8 @@ export interface SfuServer {
   readonly sfuMetrics: SfuMetrics;
   /** Present when config.webhook.urls is set. */
   readonly webhooks: WebhookNotifier | undefined;
+  /** Agent workers of this node and the dispatches of its rooms (sfu/agent). */
+  readonly agents: AgentDispatcher;
   /** Binds the listeners; resolves with the signalling/API URL (http://host:port). */
   start(): Promise<{ url: string; address: AddressInfo }>;
   stop(): Promise<void>;
@@ -92,9 +96,10 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
 
   // RoomService (Twirp), webhooks and session metrics: edges over the room manager.
   const detachEventMetrics = attachSfuEventMetrics(rooms, sfuMetrics, deps.clock);
+  const agents = createAgentDispatcher({ rooms, config, clock: deps.clock, logger });
   app.use(
     '/twirp',
-    createRoomServiceHandler({ backend: rooms, keys: config.keys, clock: deps.clock, logger, metrics: sfuMetrics.twirp }),
+    createRoomServiceHandler({ backend: rooms, agentDispatch: agents, keys: config.keys, clock: deps.clock, logger, metrics: sfuMetrics.twirp }),
   );
   let webhooks: WebhookNotifier | undefined;
   if (config.webhook.urls.length > 0) {
@@ -116,6 +121,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     clock: deps.clock,
     limits: config,
     metrics: sfuMetrics.guard,
+    otherUpgradePaths: [AGENT_PATH],
   };
   registerSignalRoutes(app, signalDeps);
   // The connectivity test page (a development aid): only when the config turns it on.
@@ -128,6 +134,13 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
 
   const server: Server = createServer(app);
   const signalling = attachSignalling(server, signalDeps);
+  const agentSocket = attachAgentSocket(server, {
+    dispatcher: agents,
+    keys: config.keys,
+    clock: deps.clock,
+    logger: logger.child({ component: 'agent-socket' }),
+    maxPayload: config.limit.signal_message_size_limit,
+  });
   let metricsServer: Server | undefined;
 
   return {
@@ -135,6 +148,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     rooms,
     sfuMetrics,
     webhooks,
+    agents,
     async start() {
       const host = config.bind_addresses[0] ?? '::';
       if (config.bind_addresses.length > 1) {
@@ -157,6 +171,8 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     },
     async stop() {
       load.stop();
+      agentSocket.close();
+      agents.close();
       rooms.close();
       signalling.close();
       detachEventMetrics();
