@@ -13,6 +13,7 @@ import {
   CreateAgentDispatchRequest,
   CreateRoomRequest,
   JobStatus,
+  type JobType,
   ListAgentDispatchRequest,
   ListAgentDispatchResponse,
   WorkerMessage,
@@ -93,7 +94,7 @@ describe('the /agent socket', () => {
     ['bytes that are not a WorkerMessage', () => new Uint8Array([0xff, 0xff, 0xff, 0x0f])],
     ['a message with no signal in it', () => new WorkerMessage().toBinary()],
     ['a job update before registering', () => new WorkerMessage({ message: { case: 'updateJob', value: { jobId: 'AJ_x' } } }).toBinary()],
-    ['a registration with an unknown job type', () => new WorkerMessage({ message: { case: 'register', value: { type: 9 } } }).toBinary()],
+    ['a registration with an unknown job type', () => new WorkerMessage({ message: { case: 'register', value: { type: 9 as JobType } } }).toBinary()],
   ])('closes a connection that sends %s, registering nothing', async (_what, frame) => {
     const s = await start();
     const w = await rawWorker(s);
@@ -202,7 +203,7 @@ describe('AgentDispatchService', () => {
     fetch(`${s.url}/twirp/livekit.AgentDispatchService/${method}`, {
       method: 'POST',
       headers: { 'content-type': type, ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body,
+      body: typeof body === 'string' ? body : Buffer.from(body),
     });
 
   it('needs roomAdmin for the same room, answering Twirp unauthenticated otherwise', async () => {
