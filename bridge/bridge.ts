@@ -18,7 +18,8 @@ import type { Logger } from '../common/logger.ts';
 import { createRedisConnection, type RedisClient } from '../common/redis.ts';
 import { APPSERVICE_PREFIX, createAppservice, type Appservice } from './appservice/appservice.ts';
 import { createAppserviceClient, type AppserviceClient } from './homeserver/client.ts';
-import type { BridgeConfig } from './config.ts';
+import { allowedAgents, type BridgeConfig } from './config.ts';
+import { createAgentDispatchService } from './agents/dispatch-client.ts';
 import { createSfuRoomService } from './sfu/room-service.ts';
 import { createMemoryStore } from './store/memory-store.ts';
 import { createRedisStore } from './store/redis-store.ts';
@@ -89,6 +90,14 @@ export function createBridge(deps: BridgeProcessDeps): Bridge {
       graceSeconds: config.room_delete_grace_seconds,
       reconcileIntervalSeconds: config.reconcile_interval_seconds,
       txnTtlSeconds: config.txn_id_ttl_seconds,
+      ...(allowedAgents(config).length
+        ? {
+            agents: {
+              policy: { allowed: allowedAgents(config), invitePowerLevel: config.agents_invite_power_level },
+              dispatches: createAgentDispatchService({ url: config.livekit.url, key: config.livekit.key, secret: config.livekit.secret }),
+            },
+          }
+        : {}),
     });
     server.app.use(APPSERVICE_PREFIX, appservice.router);
   }

@@ -129,6 +129,9 @@ const BRIDGE_NOTES: Record<string, string> = {
     'or reserved addresses. Set true only for a trial whose homeservers are on a LAN.',
   federation_max_concurrent_lookups: 'OpenID verifications over federation (.well-known, SRV, userinfo) in flight at once.',
   federation_max_queued_lookups: 'Look-ups waiting for a slot; when full, token requests get 503 M_LIMIT_EXCEEDED with Retry-After.',
+  agents_allowed: 'LiveKit agents (worker agent names) room members may invite into calls with the\n' +
+    'io.github.matrix_rtc_backend.agent state event (docs/agents.md); empty = off.',
+  agents_invite_power_level: 'Power level a member needs in the Matrix room to invite one of those agents.',
 };
 
 function pairAt(doc: Document, path: string): Pair {

@@ -95,6 +95,8 @@ export interface WorldOptions {
   matrixRtc?: MatrixRtcProfile;
   /** Runs after the SFU and the seeded homeserver are up and before the bridge starts. */
   beforeBridge?: (pre: PreBridge) => Promise<void>;
+  /** More bridge environment (e.g. BRIDGE_AGENTS_ALLOWED). */
+  env?: Env;
   /** Loggers of our two processes (default silent, or stdout with BRIDGE_TEST_LOG). */
   loggers?: { sfu: Logger; bridge: Logger };
 }
@@ -218,6 +220,7 @@ export async function startWorld(opts: WorldOptions): Promise<World> {
       // The fake homeserver's federation side is on loopback, which the default refuses.
       BRIDGE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: 'true',
       ...(opts.kind === 'redis' ? { LIVEKIT_REDIS_URL: opts.redisUrl } : {}),
+      ...opts.env,
     };
     const roomService = new RoomServiceClient(sfu.url, TEST_API_KEY, TEST_API_SECRET);
     const clients: RtcNodeClient[] = [];
