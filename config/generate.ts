@@ -76,6 +76,7 @@ const SFU_NOTES: Record<string, string> = {
   'limit.max_metadata_size': 'Participant metadata (token, update_metadata, UpdateParticipant) and room metadata.',
   'limit.max_attributes_size': 'All attributes of a participant together (keys + values).',
   'limit.signal_message_size_limit': 'Largest signalling WebSocket frame; a larger one closes the connection (1009).',
+  'limit.agent_signal_message_size_limit': 'The same for agent worker connections (/agent).',
   signal_limits: "Ours, not LiveKit's: what one signalling connection may send. Breaking a cap closes\n" +
     'that participant with a leave (AddTrack / trickle caps only refuse that request).',
   'signal_limits.max_connections_per_ip': 'Behind a reverse proxy every client has the proxy\'s address: raise it or set 0.',

@@ -139,7 +139,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     keys: config.keys,
     clock: deps.clock,
     logger: logger.child({ component: 'agent-socket' }),
-    maxPayload: config.limit.signal_message_size_limit,
+    maxPayload: config.limit.agent_signal_message_size_limit,
   });
   let metricsServer: Server | undefined;
 

@@ -32,8 +32,8 @@ afterEach(async () => {
   sfu = undefined;
 });
 
-async function start(room: Record<string, unknown> = {}): Promise<TestSfu> {
-  sfu = await startTestSfu({ room });
+async function start(room: Record<string, unknown> = {}, limit?: Record<string, unknown>): Promise<TestSfu> {
+  sfu = await startTestSfu({ room, ...(limit ? { limit } : {}) });
   return sfu;
 }
 
@@ -100,6 +100,14 @@ describe('the /agent socket', () => {
     const w = await rawWorker(s);
     w.send(frame());
     await w.closed;
+    expect(s.sfu.agents.workers()).toEqual([]);
+  });
+
+  it('closes a connection whose frame is over limit.agent_signal_message_size_limit (1009)', async () => {
+    const s = await start({}, { agent_signal_message_size_limit: 1024 });
+    const w = await rawWorker(s);
+    w.send(new WorkerMessage({ message: { case: 'register', value: { agentName: 'x'.repeat(2000) } } }));
+    expect(await w.closed).toBe(1009);
     expect(s.sfu.agents.workers()).toEqual([]);
   });
 
