@@ -16,6 +16,16 @@ import { ASSIGN_JOB_TIMEOUT_MS } from './worker.ts';
 const KEY = 'k';
 const SECRET = 'a-secret-that-is-long-enough-0123456789';
 
+async function flush(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
+/** Lets pending promises (token signing) run until `done` holds; the clock does not move. */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setImmediate(r));
+  expect(done()).toBe(true);
+}
+
 function setup() {
   const clock = createManualClock();
   const logger = createSilentLogger();
@@ -48,10 +58,7 @@ function setup() {
     const of = <C extends NonNullable<ServerMessage['message']['case']>>(c: C) => sent.filter((m) => m.message.case === c);
     return { sent, session, register, answer, of, isClosed: () => closed };
   };
-  const flush = async () => {
-    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-  };
-  return { clock, rooms, dispatcher, connect, flush };
+  return { clock, rooms, dispatcher, connect };
 }
 
 describe('agent dispatcher timers', () => {
@@ -69,7 +76,7 @@ describe('agent dispatcher timers', () => {
   });
 
   it('gives a job to the next worker when the one asked does not answer within 10 s', async () => {
-    const { clock, rooms, connect, dispatcher, flush } = setup();
+    const { clock, rooms, connect, dispatcher } = setup();
     const a = connect();
     const b = connect();
     a.register('tone');
@@ -77,16 +84,15 @@ describe('agent dispatcher timers', () => {
     await rooms.createRoom(new CreateRoomRequest({ name: 'r' }));
     await dispatcher.createDispatch({ room: 'r', agentName: 'tone', metadata: '' });
     await flush();
-    const [first, second] = [a, b].sort((x, y) => y.of('availability').length - x.of('availability').length);
+    const [first, second] = [a, b].toSorted((x, y) => y.of('availability').length - x.of('availability').length);
     expect(first!.of('availability')).toHaveLength(1);
     expect(second!.of('availability')).toHaveLength(0);
     clock.advance(ASSIGN_JOB_TIMEOUT_MS);
-    await flush();
+    await until(() => second!.of('availability').length === 1);
     const asked = second!.of('availability')[0]!;
     if (asked.message.case !== 'availability') throw new Error('unreachable');
     second!.answer(asked.message.value.job!.id, true);
-    await flush();
-    expect(second!.of('assignment')).toHaveLength(1);
+    await until(() => second!.of('assignment').length === 1);
     // The late answer of the first worker changes nothing.
     first!.answer(asked.message.value.job!.id, true);
     await flush();
@@ -94,7 +100,7 @@ describe('agent dispatcher timers', () => {
   });
 
   it("ends a room's running jobs when the room finishes: the worker gets a termination", async () => {
-    const { rooms, connect, dispatcher, flush } = setup();
+    const { rooms, connect, dispatcher } = setup();
     const w = connect();
     w.register('tone');
     await rooms.createRoom(new CreateRoomRequest({ name: 'r' }));
@@ -104,7 +110,7 @@ describe('agent dispatcher timers', () => {
     if (asked.message.case !== 'availability') throw new Error('unreachable');
     const jobId = asked.message.value.job!.id;
     w.answer(jobId, true);
-    await flush();
+    await until(() => w.of('assignment').length === 1);
     expect((await dispatcher.listDispatch('r', d.id))[0]?.state?.jobs[0]?.state?.status).toBe(JobStatus.JS_RUNNING);
     await rooms.deleteRoom('r');
     expect(w.of('termination').map((m) => (m.message.case === 'termination' ? m.message.value.jobId : ''))).toEqual([jobId]);

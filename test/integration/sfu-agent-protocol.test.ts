@@ -206,13 +206,14 @@ describe('sharing and re-dispatching jobs', () => {
   });
 });
 
+const call = async (s: TestSfu, method: string, body: Uint8Array | string, token: string | undefined, type: string) =>
+  fetch(`${s.url}/twirp/livekit.AgentDispatchService/${method}`, {
+    method: 'POST',
+    headers: { 'content-type': type, ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: typeof body === 'string' ? body : Buffer.from(body),
+  });
+
 describe('AgentDispatchService', () => {
-  const call = async (s: TestSfu, method: string, body: Uint8Array | string, token: string | undefined, type: string) =>
-    fetch(`${s.url}/twirp/livekit.AgentDispatchService/${method}`, {
-      method: 'POST',
-      headers: { 'content-type': type, ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: typeof body === 'string' ? body : Buffer.from(body),
-    });
 
   it('needs roomAdmin for the same room, answering Twirp unauthenticated otherwise', async () => {
     const s = await start();
