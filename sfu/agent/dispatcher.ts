@@ -21,6 +21,7 @@ import {
   AgentDispatch,
   AgentDispatchState,
   CreateRoomRequest,
+  DisconnectReason,
   Job,
   JobState,
   JobStatus,
@@ -261,6 +262,8 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
       }
       case 'participant_left':
       case 'participant_connection_aborted': {
+        // Replaced by a newer session of the same identity (a resumed job rejoining): not a leave.
+        if (event.participant.disconnectReason === DisconnectReason.DUPLICATE_IDENTITY) return;
         const id = agentParticipants.get(participantKey(event.room.name, event.participant.identity));
         if (id) endJob(id, JobStatus.JS_FAILED, 'agent worker left the room');
         return;

@@ -23,6 +23,7 @@ import { AccessToken, AgentDispatchClient } from 'livekit-server-sdk';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
 import { agentToken, connectRawWorker, refusedUpgrade, type RawWorker } from '../support/raw-agent-worker.ts';
 import { waitFor } from '../support/wait.ts';
+import { connectRtcNode } from '../support/rtc-node.ts';
 
 let sfu: TestSfu | undefined;
 const raw: RawWorker[] = [];
@@ -212,6 +213,34 @@ const call = async (s: TestSfu, method: string, body: Uint8Array | string, token
     headers: { 'content-type': type, ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: typeof body === 'string' ? body : Buffer.from(body),
   });
+
+describe('a resumed job rejoining', () => {
+  it("keeps the job running when the resumed agent's session replaces the old one of the same identity", async () => {
+    const s = await start();
+    const a = await rawWorker(s, 'move');
+    const dispatch = await dispatcher(s).createDispatch('test-room', 'move');
+    const first = await a.next((m) => m.message.case === 'assignment', 'the first assignment');
+    if (first.message.case !== 'assignment') throw new Error('unreachable');
+    // The job process of worker a joins with its job token (here an rtc-node client).
+    const oldSession = await connectRtcNode(s.wsUrl, first.message.value.token);
+    const b = await rawWorker(s, 'move');
+    await a.close(); // the worker's connection drops; its job process is still in the room
+    const second = await b.next((m) => m.message.case === 'assignment', 'the re-assignment');
+    if (second.message.case !== 'assignment') throw new Error('unreachable');
+    const replaced = oldSession.waitForEvent('disconnected', undefined, 15_000);
+    const newSession = await connectRtcNode(s.wsUrl, second.message.value.token);
+    try {
+      await replaced;
+      expect(newSession.room.localParticipant?.identity).toBe(`agent-${first.message.value.job!.id}`);
+      const [job] = (await dispatcher(s).getDispatch(dispatch.id, 'test-room'))?.state?.jobs ?? [];
+      expect(job?.state?.status).toBe(JobStatus.JS_RUNNING);
+      expect(b.received.filter((m) => m.message.case === 'termination')).toEqual([]);
+    } finally {
+      await newSession.disconnect();
+      await oldSession.disconnect();
+    }
+  });
+});
 
 describe('AgentDispatchService', () => {
 
