@@ -24,6 +24,7 @@ import { createConnectivityRouter } from './connectivity/router.ts';
 import { createLoadMonitor, type CpuTimes } from './rtc/load.ts';
 import { createAgentDispatcher, type AgentDispatcher } from './agent/dispatcher.ts';
 import { AGENT_PATH, attachAgentSocket } from './agent/socket.ts';
+import { createAgentMetrics } from './agent/metrics.ts';
 
 export interface SfuDeps {
   config: SfuConfig;
@@ -96,7 +97,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
 
   // RoomService (Twirp), webhooks and session metrics: edges over the room manager.
   const detachEventMetrics = attachSfuEventMetrics(rooms, sfuMetrics, deps.clock);
-  const agents = createAgentDispatcher({ rooms, config, clock: deps.clock, logger });
+  const agents = createAgentDispatcher({ rooms, config, clock: deps.clock, logger, metrics: createAgentMetrics(metrics) });
   app.use(
     '/twirp',
     createRoomServiceHandler({ backend: rooms, agentDispatch: agents, keys: config.keys, clock: deps.clock, logger, metrics: sfuMetrics.twirp }),

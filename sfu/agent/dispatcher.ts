@@ -42,6 +42,7 @@ import { RoomServiceError, type RoomServiceBackend, type SfuEvent, type SfuEvent
 import { LIMIT_ERRORS, participantFieldOverLimit } from '../rtc/limits.ts';
 import { PROTOCOL_VERSION, SERVER_VERSION } from '../rtc/room.ts';
 import { ROOM_NOT_FOUND } from '../rtc/room-manager.ts';
+import type { AgentMetrics, JobOutcome } from './metrics.ts';
 import {
   AgentWorker,
   WorkerProtocolError,
@@ -90,6 +91,7 @@ export interface AgentDispatcherDeps {
   clock: Clock;
   logger: Logger;
   nodeId?: string;
+  metrics?: AgentMetrics;
 }
 
 interface JobRecord {
@@ -123,6 +125,7 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
   const agentParticipants = new Map<string, string>();
   const removals = new Set<TimerHandle>();
   let closed = false;
+  const count = (outcome: JobOutcome) => deps.metrics?.jobs.inc({ outcome });
 
   function select(key: string, tried: Set<AgentWorker>): AgentWorker | undefined {
     const candidates = (byKey.get(key) ?? []).filter(
@@ -166,6 +169,7 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
         return true;
       }
       recordJob(room, dispatch, assigned, assigned.state?.status === JobStatus.JS_RUNNING ? w : undefined);
+      count(resuming ? 'resumed' : 'assigned');
       log.info({ jobId: job.id, workerId: w.id, room, agentName: job.agentName, resuming }, 'assigned job to worker');
       return true;
     }
@@ -185,7 +189,9 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
     });
     void offer(room.name, dispatch, job, false).then(
       (ok) => {
-        if (!ok) log.info({ room: room.name, agentName: dispatch.agentName }, 'not dispatching agent job since no worker is available');
+        if (ok) return;
+        count('no_worker');
+        log.info({ room: room.name, agentName: dispatch.agentName }, 'not dispatching agent job since no worker is available');
       },
       (err: unknown) => log.error({ err, room: room.name }, 'agent job launch failed'),
     );
@@ -224,7 +230,8 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
   }
 
   function forgetJob(rec: JobRecord): void {
-    jobs.delete(rec.job.id);
+    if (!jobs.delete(rec.job.id)) return;
+    count(rec.job.state?.status === JobStatus.JS_SUCCESS ? 'succeeded' : 'failed');
     const identity = rec.job.state?.participantIdentity;
     if (identity) {
       const k = participantKey(rec.room, identity);
@@ -278,11 +285,13 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
     const r = worker.registration;
     const key = workerKey(r.jobType, r.namespace, r.agentName);
     byKey.set(key, [...(byKey.get(key) ?? []), worker]);
+    deps.metrics?.workers.inc();
     log.info({ workerId: worker.id, agentName: r.agentName, jobType: JobType[r.jobType], version: r.version }, 'worker registered');
   }
 
   function deregister(worker: AgentWorker): void {
     if (!workers.delete(worker.id)) return;
+    deps.metrics?.workers.dec();
     const r = worker.registration;
     const key = workerKey(r.jobType, r.namespace, r.agentName);
     const rest = (byKey.get(key) ?? []).filter((w) => w !== worker);

@@ -133,7 +133,7 @@ describe('the /agent socket', () => {
     expect(s.sfu.agents.workers().map((x) => x.agentName)).toEqual(['tone']);
   });
 
-  it("mints the job's token for the identity the worker chose, as an agent of the room", async () => {
+  it("mints the job's token for the identity the worker chose, as an agent of the room, and counts the job", async () => {
     const s = await start();
     const w = await rawWorker(s, 'tone');
     await dispatcher(s).createDispatch('test-room', 'tone');
@@ -154,6 +154,10 @@ describe('the /agent socket', () => {
     // The worker reports the job done: it ends in the dispatch's state.
     w.updateJob(job!.id, JobStatus.JS_SUCCESS);
     await waitFor('the job to end', () => s.sfu.agents.workers()[0]?.jobs === 0);
+    const text = await s.sfu.metrics.metrics();
+    expect(text).toContain('matrixrtc_sfu_agent_workers 1');
+    expect(text).toContain('matrixrtc_sfu_agent_jobs_total{outcome="assigned"} 1');
+    expect(text).toContain('matrixrtc_sfu_agent_jobs_total{outcome="succeeded"} 1');
   });
 });
 
