@@ -9,7 +9,8 @@
  *
  * Without LIVEKIT_AGENT_NAME it registers for automatic dispatch (every new room); with it, it
  * waits for explicit dispatches (AgentDispatchService, a token's roomConfig.agents, or the
- * bridge's agent requests). TONE_AGENT_GREETING_HZ / _GREETING_MS / _ECHO_DELAY_MS tune it.
+ * bridge's agent requests). TONE_AGENT_GREETING_HZ / _GREETING_MS / _ECHO_DELAY_MS tune it;
+ * TONE_AGENT_LOAD makes the worker report a fixed load (0-1) instead of its CPU load.
  * Its own package because @livekit/agents pins @livekit/rtc-node 0.13.
  */
 import { fileURLToPath } from 'node:url';
@@ -91,5 +92,13 @@ export default defineAgent({
 });
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  cli.runApp(new ServerOptions({ agent: fileURLToPath(import.meta.url) }));
+  // TONE_AGENT_LOAD reports a fixed load instead of the CPU's: the server gives jobs to workers
+  // by spare load (1 - load), so on a saturated test machine every worker would look full.
+  const fixedLoad = process.env.TONE_AGENT_LOAD === undefined ? undefined : setting('TONE_AGENT_LOAD', 0);
+  cli.runApp(
+    new ServerOptions({
+      agent: fileURLToPath(import.meta.url),
+      ...(fixedLoad === undefined ? {} : { loadFunc: async () => fixedLoad }),
+    }),
+  );
 }

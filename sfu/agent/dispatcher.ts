@@ -9,7 +9,8 @@
  * time. A job goes to one worker registered for its agent name, chosen at random weighted by
  * spare load (1 - load) among those reporting available; a worker that declines or does not
  * answer is skipped for the next. When an agent participant leaves, its job is terminated
- * (failed, "agent worker left the room"); when its room finishes, its jobs end. When a worker's
+ * (failed, "agent worker left the room") unless its worker disconnects within
+ * AGENT_LEFT_SETTLE_MS (a crashed host); when its room finishes, its jobs end. When a worker's
  * connection ends its running jobs are offered again (`resuming`) to another worker of the
  * same name, and end failed when there is none (LiveKit OSS only forgets them).
  * Everything is per node and driven by the local room manager's events, so with a cluster
@@ -59,6 +60,12 @@ export const REGISTER_TIMEOUT_MS = 10_000;
 export const AGENT_PROTOCOL = 1;
 /** How long a deleted dispatch's agent may take to leave before it is removed (room.go: 3 s). */
 export const AGENT_LEAVE_GRACE_MS = 3_000;
+/**
+ * How long after its agent left a job waits before ending as "agent worker left the room": a
+ * crashed worker host drops the worker's connection and its job's room connection together, in
+ * either order, and the job should then move to another worker rather than end.
+ */
+export const AGENT_LEFT_SETTLE_MS = 2_000;
 
 /** The AgentDispatchService contract (livekit_agent_dispatch.proto) the Twirp edge calls. */
 export interface AgentDispatchBackend {
@@ -99,6 +106,8 @@ interface JobRecord {
   room: string;
   dispatchId: string;
   worker: AgentWorker | undefined;
+  /** When the current worker was assigned (ms): an agent session older than that was the previous worker's. */
+  assignedAtMs: number;
 }
 
 const workerKey = (jobType: JobType, namespace: string, agentName: string) => `${jobType}\u0000${namespace}\u0000${agentName}`;
@@ -123,7 +132,15 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
   const jobs = new Map<string, JobRecord>();
   /** room + agent participant identity -> job id. */
   const agentParticipants = new Map<string, string>();
-  const removals = new Set<TimerHandle>();
+  /** Pending agent removals and agent-left settles, cleared by close(). */
+  const timers = new Set<TimerHandle>();
+  const later = (ms: number, fn: () => void) => {
+    const t = clock.setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, ms);
+    timers.add(t);
+  };
   let closed = false;
   const count = (outcome: JobOutcome) => deps.metrics?.jobs.inc({ outcome });
 
@@ -147,7 +164,7 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
     const at = list.findIndex((j) => j.id === job.id);
     if (at >= 0) list[at] = job;
     else list.push(job);
-    jobs.set(job.id, { job, room, dispatchId: dispatch.id, worker });
+    jobs.set(job.id, { job, room, dispatchId: dispatch.id, worker, assignedAtMs: clock.now() });
     const identity = job.state?.participantIdentity;
     if (identity && worker) agentParticipants.set(participantKey(room, identity), job.id);
   }
@@ -272,7 +289,15 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
         // Replaced by a newer session of the same identity (a resumed job rejoining): not a leave.
         if (event.participant.disconnectReason === DisconnectReason.DUPLICATE_IDENTITY) return;
         const id = agentParticipants.get(participantKey(event.room.name, event.participant.identity));
-        if (id) endJob(id, JobStatus.JS_FAILED, 'agent worker left the room');
+        const rec = id ? jobs.get(id) : undefined;
+        const worker = rec?.worker;
+        if (!id || !rec || !worker) return;
+        // The session of a job's previous worker, leaving after the job moved on.
+        if (Number(event.participant.joinedAtMs) < rec.assignedAtMs) return;
+        // Unless the worker disconnects meanwhile (then the job moves on), the job ends.
+        later(AGENT_LEFT_SETTLE_MS, () => {
+          if (jobs.get(id)?.worker === worker && !worker.isClosed) endJob(id, JobStatus.JS_FAILED, 'agent worker left the room');
+        });
         return;
       }
       default:
@@ -401,11 +426,7 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
         endJob(j.id, JobStatus.JS_SUCCESS, '');
         if (!rec || !identity) continue;
         // The agent is asked to leave; it is removed if it is still there after the grace.
-        const timer = clock.setTimeout(() => {
-          removals.delete(timer);
-          deps.rooms.removeParticipant(room, identity).catch(() => undefined);
-        }, AGENT_LEAVE_GRACE_MS);
-        removals.add(timer);
+        later(AGENT_LEAVE_GRACE_MS, () => void deps.rooms.removeParticipant(room, identity).catch(() => undefined));
       }
       if (dispatch.state) dispatch.state.deletedAt = nanos(clock.now());
       return snapshot(dispatch);
@@ -419,8 +440,8 @@ export function createAgentDispatcher(deps: AgentDispatcherDeps): AgentDispatche
     close() {
       closed = true;
       detach();
-      for (const t of removals) clock.clearTimeout(t);
-      removals.clear();
+      for (const t of timers) clock.clearTimeout(t);
+      timers.clear();
       for (const w of Array.from(workers.values())) {
         w.close();
         deregister(w);

@@ -246,6 +246,22 @@ describe('a resumed job rejoining', () => {
   });
 });
 
+describe('an agent leaving', () => {
+  it("ends the job as failed, 'agent worker left the room', and tells its worker", async () => {
+    const s = await start();
+    const w = await rawWorker(s, 'tone');
+    const dispatch = await dispatcher(s).createDispatch('test-room', 'tone');
+    const m = await w.next((x) => x.message.case === 'assignment', 'the assignment');
+    if (m.message.case !== 'assignment') throw new Error('unreachable');
+    const session = await connectRtcNode(s.wsUrl, m.message.value.token);
+    await session.disconnect();
+    const term = await w.next((x) => x.message.case === 'termination', 'the termination');
+    expect(term.message.case === 'termination' && term.message.value.jobId).toBe(m.message.value.job!.id);
+    const [job] = (await dispatcher(s).getDispatch(dispatch.id, 'test-room'))?.state?.jobs ?? [];
+    expect([job?.state?.status, job?.state?.error]).toEqual([JobStatus.JS_FAILED, 'agent worker left the room']);
+  });
+});
+
 describe('AgentDispatchService', () => {
 
   it('needs roomAdmin for the same room, answering Twirp unauthenticated otherwise', async () => {

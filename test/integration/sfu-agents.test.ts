@@ -119,6 +119,27 @@ describe('agent dispatch with the real @livekit/agents worker', () => {
     expect(dispatches.map((d) => [d.agentName, d.metadata])).toEqual([['tone', 'from-token']]);
   });
 
+  it("moves a dead worker's job to another worker of the same name: the agent comes back as the same participant", async () => {
+    const sfu = await scene.start();
+    const first = await worker(sfu, 'tone');
+    const firstId = sfu.sfu.agents.workers()[0]!.id;
+    const second = await worker(sfu, 'tone');
+    const alice = await scene.connect('alice');
+    const client = new AgentDispatchClient(sfu.url, TEST_API_KEY, TEST_API_SECRET);
+    const dispatch = await client.createDispatch('test-room', 'tone');
+    const agent = await agentIn(alice);
+    const holder = (await client.getDispatch(dispatch.id, 'test-room'))?.state?.jobs[0]?.state?.workerId;
+    const dying = holder === firstId ? first : second;
+    const survivorId = sfu.sfu.agents.workers().find((w) => w.id !== holder)!.id;
+    const left = alice.waitForEvent('participantDisconnected', (p) => p.identity === agent.identity, 30_000);
+    await dying.kill();
+    await left;
+    const [back] = await alice.waitForEvent('participantConnected', (p) => p.identity === agent.identity, 30_000);
+    expect(await hears(alice, await agentTrack(alice, back), GREETING_HZ, VOICE_HZ)).toBe(true);
+    const [job] = (await client.getDispatch(dispatch.id, 'test-room'))?.state?.jobs ?? [];
+    expect([job?.state?.status, job?.state?.workerId]).toEqual([JobStatus.JS_RUNNING, survivorId]);
+  });
+
   it('ends the jobs of a worker that dies: its agent leaves and the job is marked failed', async () => {
     const sfu = await scene.start();
     const w = await worker(sfu, 'tone');

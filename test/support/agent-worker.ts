@@ -34,6 +34,8 @@ export function startAgentWorker(opts: { wsUrl: string; agentName?: string; env?
       LIVEKIT_API_SECRET: TEST_API_SECRET,
       ...(opts.agentName ? { LIVEKIT_AGENT_NAME: opts.agentName } : {}),
       NO_COLOR: '1',
+      // Tests share a busy machine: report no load, or the SFU may find no worker with capacity.
+      TONE_AGENT_LOAD: '0',
       ...opts.env,
     },
   });
