@@ -18,13 +18,14 @@ import type { Logger } from '../common/logger.ts';
 import { createRedisConnection, type RedisClient } from '../common/redis.ts';
 import { APPSERVICE_PREFIX, createAppservice, type Appservice } from './appservice/appservice.ts';
 import { createAppserviceClient, type AppserviceClient } from './homeserver/client.ts';
-import { allowedAgents, type BridgeConfig } from './config.ts';
-import { createAgentDispatchService } from './agents/dispatch-client.ts';
+import type { BridgeConfig } from './config.ts';
 import { createSfuRoomService } from './sfu/room-service.ts';
 import { createMemoryStore } from './store/memory-store.ts';
 import { createRedisStore } from './store/redis-store.ts';
 import { createBridgeServer } from './server.ts';
 import { createTokenService, tokenNotFoundHandler, type TokenService, type TokenServiceDeps } from './token/service.ts';
+import { allowedAgents } from './config.ts';
+import { createAgentDispatchService } from './agents/dispatch-client.ts';
 
 export interface BridgeProcessDeps {
   config: BridgeConfig;

@@ -95,7 +95,7 @@ export interface WorldOptions {
   matrixRtc?: MatrixRtcProfile;
   /** Runs after the SFU and the seeded homeserver are up and before the bridge starts. */
   beforeBridge?: (pre: PreBridge) => Promise<void>;
-  /** More bridge environment (e.g. BRIDGE_AGENTS_ALLOWED). */
+  /** More bridge environment (wins over the world's own). */
   env?: Env;
   /** Loggers of our two processes (default silent, or stdout with BRIDGE_TEST_LOG). */
   loggers?: { sfu: Logger; bridge: Logger };
