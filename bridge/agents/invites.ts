@@ -31,7 +31,8 @@ export interface AgentInvitesDeps {
   logger: Logger;
 }
 
-export interface AgentInvites extends MembershipListener {
+/** Only the joins and leaves matter here; everything else a listener hears goes to the lifecycle alone. */
+export interface AgentInvites extends Pick<MembershipListener, 'joined' | 'left'> {
   /** A transaction's events (after the tracker applied them). */
   applyEvents(events: unknown[]): Promise<void>;
   /** Brings the calls of a Matrix room in line with its requests (call inside the room's queue). */
@@ -113,23 +114,27 @@ export function createAgentInvites(deps: AgentInvitesDeps): AgentInvites {
   };
 }
 
-/** The room lifecycle first, then the agents; an agents failure never hides the lifecycle's. */
-export function withAgents(lifecycle: MembershipListener, agents: AgentInvites | undefined): MembershipListener {
+/**
+ * The room lifecycle first, then the agents, for joins and leaves; every other listener method
+ * is the lifecycle's own (delegated, so one added to the listener contract reaches it unchanged).
+ * An agents failure never hides the lifecycle's.
+ */
+export function withAgents<L extends MembershipListener>(lifecycle: L, agents: AgentInvites | undefined): L {
   if (!agents) return lifecycle;
-  return {
-    async joined(m) {
-      try {
-        await lifecycle.joined(m);
-      } finally {
-        await agents.joined(m);
-      }
-    },
-    async left(e) {
-      try {
-        await lifecycle.left(e);
-      } finally {
-        await agents.left(e);
-      }
-    },
+  const chained = Object.create(lifecycle) as L;
+  chained.joined = async (m) => {
+    try {
+      await lifecycle.joined(m);
+    } finally {
+      await agents.joined(m);
+    }
   };
+  chained.left = async (e) => {
+    try {
+      await lifecycle.left(e);
+    } finally {
+      await agents.left(e);
+    }
+  };
+  return chained;
 }
