@@ -13,6 +13,9 @@ import type { Logger } from '../common/logger.ts';
 import { answerHealthz, closeServer, guardUnreadBodies, listen, requestErrorHandler, urlOf } from '../common/http.ts';
 import { createMetricsRegistry, serveMetrics } from '../common/metrics.ts';
 import type { SfuConfig } from './config.ts';
+import { createAgentDispatcher, type AgentDispatcher } from './agent/dispatcher.ts';
+import { AGENT_PATH, attachAgentSocket } from './agent/socket.ts';
+import { createAgentMetrics } from './agent/metrics.ts';
 import { createRoomManager, type RoomManager } from './rtc/room-manager.ts';
 import type { MediaTransportFactory } from './rtc/types.ts';
 import { createWeriftTransportFactory } from './media/transport.ts';
@@ -22,9 +25,6 @@ import { createRoomServiceHandler } from './twirp/router.ts';
 import { createWebhookNotifier, type WebhookNotifier, type WebhookNotifierOptions } from './webhook/notifier.ts';
 import { createConnectivityRouter } from './connectivity/router.ts';
 import { createLoadMonitor, type CpuTimes } from './rtc/load.ts';
-import { createAgentDispatcher, type AgentDispatcher } from './agent/dispatcher.ts';
-import { AGENT_PATH, attachAgentSocket } from './agent/socket.ts';
-import { createAgentMetrics } from './agent/metrics.ts';
 
 export interface SfuDeps {
   config: SfuConfig;
@@ -44,12 +44,12 @@ export interface SfuServer {
   readonly metrics: Registry;
   /** Rooms of this node: the RoomService backend and the SFU event source. */
   readonly rooms: RoomManager;
+  /** Agent workers of this node and the dispatches of its rooms (sfu/agent). */
+  readonly agents: AgentDispatcher;
   /** The SFU metric set on `metrics` (hot-path counters for the media layer; see sfu/metrics.ts). */
   readonly sfuMetrics: SfuMetrics;
   /** Present when config.webhook.urls is set. */
   readonly webhooks: WebhookNotifier | undefined;
-  /** Agent workers of this node and the dispatches of its rooms (sfu/agent). */
-  readonly agents: AgentDispatcher;
   /** Binds the listeners; resolves with the signalling/API URL (http://host:port). */
   start(): Promise<{ url: string; address: AddressInfo }>;
   stop(): Promise<void>;
@@ -116,13 +116,13 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     webhooks.attach(rooms);
   }
   const signalDeps = {
+    otherUpgradePaths: [AGENT_PATH],
     keys: config.keys,
     rooms,
     logger: logger.child({ component: 'signal' }),
     clock: deps.clock,
     limits: config,
     metrics: sfuMetrics.guard,
-    otherUpgradePaths: [AGENT_PATH],
   };
   registerSignalRoutes(app, signalDeps);
   // The connectivity test page (a development aid): only when the config turns it on.
@@ -146,10 +146,10 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
 
   return {
     metrics,
+    agents,
     rooms,
     sfuMetrics,
     webhooks,
-    agents,
     async start() {
       const host = config.bind_addresses[0] ?? '::';
       if (config.bind_addresses.length > 1) {
@@ -172,10 +172,11 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     },
     async stop() {
       load.stop();
-      agentSocket.close();
-      agents.close();
       rooms.close();
       signalling.close();
+      // After the rooms: their room_finished ends each job with a termination to its worker.
+      agentSocket.close();
+      agents.close();
       detachEventMetrics();
       // room_finished / participant_left from the close above still go out, briefly.
       await webhooks?.stop({ drainMs: 2000 });

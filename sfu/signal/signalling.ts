@@ -37,14 +37,14 @@ export const TOKEN_REFRESH_INTERVAL_MS = 5 * 60_000;
 export const TOO_MANY_CONNECTIONS = 'too many signalling connections from this address';
 
 export interface SignallingDeps {
+  /** Upgrade paths another listener on the server serves (the agent worker socket, `/agent`). */
+  otherUpgradePaths?: readonly string[];
   keys: Readonly<Record<string, string>>;
   rooms: RoomManager;
   logger: Logger;
   clock: Clock;
   limits: Pick<SfuConfig, 'limit' | 'signal_limits'>;
   metrics?: GuardMetrics | undefined;
-  /** Upgrade paths another listener on the server serves (the agent worker socket, `/agent`). */
-  otherUpgradePaths?: readonly string[];
 }
 
 /** Why a connect was refused: HTTP status + LiveKit's text. */
