@@ -24,6 +24,8 @@ import { createMemoryStore } from './store/memory-store.ts';
 import { createRedisStore } from './store/redis-store.ts';
 import { createBridgeServer } from './server.ts';
 import { createTokenService, tokenNotFoundHandler, type TokenService, type TokenServiceDeps } from './token/service.ts';
+import { allowedAgents } from './config.ts';
+import { createAgentDispatchService } from './agents/dispatch-client.ts';
 
 export interface BridgeProcessDeps {
   config: BridgeConfig;
@@ -92,6 +94,14 @@ export function createBridge(deps: BridgeProcessDeps): Bridge {
       leaveGraceSeconds: config.leave_grace_seconds,
       reconcileIntervalSeconds: config.reconcile_interval_seconds,
       txnTtlSeconds: config.txn_id_ttl_seconds,
+      ...(allowedAgents(config).length
+        ? {
+            agents: {
+              policy: { allowed: allowedAgents(config), invitePowerLevel: config.agents_invite_power_level },
+              dispatches: createAgentDispatchService({ url: config.livekit.url, key: config.livekit.key, secret: config.livekit.secret }),
+            },
+          }
+        : {}),
     });
     server.app.use(APPSERVICE_PREFIX, appservice.router);
   }

@@ -44,6 +44,13 @@ export const bridgeFileSchema = z.strictObject({
   federation_max_concurrent_lookups: z.number().int().min(1).default(16),
   /** Look-ups waiting for a slot; beyond this the token endpoints answer 503 with Retry-After. */
   federation_max_queued_lookups: z.number().int().min(0).default(64),
+  /**
+   * LiveKit agents room members may invite into calls (bridge/agents), as a YAML list or a
+   * comma-separated string; empty (the default) turns the feature off.
+   */
+  agents_allowed: z.union([z.array(z.string().min(1)), z.string()]).default([]),
+  /** Power level a member needs in the Matrix room to invite an agent. */
+  agents_invite_power_level: z.number().int().default(50),
 });
 
 export type BridgeFileConfig = z.output<typeof bridgeFileSchema>;
@@ -290,6 +297,12 @@ export function resolveBridgeConfig(env: Env, configFile?: string): BridgeConfig
     membershipCheckIntervalSeconds,
     membershipCheckIntervalSet: Boolean(env.LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS?.trim()),
   };
+}
+
+/** `agents_allowed` as a list of names (empty = agents off). */
+export function allowedAgents(cfg: Pick<BridgeFileConfig, 'agents_allowed'>): string[] {
+  const raw = cfg.agents_allowed;
+  return (Array.isArray(raw) ? raw : raw.split(',')).map((s) => s.trim()).filter(Boolean);
 }
 
 export function defaultBridgeFileConfig(): BridgeFileConfig {

@@ -85,6 +85,7 @@ const SFU_NOTES: Record<string, string> = {
   'limit.max_metadata_size': 'Participant metadata (token, update_metadata, UpdateParticipant) and room metadata.',
   'limit.max_attributes_size': 'All attributes of a participant together (keys + values).',
   'limit.signal_message_size_limit': 'Largest signalling WebSocket frame; a larger one closes the connection (1009).',
+  'limit.agent_signal_message_size_limit': 'The same for agent worker connections (/agent).',
   signal_limits: "Ours, not LiveKit's: what one signalling connection may send. Breaking a cap closes\n" +
     'that participant with a leave (AddTrack / trickle caps only refuse that request).',
   'signal_limits.max_connections_per_ip': 'Behind a reverse proxy every client has the proxy\'s address: raise it or set 0.',
@@ -142,6 +143,9 @@ const BRIDGE_NOTES: Record<string, string> = {
     'or reserved addresses. Set true only for a trial whose homeservers are on a LAN.',
   federation_max_concurrent_lookups: 'OpenID verifications over federation (.well-known, SRV, userinfo) in flight at once.',
   federation_max_queued_lookups: 'Look-ups waiting for a slot; when full, token requests get 503 M_LIMIT_EXCEEDED with Retry-After.',
+  agents_allowed: 'LiveKit agents (worker agent names) room members may invite into calls with the\n' +
+    'io.github.matrix_rtc_backend.agent state event (docs/agents.md); empty = off.',
+  agents_invite_power_level: 'Power level a member needs in the Matrix room to invite one of those agents.',
 };
 
 function pairAt(doc: Document, path: string): Pair {

@@ -134,6 +134,8 @@ export const sfuConfigSchema = z
         max_participant_name_length: limitOrZero.default(256),
         /** LiveKit allows 0 (unbounded); here a frame is always bounded. */
         signal_message_size_limit: cap().default(2 << 20),
+        /** The same for agent worker connections (`/agent`, sfu/agent/socket.ts). */
+        agent_signal_message_size_limit: cap().default(2 << 20),
       })
       .prefault({}),
     /** Ours, not LiveKit's: caps on what one signalling connection may send (sfu/rtc/limits.ts). */
@@ -202,7 +204,6 @@ const UNSUPPORTED: Record<string, string> = {
   'limit.max_data_blob_key_length': 'data blobs are not supported; remove it',
   'limit.max_data_blobs_size': 'data blobs are not supported; remove it',
   'limit.max_data_track_custom_encoding_length': 'data tracks are not supported; remove it',
-  'limit.agent_signal_message_size_limit': 'agent workers are not supported; remove it',
   'limit.max_api_request_body_size': 'not configurable here; the Twirp API bounds request bodies itself; remove it',
   'room.max_metadata_size': 'deprecated in LiveKit; use limit.max_metadata_size',
   'room.max_room_name_length': 'deprecated in LiveKit; use limit.max_room_name_length',

@@ -10,6 +10,7 @@ import type {
   ParticipantInfo,
   ParticipantPermission,
   Room,
+  RoomAgentDispatch,
   TrackInfo,
 } from '@livekit/protocol';
 
@@ -63,7 +64,8 @@ export interface RoomServiceBackend {
 
 /** What the session layer reports; webhooks and metrics subscribe to these. */
 export type SfuEvent =
-  | { type: 'room_started'; room: Room }
+  /** `agents`: the dispatches its creator configured (token roomConfig / CreateRoom), if any. */
+  | { type: 'room_started'; room: Room; agents?: RoomAgentDispatch[] }
   | { type: 'room_finished'; room: Room }
   /** The participant became ACTIVE (transport connected), not at WebSocket join. */
   | { type: 'participant_joined'; room: Room; participant: ParticipantInfo }

@@ -14,6 +14,9 @@ import type { Logger } from '../common/logger.ts';
 import { answerHealthz, closeServer, guardUnreadBodies, listen, requestErrorHandler, urlOf } from '../common/http.ts';
 import { createMetricsRegistry, serveMetrics } from '../common/metrics.ts';
 import type { SfuConfig } from './config.ts';
+import { createAgentDispatcher, type AgentDispatcher } from './agent/dispatcher.ts';
+import { AGENT_PATH, attachAgentSocket } from './agent/socket.ts';
+import { createAgentMetrics } from './agent/metrics.ts';
 import { createRoomManager, type RoomManager } from './rtc/room-manager.ts';
 import type { MediaTransportFactory } from './rtc/types.ts';
 import { createWeriftTransportFactory } from './media/transport.ts';
@@ -49,6 +52,8 @@ export interface SfuServer {
   readonly metrics: Registry;
   /** Rooms of this node: the RoomService backend and the SFU event source. */
   readonly rooms: RoomManager;
+  /** Agent workers of this node and the dispatches of its rooms (sfu/agent). */
+  readonly agents: AgentDispatcher;
   /** The SFU metric set on `metrics` (hot-path counters for the media layer; see sfu/metrics.ts). */
   readonly sfuMetrics: SfuMetrics;
   /** Present when config.webhook.urls is set. */
@@ -132,9 +137,10 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
 
   // RoomService (Twirp), webhooks and session metrics: edges over the room manager.
   const detachEventMetrics = attachSfuEventMetrics(rooms, sfuMetrics, deps.clock);
+  const agents = createAgentDispatcher({ rooms, config, clock: deps.clock, logger, metrics: createAgentMetrics(metrics) });
   app.use(
     '/twirp',
-    createRoomServiceHandler({ backend: cluster.backend, keys: config.keys, clock: deps.clock, logger, metrics: sfuMetrics.twirp }),
+    createRoomServiceHandler({ backend: cluster.backend, agentDispatch: agents, keys: config.keys, clock: deps.clock, logger, metrics: sfuMetrics.twirp }),
   );
   if (cluster.router.clustered) {
     // What the other nodes call for the rooms hosted here (sfu/routing/cluster-backend.ts).
@@ -154,6 +160,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     webhooks.attach(rooms);
   }
   const signalDeps = {
+    otherUpgradePaths: [AGENT_PATH],
     keys: config.keys,
     rooms,
     logger: logger.child({ component: 'signal' }),
@@ -176,10 +183,18 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
 
   const server: Server = createServer(app);
   const signalling = attachSignalling(server, signalDeps);
+  const agentSocket = attachAgentSocket(server, {
+    dispatcher: agents,
+    keys: config.keys,
+    clock: deps.clock,
+    logger: logger.child({ component: 'agent-socket' }),
+    maxPayload: config.limit.agent_signal_message_size_limit,
+  });
   let metricsServer: Server | undefined;
 
   return {
     metrics,
+    agents,
     rooms,
     sfuMetrics,
     webhooks,
@@ -213,6 +228,9 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
       load.stop();
       rooms.close();
       signalling.close();
+      // After the rooms: their room_finished ends each job with a termination to its worker.
+      agentSocket.close();
+      agents.close();
       detachEventMetrics();
       // room_finished / participant_left from the close above still go out, briefly.
       await webhooks?.stop({ drainMs: 2000 });

@@ -19,6 +19,7 @@ import type { BridgeStore } from '../store/store.ts';
 import { createAppserviceRouter } from './api.ts';
 import type { AppserviceClient } from '../homeserver/client.ts';
 import { createBridgeMetrics, type BridgeMetrics } from './metrics.ts';
+import { createAgentInvites, withAgents, type AgentInvitesDeps } from '../agents/invites.ts';
 
 export { APPSERVICE_PREFIX } from './api.ts';
 
@@ -38,6 +39,8 @@ export interface AppserviceDeps {
   leaveGraceSeconds: number;
   reconcileIntervalSeconds: number;
   txnTtlSeconds: number;
+  /** Agents members may invite into calls (bridge/agents); absent = off. */
+  agents?: Pick<AgentInvitesDeps, 'policy' | 'dispatches'>;
 }
 
 export interface Appservice {
@@ -71,7 +74,17 @@ export function createAppservice(deps: AppserviceDeps): Appservice {
     graceSeconds: deps.graceSeconds,
     inRoom: (roomId, fn) => tracker.inRoom(roomId, fn),
   });
-  tracker.setListener(lifecycle);
+  const agents = deps.agents
+    ? createAgentInvites({
+        ...deps.agents,
+        store: deps.store,
+        homeserver: deps.homeserver,
+        serverName: deps.serverName,
+        inRoom: (r, fn) => tracker.inRoom(r, fn),
+        logger,
+      })
+    : undefined;
+  tracker.setListener(withAgents(lifecycle, agents));
   const reconciler = createReconciler({
     store: deps.store,
     tracker,
@@ -90,7 +103,10 @@ export function createAppservice(deps: AppserviceDeps): Appservice {
     store: deps.store,
     logger,
     metrics,
-    applyEvents: (events) => tracker.applyEvents(events),
+    applyEvents: async (events) => {
+      await tracker.applyEvents(events);
+      await agents?.applyEvents(events);
+    },
     txnTtlMs: deps.txnTtlSeconds * 1000,
     onPing: (id) => logger.debug({ transactionId: id }, 'pinged by the homeserver'),
   });

@@ -16,6 +16,7 @@ import {
   UserPacket,
   type CreateRoomRequest,
   type Room as RoomInfo,
+  type RoomAgentDispatch,
   type SignalRequest,
   type TrackInfo,
 } from '@livekit/protocol';
@@ -142,7 +143,7 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     };
   }
 
-  function createRoom(name: RoomName, settings: RoomSettings): Room {
+  function createRoom(name: RoomName, settings: RoomSettings, agents?: RoomAgentDispatch[]): Room {
     const room = new Room({
       name,
       sid: newRoomSid(),
@@ -162,7 +163,7 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     });
     rooms.set(name, room);
     log.info({ room: name }, 'room created');
-    emit({ type: 'room_started', room: room.toInfo() });
+    emit({ type: 'room_started', room: room.toInfo(), ...(agents?.length ? { agents } : {}) });
     return room;
   }
 
@@ -247,7 +248,7 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
     join(req, sink) {
       checkJoin(req);
       const name = asRoomName(req.room);
-      const room = rooms.get(name) ?? createRoom(name, defaults());
+      const room = rooms.get(name) ?? createRoom(name, defaults(), req.roomAgents);
       const p = room.join(req, sink);
       return {
         sid: p.sid,
@@ -316,7 +317,7 @@ export function createRoomManager(deps: RoomManagerDeps): RoomManager {
       if (req.departureTimeout) settings.departureTimeout = req.departureTimeout;
       if (req.maxParticipants) settings.maxParticipants = req.maxParticipants;
       settings.metadata = req.metadata;
-      return createRoom(asRoomName(req.name), settings).toInfo();
+      return createRoom(asRoomName(req.name), settings, req.agents).toInfo();
     },
 
     async listRooms(names) {

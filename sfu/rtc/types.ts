@@ -4,7 +4,7 @@
  * connections and forwarding of one participant (implemented by sfu/media with werift). The
  * session layer sees only these interfaces: no sockets, no werift objects.
  */
-import type { ClientInfo, SignalResponse } from '@livekit/protocol';
+import type { ClientInfo, RoomAgentDispatch, SignalResponse } from '@livekit/protocol';
 import type { JoinPermissions } from '../signal/auth.ts';
 
 export interface SignalSink {
@@ -25,6 +25,8 @@ export interface JoinRequest {
   clientInfo: ClientInfo;
   /** Token issue time (s), checked against RemoveParticipant's revokeTokenTs. */
   issuedAt: number;
+  /** The token's `roomConfig.agents`: dispatched when this join creates the room (LiveKit). */
+  roomAgents?: RoomAgentDispatch[];
 }
 
 export type SignalTarget = 'publisher' | 'subscriber';

@@ -5,6 +5,7 @@
  * `video.roomJoin` and a room. Every refusal is an `AuthError` carrying LiveKit's HTTP status
  * and plain-text body. Also mints the `refresh_token` LiveKit sends to connected clients.
  */
+import { RoomConfiguration, type RoomAgentDispatch } from '@livekit/protocol';
 import { SignJWT, type JWTPayload } from 'jose';
 import { AuthError, verifyAccessToken, type VideoGrant } from '../access-token.ts';
 
@@ -23,6 +24,8 @@ export interface JoinClaims {
   video: VideoGrant;
   /** Seconds since the epoch (iat, else nbf, else 0). */
   issuedAt: number;
+  /** `roomConfig.agents` (livekit-server-sdk AccessToken.roomConfig, protojson). */
+  roomAgents: RoomAgentDispatch[];
   /** The verified payload, kept to mint refresh tokens with the same grants. */
   payload: JWTPayload;
 }
@@ -61,6 +64,16 @@ function stringMap(value: unknown): Record<string, string> {
   return out;
 }
 
+/** The agents of a token's `roomConfig`; a roomConfig that is not a RoomConfiguration is refused. */
+function roomAgentsOf(raw: unknown): RoomAgentDispatch[] {
+  if (raw === undefined || raw === null) return [];
+  try {
+    return RoomConfiguration.fromJson(raw as never, { ignoreUnknownFields: true }).agents;
+  } catch (err) {
+    throw new AuthError(401, `invalid authorization token: roomConfig: ${(err as Error).message}`);
+  }
+}
+
 /** Full join check: token, roomJoin grant, identity, room. */
 export async function verifyJoinToken(
   token: string,
@@ -83,6 +96,7 @@ export async function verifyJoinToken(
     room,
     video,
     issuedAt: payload.iat ?? payload.nbf ?? 0,
+    roomAgents: roomAgentsOf(payload.roomConfig),
     payload,
   };
 }

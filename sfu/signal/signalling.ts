@@ -37,6 +37,8 @@ export const TOKEN_REFRESH_INTERVAL_MS = 5 * 60_000;
 export const TOO_MANY_CONNECTIONS = 'too many signalling connections from this address';
 
 export interface SignallingDeps {
+  /** Upgrade paths another listener on the server serves (the agent worker socket, `/agent`). */
+  otherUpgradePaths?: readonly string[];
   keys: Readonly<Record<string, string>>;
   rooms: RoomManager;
   logger: Logger;
@@ -140,6 +142,7 @@ async function authorize(deps: SignallingDeps, url: URL, req: IncomingMessage, c
     autoSubscribe: q.has('auto_subscribe') ? truthy(q.get('auto_subscribe')) : true,
     clientInfo: clientInfoOf(q, clientAddress ?? req.socket.remoteAddress ?? ''),
     issuedAt: claims.issuedAt,
+    roomAgents: claims.roomAgents,
   };
   return { claims, req: joinReq, reconnect: truthy(q.get('reconnect')) };
 }
@@ -189,7 +192,7 @@ export function registerSignalRoutes(app: Express, deps: SignallingDeps): void {
   });
 }
 
-function writeHttpError(socket: Duplex, status: number, message: string): void {
+export function writeHttpError(socket: Duplex, status: number, message: string): void {
   const body = Buffer.from(message);
   const reason = {
     400: 'Bad Request',
@@ -355,6 +358,7 @@ export function attachSignalling(server: Server, deps: SignallingDeps): { close(
   const perIp = new Map<string, number>();
   const maxPerIp = deps.limits.signal_limits.max_connections_per_ip;
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (deps.otherUpgradePaths?.includes(new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, ''))) return;
     // Node drops its own socket error handler for upgrades: without this a reset during
     // authentication would be an uncaught 'error' event. `ws` adds its own once upgraded.
     const onSocketError = (err: Error) => deps.logger.debug({ err }, 'signal socket error before upgrade');

@@ -30,18 +30,19 @@ import { type ApiGrants, ensureAdminPermission, ensureCreatePermission, ensureLi
 import { type Decoded, readExtraInt64 } from './codec.ts';
 import { invalidArgument } from './errors.ts';
 
-export interface MethodSpec {
+/** One Twirp method of a service whose session-layer side is `B`. */
+export interface MethodSpec<B = RoomServiceBackend> {
   readonly request: MessageType;
   /** Throws TwirpError `unauthenticated` when the grants do not allow the call. */
   authorize(grants: ApiGrants, req: Message): void;
-  handle(backend: RoomServiceBackend, decoded: Decoded<Message>): Promise<Message>;
+  handle(backend: B, decoded: Decoded<Message>): Promise<Message>;
 }
 
-function define<T extends Message<T>>(spec: {
+export function define<T extends Message<T>, B = RoomServiceBackend>(spec: {
   request: MessageType<T>;
   authorize(grants: ApiGrants, req: T): void;
-  handle(backend: RoomServiceBackend, req: T, decoded: Decoded<Message>): Promise<Message>;
-}): MethodSpec {
+  handle(backend: B, req: T, decoded: Decoded<Message>): Promise<Message>;
+}): MethodSpec<B> {
   return {
     request: spec.request as unknown as MessageType,
     authorize: (grants, req) => spec.authorize(grants, req as unknown as T),

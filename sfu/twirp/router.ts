@@ -1,5 +1,6 @@
 /**
- * The RoomService Twirp endpoint: `POST /twirp/livekit.RoomService/<Method>` in both encodings.
+ * The Twirp endpoint: `POST /twirp/livekit.RoomService/<Method>` and, when an agent dispatcher
+ * is given, `POST /twirp/livekit.AgentDispatchService/<Method>`, in both encodings.
  * `createRoomServiceHandler(deps)` returns a plain node request handler; mount it with
  * `app.use('/twirp', handler)` on the SFU's express app (it also accepts the unstripped
  * `/twirp/...` path when used on a bare http server). Order of checks, as LiveKit's middleware
@@ -14,10 +15,14 @@ import { RoomServiceError, type RoomServiceBackend } from '../room-service-api.t
 import { AuthRejection, createTokenVerifier } from './auth.ts';
 import { decodeRequest, encodeResponse, encodingOf } from './codec.ts';
 import { TwirpError, writeTwirpError } from './errors.ts';
-import { ROOM_SERVICE_METHODS } from './room-service.ts';
+import { ROOM_SERVICE_METHODS, type MethodSpec } from './room-service.ts';
+import { AGENT_DISPATCH_METHODS } from './agent-dispatch-service.ts';
+import type { AgentDispatchBackend } from '../agent/dispatcher.ts';
 
 export interface RoomServiceHandlerDeps {
   backend: RoomServiceBackend;
+  /** Serves AgentDispatchService too when present. */
+  agentDispatch?: AgentDispatchBackend;
   /** API key -> secret (the SFU config's `keys`). */
   keys: Record<string, string>;
   clock: Clock;
@@ -29,7 +34,8 @@ export interface RoomServiceHandlerDeps {
 
 export type NodeHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
-const SERVICE = 'livekit.RoomService';
+/** A method bound to its service's backend. */
+type BoundMethod = { spec: MethodSpec<unknown>; backend: () => unknown };
 const PATH = /^(?:\/twirp)?\/([A-Za-z0-9_.]+)\/([A-Za-z0-9_]+)$/;
 
 class BodyTooLarge extends Error {}
@@ -51,13 +57,22 @@ function writePlain(res: ServerResponse, status: number, text: string): void {
   res.end(text);
 }
 
-/** The RoomService method a path names, or undefined. */
-function methodOf(pathname: string): string | undefined {
-  const m = PATH.exec(pathname);
-  return m && m[1] === SERVICE && Object.hasOwn(ROOM_SERVICE_METHODS, m[2]!) ? m[2] : undefined;
-}
-
 export function createRoomServiceHandler(deps: RoomServiceHandlerDeps): NodeHandler {
+  const services: Record<string, Readonly<Record<string, MethodSpec<never>>>> = { 'livekit.RoomService': ROOM_SERVICE_METHODS };
+  // Read at call time: a caller may swap its backend behind a getter.
+  const backends: Record<string, () => unknown> = { 'livekit.RoomService': () => deps.backend };
+  if (deps.agentDispatch) {
+    services['livekit.AgentDispatchService'] = AGENT_DISPATCH_METHODS;
+    backends['livekit.AgentDispatchService'] = () => deps.agentDispatch;
+  }
+  /** The method a path names (label = method name, as before), or undefined. */
+  function methodOf(pathname: string): (BoundMethod & { name: string }) | undefined {
+    const m = PATH.exec(pathname);
+    const methods = m && Object.hasOwn(services, m[1]!) ? services[m[1]!] : undefined;
+    if (!m || !methods || !Object.hasOwn(methods, m[2]!)) return undefined;
+    return { name: m[2]!, spec: methods[m[2]!] as MethodSpec<unknown>, backend: backends[m[1]!]! };
+  }
+
   const verifier = createTokenVerifier({ keys: deps.keys, clock: deps.clock });
   const maxBody = deps.maxBodyBytes ?? 1 << 20;
   const log = deps.logger.child({ component: 'twirp' });
@@ -80,8 +95,7 @@ export function createRoomServiceHandler(deps: RoomServiceHandlerDeps): NodeHand
       });
     }
     const method = methodOf(url.pathname);
-    const spec = method ? ROOM_SERVICE_METHODS[method] : undefined;
-    if (!method || !spec) {
+    if (!method) {
       throw new TwirpError('bad_route', `no handler for path "${url.pathname}"`, {
         twirp_invalid_route: `POST ${url.pathname}`,
       });
@@ -99,17 +113,17 @@ export function createRoomServiceHandler(deps: RoomServiceHandlerDeps): NodeHand
       if (err instanceof BodyTooLarge) throw new TwirpError('malformed', err.message);
       throw new TwirpError('malformed', `failed to read request body: ${(err as Error).message}`);
     }
-    const decoded = decodeRequest(spec.request, encoding, body);
-    spec.authorize(grants, decoded.message);
-    const answer = await spec.handle(deps.backend, decoded);
+    const decoded = decodeRequest(method.spec.request, encoding, body);
+    method.spec.authorize(grants, decoded.message);
+    const answer = await method.spec.handle(method.backend(), decoded);
     const out = encodeResponse(answer, encoding);
     res.writeHead(200, { 'Content-Type': out.contentType, 'Content-Length': out.body.length });
     res.end(out.body);
-    return method;
+    return method.name;
   }
 
   return (req, res) => {
-    const label = methodOf(new URL(req.url ?? '/', 'http://localhost').pathname) ?? 'unknown';
+    const label = methodOf(new URL(req.url ?? '/', 'http://localhost').pathname)?.name ?? 'unknown';
     serve(req, res).then(
       (outcome) => deps.metrics?.request(label, outcome === 'unauthorized' ? 'unauthorized' : 'ok'),
       (err: unknown) => {

@@ -64,6 +64,7 @@ describe('sfu config', () => {
       max_participant_identity_length: 256,
       max_participant_name_length: 256,
       signal_message_size_limit: 2 * 1024 * 1024,
+      agent_signal_message_size_limit: 2 * 1024 * 1024,
     });
     expect(cfg.signal_limits).toEqual({
       messages_per_second: 50,
