@@ -62,6 +62,15 @@ function rssOf(pid: number): number {
 const mb = (n: number) => (n / 2 ** 20).toFixed(0);
 const pct = (a: number, b: number) => `${(((b - a) / a) * 100).toFixed(1)}%`;
 
+/**
+ * The longest event-loop stall of a process since the previous call, in ms, from its /metrics
+ * (prom-client resets its event-loop histogram on each scrape). For the summary line.
+ */
+async function eventLoopLagMaxMs(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text)?.[1] ?? Number.NaN) * 1000;
+}
+
 function alive(child: ChildProcess): boolean {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return false;
   try {
@@ -242,12 +251,16 @@ describe('SFU and bridge processes under a 30 s flood', () => {
     });
     await flood.ready;
     let rssStart = { sfu: 0, bridge: 0 };
-    void flood.warm.then(() => (rssStart = { sfu: rssOf(pids.sfu), bridge: rssOf(pids.bridge) }));
+    void flood.warm.then(async () => {
+      rssStart = { sfu: rssOf(pids.sfu), bridge: rssOf(pids.bridge) };
+      await Promise.all([eventLoopLagMaxMs(sfuUrl), eventLoopLagMaxMs(bridgeUrl)]).catch(() => undefined);
+    });
     const during = await windows((WARMUP_MS + FLOOD_MS) / 1000, flood.done);
     const report = await flood.done;
     expect(rssStart.sfu).toBeGreaterThan(0);
     const rssEnd = { sfu: rssOf(pids.sfu), bridge: rssOf(pids.bridge) };
     const up = { sfu: alive(sfu.child), bridge: alive(bridge.child) };
+    const lag = up.sfu && up.bridge ? await Promise.all([eventLoopLagMaxMs(sfuUrl), eventLoopLagMaxMs(bridgeUrl)]) : [Number.NaN, Number.NaN];
 
     const minRate = Math.min(...during);
     const httpOutcomes = Object.entries(report.http)
@@ -256,6 +269,7 @@ describe('SFU and bridge processes under a 30 s flood', () => {
     console.log(
       `flood: ${(WARMUP_MS + FLOOD_MS) / 1000} s (RSS from ${WARMUP_MS / 1000} s on); baseline ${baseline.toFixed(1)} frames/s, min 1 s window during ${minRate.toFixed(1)} (${((minRate / baseline) * 100).toFixed(1)}%) over ${during.length} windows; ` +
         `sfu RSS ${mb(rssStart.sfu)}→${mb(rssEnd.sfu)} MB (${pct(rssStart.sfu, rssEnd.sfu)}), bridge RSS ${mb(rssStart.bridge)}→${mb(rssEnd.bridge)} MB (${pct(rssStart.bridge, rssEnd.bridge)}); ` +
+        `longest event-loop stall after the warm-up: sfu ${lag[0]!.toFixed(0)} ms, bridge ${lag[1]!.toFixed(0)} ms; ` +
         `udp sent ${report.udpSent} received ${report.udpReceived}; bad upgrades ${JSON.stringify(report.badUpgrades)}; ` +
         `junk sessions ${JSON.stringify(report.junkSessions)}; http ${httpOutcomes}`,
     );
