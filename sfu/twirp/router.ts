@@ -41,6 +41,10 @@ const PATH = /^(?:\/twirp)?\/([A-Za-z0-9_.]+)\/([A-Za-z0-9_]+)$/;
 class BodyTooLarge extends Error {}
 
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  // A declared length over the limit is refused before reading: waiting for a body that will be
+  // refused anyway let a client hold the connection by sending part of it and stopping.
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) throw new BodyTooLarge(`the request body is larger than ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {

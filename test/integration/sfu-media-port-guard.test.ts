@@ -7,7 +7,7 @@
  * {RECONNECT} and frees its sockets, after which the SFU still stops cleanly.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { AudioStream, type RemoteTrack } from '@livekit/rtc-node';
+import type { RemoteTrack } from '@livekit/rtc-node';
 import type { RTCPeerConnection } from 'werift';
 import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AccessToken } from 'livekit-server-sdk';
-import { connectRtcNode, rtcNodeScene, SAMPLE_RATE } from '../support/rtc-node.ts';
+import { connectRtcNode, countAudibleFrames, rtcNodeScene } from '../support/rtc-node.ts';
 import { TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
 import { floodPorts, plaintextAlert } from '../support/udp-junk.ts';
 import { freePort } from '../support/ports.ts';
@@ -45,35 +45,6 @@ async function canBind(port: number): Promise<boolean> {
 
 /** UDP sockets open in this process (the SFU's; rtc-node's are native and not counted). */
 const udpSockets = () => process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
-
-/** Counts the 10 ms frames of `track` that carry the tone (silence/concealment does not count). */
-function countAudibleFrames(track: RemoteTrack): { readonly count: number; stop(): Promise<void> } {
-  const stream = new AudioStream(track, SAMPLE_RATE, 1);
-  const reader = stream.getReader();
-  let count = 0;
-  const state = { running: true };
-  const loop = (async () => {
-    while (state.running) {
-      const next = await reader.read();
-      if (next.done) return;
-      const data = next.value.data;
-      let sum = 0;
-      for (let i = 0; i < data.length; i++) sum += data[i]! * data[i]!;
-      if (Math.sqrt(sum / Math.max(1, data.length)) > 1000) count++;
-    }
-  })();
-  return {
-    get count() {
-      return count;
-    },
-    async stop() {
-      state.running = false;
-      reader.releaseLock();
-      await stream.cancel().catch(() => undefined);
-      await loop.catch(() => undefined);
-    },
-  };
-}
 
 /** Audible frames per second of `counter` over the next `ms`. */
 async function rateOver(counter: { readonly count: number }, ms: number): Promise<number> {

@@ -1,7 +1,8 @@
 /**
  * A small test client around @livekit/rtc-node's Room: connect, publish a sine tone through an
  * AudioSource, collect the audio frames received on a subscribed track, wait for room events
- * with bounded timeouts, and estimate a tone's frequency (Goertzel scan + zero crossings).
+ * with bounded timeouts, count the audible frames of a track, and estimate a tone’s frequency
+ * (Goertzel scan + zero crossings).
  * Every client must be `disconnect()`ed by the test that made it.
  */
 import {
@@ -166,6 +167,35 @@ export async function connectRtcNode(
     },
   };
   return client;
+}
+
+/** Counts the 10 ms frames of `track` that carry the tone (silence/concealment does not count). */
+export function countAudibleFrames(track: RemoteTrack): { readonly count: number; stop(): Promise<void> } {
+  const stream = new AudioStream(track, SAMPLE_RATE, 1);
+  const reader = stream.getReader();
+  let count = 0;
+  const state = { running: true };
+  const loop = (async () => {
+    while (state.running) {
+      const next = await reader.read();
+      if (next.done) return;
+      const data = next.value.data;
+      let sum = 0;
+      for (let i = 0; i < data.length; i++) sum += data[i]! * data[i]!;
+      if (Math.sqrt(sum / Math.max(1, data.length)) > 1000) count++;
+    }
+  })();
+  return {
+    get count() {
+      return count;
+    },
+    async stop() {
+      state.running = false;
+      reader.releaseLock();
+      await stream.cancel().catch(() => undefined);
+      await loop.catch(() => undefined);
+    },
+  };
 }
 
 /** Goertzel power of `freq` in `samples`. */
