@@ -17,7 +17,7 @@
  * `requestKeyframe` and `retransmit` come from the transport / session layer; the transport
  * detaches it on unsubscribe.
  */
-import type { RtpPacket } from 'werift';
+import { RtpHeader, RtpPacket } from 'werift';
 import type { LayerState, PacketSink, Upstream } from './upstream.ts';
 import { Vp8Munger, newVp8Descriptor, parseVp8Descriptor, type Vp8Descriptor, type Vp8Offsets } from './vp8.ts';
 
@@ -28,13 +28,54 @@ export const FORWARDED_EXTENSION_URIS = new Set([
 ]);
 
 const NO_EXTENSIONS: { id: number; payload: Buffer }[] = [];
+/** How long a publisher-id → subscriber-id extension mapping is trusted before it is looked up again. */
+const EXTENSION_MAP_TTL_MS = 1000;
+
+/**
+ * The header of a packet as one subscriber gets it: the rewritten numbers and the carried-over
+ * extensions, the rest as it came (SSRC and payload type are the sender's to set). A plain
+ * object, not werift's RtpHeader (whose constructor costs a dozen property definitions).
+ */
+export interface ForwardedHeader {
+  readonly marker: boolean;
+  readonly payloadType: number;
+  readonly ssrc: number;
+  readonly csrc: readonly number[];
+  readonly extensionProfile: number;
+  sequenceNumber: number;
+  timestamp: number;
+  extensions: { id: number; payload: Buffer }[];
+}
+
+/** One packet handed to a subscriber's sender (fresh per subscriber and packet). */
+export interface ForwardedPacket {
+  header: ForwardedHeader;
+  payload: Buffer;
+}
+
+/** werift's own packet for a forwarded one (its sender mutates what it gets: a new object). */
+export function toRtpPacket(fwd: ForwardedPacket): RtpPacket {
+  const h = fwd.header;
+  const header = new RtpHeader({
+    marker: h.marker,
+    payloadType: h.payloadType,
+    ssrc: h.ssrc,
+    csrc: [...h.csrc],
+    extensionProfile: h.extensionProfile as RtpHeader['extensionProfile'],
+    sequenceNumber: h.sequenceNumber,
+    timestamp: h.timestamp,
+    extensions: [...h.extensions],
+    extension: h.extensions.length > 0,
+  });
+  return new RtpPacket(header, fwd.payload);
+}
 /** Switch points remembered for NACK translation (a power of two). */
 const SEGMENTS = 4;
 
 export interface DownForwarderOptions {
   /** Whether the subscriber's sender can send yet (negotiated and connected). */
   ready: () => boolean;
-  send: (rtp: RtpPacket) => void;
+  send: (pkt: ForwardedPacket) => void;
   /** Subscriber's negotiated id for an extension URI. */
   extensionId: (uri: string) => number | undefined;
 }
@@ -68,6 +109,9 @@ export class DownForwarder implements PacketSink {
   private started = false;
   private readonly munger = new Vp8Munger();
   private readonly rtxDesc: Vp8Descriptor = newVp8Descriptor();
+  /** Publisher extension id → subscriber id (0: not carried), refreshed every EXTENSION_MAP_TTL_MS. */
+  private readonly extMap = new Int16Array(256).fill(-1);
+  private extMapAt = Number.NEGATIVE_INFINITY;
   packetsSent = 0;
   /** Packets resent from the cache for the subscriber's NACKs. */
   packetsRetransmitted = 0;
@@ -140,7 +184,7 @@ export class DownForwarder implements PacketSink {
     this.sinceSwitch++;
 
     const seg = this.segments[this.segIndex]!;
-    const out = this.rewrite(rtp, seg);
+    const out = this.rewrite(rtp, seg, now);
     if (video && desc.valid) out.payload = this.munger.rewrite(rtp.payload, desc);
     if (((out.header.sequenceNumber - this.lastOutSeq) & 0xffff) < 0x8000 || !this.started) {
       this.lastOutSeq = out.header.sequenceNumber;
@@ -176,21 +220,29 @@ export class DownForwarder implements PacketSink {
       this.retransmitMisses++;
       return undefined;
     }
-    const out = this.rewrite(cached, seg);
+    const out = this.rewrite(cached, seg, this.up.now());
     if (this.up.isVp8 && parseVp8Descriptor(cached.payload, this.rtxDesc)) {
       out.payload = this.munger.rewrite(cached.payload, this.rtxDesc, seg.vp8, false);
     }
     this.packetsRetransmitted++;
-    return out;
+    return toRtpPacket(out);
   }
 
-  private rewrite(rtp: RtpPacket, seg: Segment): RtpPacket {
-    const out = rtp.clone();
-    out.header.sequenceNumber = (rtp.header.sequenceNumber + seg.seqOffset) & 0xffff;
-    out.header.timestamp = (rtp.header.timestamp + seg.tsOffset) >>> 0;
-    out.header.extensions = this.mapExtensions(rtp);
-    out.header.extension = out.header.extensions.length > 0;
-    return out;
+  private rewrite(rtp: RtpPacket, seg: Segment, now: number): ForwardedPacket {
+    const h = rtp.header;
+    return {
+      header: {
+        marker: h.marker,
+        payloadType: h.payloadType,
+        ssrc: h.ssrc,
+        csrc: h.csrc,
+        extensionProfile: h.extensionProfile,
+        sequenceNumber: (h.sequenceNumber + seg.seqOffset) & 0xffff,
+        timestamp: (h.timestamp + seg.tsOffset) >>> 0,
+        extensions: this.mapExtensions(rtp, now),
+      },
+      payload: rtp.payload,
+    };
   }
 
   private switchTo(rid: string, rtp: RtpPacket, desc: Vp8Descriptor, now: number): void {
@@ -223,16 +275,24 @@ export class DownForwarder implements PacketSink {
     this.switches++;
   }
 
-  private mapExtensions(rtp: RtpPacket): { id: number; payload: Buffer }[] {
+  private mapExtensions(rtp: RtpPacket, now: number): { id: number; payload: Buffer }[] {
     const exts = rtp.header.extensions;
     if (exts.length === 0) return NO_EXTENSIONS;
+    if (now - this.extMapAt > EXTENSION_MAP_TTL_MS) {
+      this.extMap.fill(-1);
+      this.extMapAt = now;
+    }
     let out: { id: number; payload: Buffer }[] | undefined;
     for (let i = 0; i < exts.length; i++) {
       const ext = exts[i]!;
-      const uri = this.up.extensionUri(ext.id);
-      if (!uri || !FORWARDED_EXTENSION_URIS.has(uri)) continue;
-      const id = this.opts.extensionId(uri);
-      if (id === undefined) continue;
+      const from = ext.id & 0xff;
+      let id = this.extMap[from]!;
+      if (id < 0) {
+        const uri = this.up.extensionUri(ext.id);
+        id = (uri && FORWARDED_EXTENSION_URIS.has(uri) && this.opts.extensionId(uri)) || 0;
+        this.extMap[from] = id;
+      }
+      if (id === 0) continue;
       (out ??= []).push({ id, payload: ext.payload });
     }
     return out ?? NO_EXTENSIONS;

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { RtpHeader, RtpPacket } from 'werift';
 import { createSilentLogger } from '../../common/logger.ts';
-import { DownForwarder, Upstream, isKeyframeStart } from './forwarder.ts';
+import { DownForwarder, Upstream, isKeyframeStart, type ForwardedPacket } from './forwarder.ts';
 
 const AUDIO_LEVEL = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
 const ABS_SEND_TIME = 'http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time';
@@ -36,7 +36,7 @@ function setup(kind: 'audio' | 'video', mimeType: string) {
     extensionUri: (id) => ({ 1: AUDIO_LEVEL, 3: ABS_SEND_TIME })[id],
     logger: createSilentLogger(),
   });
-  const sent: RtpPacket[] = [];
+  const sent: ForwardedPacket[] = [];
   const down = new DownForwarder(up, {
     ready: () => true,
     send: (rtp) => sent.push(rtp),
@@ -136,7 +136,7 @@ describe('forwarder', () => {
 
   it('gives every subscriber its own packet and never alters payload bytes', () => {
     const { up, sent } = setup('video', 'video/VP8');
-    const other: RtpPacket[] = [];
+    const other: ForwardedPacket[] = [];
     up.attach(
       new DownForwarder(up, { ready: () => true, send: (rtp) => other.push(rtp), extensionId: () => undefined }),
     );

@@ -45,7 +45,7 @@ import type {
   SignalTarget,
   UpstreamTrack,
 } from '../rtc/types.ts';
-import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
+import { DownForwarder, Upstream, toRtpPacket, type PacketTap } from './forwarder.ts';
 import { LAYER_STALE_MS } from './upstream.ts';
 import { canonicalMime, gatheringComplete, peerConfig, type WeriftTransportConfig } from './peer-config.ts';
 import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.ts';
@@ -58,6 +58,7 @@ import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.t
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 import { installRtpHeaderGuard } from './rtp-guard.ts';
 import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
+import { probeWeriftInternals } from './werift-internals.ts';
 import { closePeer, watchDtls } from './peer-lifecycle.ts';
 import { createPortSource, type PortLease, type PortSource } from './port-pool.ts';
 
@@ -328,7 +329,7 @@ class WeriftTransport implements MediaTransport {
       send: (rtp) => {
         if (drop?.({ subscriber, kind, sequenceNumber: rtp.header.sequenceNumber })) return;
         metrics?.packets.outgoing(rtp.payload.length);
-        if (!fastSend(rtp)) sender.sendRtp(rtp).catch((err: unknown) => this.log.debug({ err }, 'sendRtp failed'));
+        if (!fastSend(rtp)) sender.sendRtp(toRtpPacket(rtp)).catch((err: unknown) => this.log.debug({ err }, 'sendRtp failed'));
         // A sampled packet (see onPublisherTrack): receipt → handed to this subscriber's sender.
         if (latency && upstream.rxStamp !== 0) latency.observe((performance.now() - upstream.rxStamp) / 1000);
       },
@@ -613,6 +614,7 @@ export function createWeriftTransportFactory(deps: {
   clock: Clock;
 }): MediaTransportFactory {
   installRtpHeaderGuard();
+  probeWeriftInternals(deps.logger);
   const transport = deps.config.metrics?.transport;
   const ports = createPortSource({
     range: deps.config.portRange,

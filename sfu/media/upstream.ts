@@ -128,7 +128,7 @@ export class Upstream {
   }
 
   /** Reports a packet handed to a subscriber's sender (no-op without a tap). */
-  tapOut(rtp: RtpPacket): void {
+  tapOut(rtp: { header: { marker: boolean }; payload: Buffer }): void {
     this.opts.tap?.({ direction: 'out', kind: this.kind, marker: rtp.header.marker, payload: rtp.payload });
   }
 
