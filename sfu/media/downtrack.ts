@@ -69,8 +69,8 @@ export function toRtpPacket(fwd: ForwardedPacket): RtpPacket {
   });
   return new RtpPacket(header, fwd.payload);
 }
-/** Switch points remembered for NACK translation (a power of two). */
-const SEGMENTS = 4;
+/** Switch points (layer switches, dropped padding) remembered for NACK translation (a power of two). */
+const SEGMENTS = 16;
 
 export interface DownForwarderOptions {
   /** Whether the subscriber's sender can send yet (negotiated and connected). */
@@ -86,6 +86,10 @@ interface Segment {
   rid: string;
   /** First output sequence number of the stretch. */
   outStart: number;
+  /** First input sequence number of the stretch. */
+  inStart: number;
+  /** Packets sent in the stretch. */
+  sent: number;
   seqOffset: number;
   tsOffset: number;
   vp8: Vp8Offsets;
@@ -104,6 +108,8 @@ export class DownForwarder implements PacketSink {
   /** Packets forwarded since the last switch; the late-packet check only matters early on. */
   private sinceSwitch = 0;
   private lastOutSeq = 0;
+  /** Input sequence number of the newest packet forwarded (or padding skipped) from the source. */
+  private lastInSeq = 0;
   private lastOutTs = 0;
   private lastOutAt = 0;
   private started = false;
@@ -124,7 +130,7 @@ export class DownForwarder implements PacketSink {
     this.up = up;
     this.opts = opts;
     for (let i = 0; i < SEGMENTS; i++) {
-      this.segments.push({ used: false, rid: '', outStart: 0, seqOffset: 0, tsOffset: 0, vp8: { pictureId: 0, tl0PicIdx: 0, keyIdx: 0 } });
+      this.segments.push({ used: false, rid: '', outStart: 0, inStart: 0, sent: 0, seqOffset: 0, tsOffset: 0, vp8: { pictureId: 0, tl0PicIdx: 0, keyIdx: 0 } });
     }
   }
 
@@ -183,7 +189,14 @@ export class DownForwarder implements PacketSink {
     if (this.sinceSwitch < 1000 && ((inSeq - this.sourceStartSeq) & 0xffff) >= 0x8000) return;
     this.sinceSwitch++;
 
-    const seg = this.segments[this.segIndex]!;
+    let seg = this.segments[this.segIndex]!;
+    if (((inSeq - seg.inStart) & 0xffff) >= 0x8000) {
+      // Older than the stretch (a late packet from before a dropped padding packet).
+      const older = this.segmentOfInput(inSeq);
+      if (!older) return;
+      seg = older;
+    } else if (((inSeq - this.lastInSeq) & 0xffff) < 0x8000) this.lastInSeq = inSeq;
+    seg.sent++;
     const out = this.rewrite(rtp, seg, now);
     if (video && desc.valid) out.payload = this.munger.rewrite(rtp.payload, desc);
     if (((out.header.sequenceNumber - this.lastOutSeq) & 0xffff) < 0x8000 || !this.started) {
@@ -195,6 +208,45 @@ export class DownForwarder implements PacketSink {
     this.packetsSent++;
     this.up.tapOut(out);
     this.opts.send(out);
+  }
+
+  /**
+   * A padding-only packet of the source was dropped: when it is the next one in order, the
+   * output numbering moves back by one so the subscriber sees no gap (and NACKs nothing). A new
+   * stretch begins unless nothing was sent in the current one, so NACK translation of what was
+   * sent before stays exact. Out-of-order padding leaves its gap (LiveKit's munger does the same).
+   */
+  skip(layer: LayerState, seq: number): void {
+    if (!this.enabled || !this.started || layer.rid !== this.currentRid) return;
+    if (((seq - this.lastInSeq) & 0xffff) !== 1) return;
+    this.lastInSeq = seq;
+    let seg = this.segments[this.segIndex]!;
+    if (seg.sent > 0) {
+      const prev = seg;
+      this.segIndex = (this.segIndex + 1) & (SEGMENTS - 1);
+      seg = this.segments[this.segIndex]!;
+      seg.used = true;
+      seg.rid = prev.rid;
+      seg.tsOffset = prev.tsOffset;
+      seg.vp8.pictureId = prev.vp8.pictureId;
+      seg.vp8.tl0PicIdx = prev.vp8.tl0PicIdx;
+      seg.vp8.keyIdx = prev.vp8.keyIdx;
+      seg.seqOffset = prev.seqOffset;
+      seg.outStart = (this.lastOutSeq + 1) & 0xffff;
+      seg.sent = 0;
+    }
+    seg.seqOffset = (seg.seqOffset - 1) & 0xffff;
+    seg.inStart = (seq + 1) & 0xffff;
+  }
+
+  /** The remembered stretch of the current source that input `inSeq` belongs to. */
+  private segmentOfInput(inSeq: number): Segment | undefined {
+    for (let k = 1; k < SEGMENTS; k++) {
+      const s = this.segments[(this.segIndex - k) & (SEGMENTS - 1)]!;
+      if (!s.used || s.rid !== this.currentRid) return undefined;
+      if (((inSeq - s.inStart) & 0xffff) < 0x8000) return s;
+    }
+    return undefined;
   }
 
   /**
@@ -263,6 +315,9 @@ export class DownForwarder implements PacketSink {
       seg.tsOffset = 0;
       seg.outStart = inSeq;
     }
+    seg.inStart = inSeq;
+    seg.sent = 0;
+    this.lastInSeq = inSeq;
     if (this.up.isVp8 && desc.valid) {
       this.munger.switchTo(desc);
       seg.vp8.pictureId = this.munger.offsets.pictureId;
