@@ -65,7 +65,11 @@ interface CheapStats {
 export interface SaturationStep {
   subscribers: number;
   participants: number;
+  /** Publishers' packets the SFU received × subscribers: what the subscribers should get. */
   expectedPps: number;
+  /** Nominal input (publishers × 50 packets/s); below it, the publishers' process was starved. */
+  nominalInPps: number;
+  incomingPps: number;
   forwardedPps: number;
   receivedPps: number;
   deliveryRatio: number;
@@ -118,6 +122,8 @@ interface Window {
   loadCpuPercent: number;
   machineCpuPercent: number;
   forwardedPps: number;
+  /** RTP the SFU received from the publishers (its own counter, the latency probe excluded). */
+  incomingPps: number;
   receivedPps: number;
   hist: { p50: number; p99: number; count: number } | null;
   e2e: { p50: number; p99: number } | null;
@@ -137,6 +143,7 @@ async function window(target: SaturationTarget, workers: SaturationWorkers, grou
   const b = await snap();
   const s = (b.at - a.at) / 1000;
   const out = (m: Map<string, number>) => metricSum(m, 'livekit_packet_total', ['direction="outgoing"']);
+  const inc = (m: Map<string, number>) => metricSum(m, 'livekit_packet_total', ['direction="incoming"']);
   const name = 'livekit_forward_latency_seconds';
   const count = metricSum(b.metrics, `${name}_count`) - metricSum(a.metrics, `${name}_count`);
   const before = histogramBuckets(a.metrics, name);
@@ -149,6 +156,7 @@ async function window(target: SaturationTarget, workers: SaturationWorkers, grou
     loadCpuPercent: ((b.load - a.load) / s) * 100,
     machineCpuPercent: ((b.machine.busy - a.machine.busy) / Math.max(1, b.machine.total - a.machine.total)) * cpus().length * 100,
     forwardedPps: (out(b.metrics) - out(a.metrics)) / s,
+    incomingPps: (inc(b.metrics) - inc(a.metrics)) / s,
     receivedPps: (b.subs.inPackets - a.subs.inPackets) / s,
     hist:
       count > 0
@@ -167,7 +175,8 @@ async function window(target: SaturationTarget, workers: SaturationWorkers, grou
 
 function summarise(subscribers: number, publishers: number, ws: Window[]): SaturationStep {
   const pick = (f: (w: Window) => number) => median(ws.map(f));
-  const expectedPps = publishers * FRAMES_PER_SECOND * subscribers;
+  const incomingPps = pick((w) => w.incomingPps);
+  const expectedPps = incomingPps * subscribers;
   const forwardedPps = pick((w) => w.forwardedPps) || pick((w) => w.receivedPps);
   const sfuCpu = pick((w) => w.sfuCpuPercent);
   const hists = ws.map((w) => w.hist).filter((h) => h !== null);
@@ -175,10 +184,12 @@ function summarise(subscribers: number, publishers: number, ws: Window[]): Satur
   return {
     subscribers,
     participants: publishers + subscribers,
-    expectedPps,
+    expectedPps: round(expectedPps),
+    nominalInPps: publishers * FRAMES_PER_SECOND,
+    incomingPps: round(incomingPps),
     forwardedPps: round(forwardedPps),
     receivedPps: round(pick((w) => w.receivedPps)),
-    deliveryRatio: round(pick((w) => w.receivedPps) / expectedPps, 3),
+    deliveryRatio: expectedPps > 0 ? round(pick((w) => w.receivedPps) / expectedPps, 3) : 0,
     sfuCpuPercent: round(sfuCpu),
     loadCpuPercent: round(pick((w) => w.loadCpuPercent)),
     machineCpuPercent: round(pick((w) => w.machineCpuPercent)),
@@ -267,7 +278,7 @@ export async function runSaturation(
       const step = summarise(target, opts.publishers, ws);
       s.steps.push(step);
       log(
-        `[${s.target.label}] S=${target}: forwarded ${step.forwardedPps} pps (delivery ${step.deliveryRatio}), SFU ${step.sfuCpuPercent} %, ` +
+        `[${s.target.label}] S=${target}: in ${step.incomingPps}/${step.nominalInPps} pps, forwarded ${step.forwardedPps} pps (delivery ${step.deliveryRatio}), SFU ${step.sfuCpuPercent} %, ` +
           `${step.usPerForwardedPacket} µs/fwd pkt (${step.ppsPerCore} pps/core), load ${step.loadCpuPercent} %, machine ${step.machineCpuPercent} %, ` +
           `in-SFU p50/p99 ${step.timeInSfuMs?.p50 ?? '-'}/${step.timeInSfuMs?.p99 ?? '-'} ms, corrupt ${step.sampledCorrupt}/${step.sampledChecked}, ` +
           `RSS ${step.sfuRssMB} MB (joins ${joinSeconds} s)`,
