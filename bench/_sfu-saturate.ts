@@ -63,7 +63,9 @@ interface CheapStats {
 }
 
 export interface SaturationStep {
+  /** The step's subscriber count; `connectedSubscribers` of them connected. */
   subscribers: number;
+  connectedSubscribers: number;
   participants: number;
   /** Publishers' packets the SFU received × subscribers: what the subscribers should get. */
   expectedPps: number;
@@ -117,6 +119,8 @@ async function cheapStats(workers: ChildProcess[], group: string): Promise<Omit<
 
 interface Window {
   seconds: number;
+  /** Subscribers whose PC connected (failed joins are left out). */
+  connected: number;
   mono: [number, number];
   sfuCpuPercent: number;
   loadCpuPercent: number;
@@ -151,6 +155,7 @@ async function window(target: SaturationTarget, workers: SaturationWorkers, grou
   const ages = b.subs.ages.filter((x) => x !== null);
   return {
     seconds: s,
+    connected: b.subs.subscribers,
     mono: [a.mono, b.mono],
     sfuCpuPercent: (((b.sfu?.cpuS ?? 0) - (a.sfu?.cpuS ?? 0)) / s) * 100,
     loadCpuPercent: ((b.load - a.load) / s) * 100,
@@ -173,8 +178,9 @@ async function window(target: SaturationTarget, workers: SaturationWorkers, grou
   };
 }
 
-function summarise(subscribers: number, publishers: number, ws: Window[]): SaturationStep {
+function summarise(target: number, publishers: number, ws: Window[]): SaturationStep {
   const pick = (f: (w: Window) => number) => median(ws.map(f));
+  const subscribers = ws.at(-1)?.connected ?? target;
   const incomingPps = pick((w) => w.incomingPps);
   const expectedPps = incomingPps * subscribers;
   const forwardedPps = pick((w) => w.forwardedPps) || pick((w) => w.receivedPps);
@@ -182,7 +188,8 @@ function summarise(subscribers: number, publishers: number, ws: Window[]): Satur
   const hists = ws.map((w) => w.hist).filter((h) => h !== null);
   const e2e = ws.map((w) => w.e2e).filter((h) => h !== null);
   return {
-    subscribers,
+    subscribers: target,
+    connectedSubscribers: subscribers,
     participants: publishers + subscribers,
     expectedPps: round(expectedPps),
     nominalInPps: publishers * FRAMES_PER_SECOND,
@@ -250,7 +257,7 @@ export async function runSaturation(
       await Promise.all(
         workers.subscribers.map((w, i) =>
           perWorker[i]!.length
-            ? ask(
+            ? ask<{ failures: string[] }>(
                 w,
                 {
                   type: 'join',
@@ -263,7 +270,9 @@ export async function runSaturation(
                   concurrency: 4,
                 },
                 300_000,
-              )
+              ).then((r) => {
+                for (const f of r.failures.slice(0, 3)) log(`[${s.target.label}] subscriber join failed: ${f}`);
+              })
             : Promise.resolve(),
         ),
       );
@@ -278,7 +287,7 @@ export async function runSaturation(
       const step = summarise(target, opts.publishers, ws);
       s.steps.push(step);
       log(
-        `[${s.target.label}] S=${target}: in ${step.incomingPps}/${step.nominalInPps} pps, forwarded ${step.forwardedPps} pps (delivery ${step.deliveryRatio}), SFU ${step.sfuCpuPercent} %, ` +
+        `[${s.target.label}] S=${target} (${step.connectedSubscribers} connected): in ${step.incomingPps}/${step.nominalInPps} pps, forwarded ${step.forwardedPps} pps (delivery ${step.deliveryRatio}), SFU ${step.sfuCpuPercent} %, ` +
           `${step.usPerForwardedPacket} µs/fwd pkt (${step.ppsPerCore} pps/core), load ${step.loadCpuPercent} %, machine ${step.machineCpuPercent} %, ` +
           `in-SFU p50/p99 ${step.timeInSfuMs?.p50 ?? '-'}/${step.timeInSfuMs?.p99 ?? '-'} ms, corrupt ${step.sampledCorrupt}/${step.sampledChecked}, ` +
           `RSS ${step.sfuRssMB} MB (joins ${joinSeconds} s)`,
