@@ -53,7 +53,7 @@ import { TwccFeedback, twccFeedbackFor } from './twcc.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 import { installRtpHeaderGuard } from './rtp-guard.ts';
 import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
-import { probeWeriftInternals } from './werift-internals.ts';
+import { probeWeriftInternals, turnOffReceiverFeedback } from './werift-internals.ts';
 import { closePeer, watchDtls } from './peer-lifecycle.ts';
 import { createPortSource, type PortLease, type PortSource } from './port-pool.ts';
 
@@ -135,11 +135,7 @@ class WeriftTransport implements MediaTransport {
     cfg.observePeerConnection?.(this.sub, 'subscriber');
 
     this.pub.onRemoteTransceiverAdded.subscribe((transceiver) => {
-      // werift's NACK generator tracks one sequence space per receiver, which simulcast's
-      // several SSRCs garble (bogus NACK storms); Upstream tracks loss per layer instead.
-      Object.defineProperty(transceiver.receiver, 'nackEnabled', { get: () => undefined, configurable: true });
-      // werift's per-receiver TWCC garbles bundled/simulcast feedback; twcc.ts answers instead.
-      Object.defineProperty(transceiver.receiver, 'twccEnabled', { get: () => undefined, configurable: true });
+      turnOffReceiverFeedback(transceiver.receiver);
       transceiver.onTrack.subscribe((track) => this.onPublisherTrack(transceiver, track));
     });
     this.pub.onDataChannel.subscribe((channel) => {

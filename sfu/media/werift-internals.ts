@@ -7,8 +7,8 @@
  *   connection's nominated pair (socket, remote address, consent);
  * - sender-feedback.ts: `handleRtcpPacket` (replaced), RTX fields, `lastSentSRTimestamp`;
  * - srtp-keys.ts: the session keys in each SRTP/SRTCP context, `updateSrtpSession`;
- * - transport.ts: `nackEnabled`/`twccEnabled` of receivers (turned off), the PC's
- *   `config.icePortRange` (narrowed in place);
+ * - transport.ts: `nackEnabled`/`twccEnabled` of receivers (turned off here,
+ *   `turnOffReceiverFeedback`), the PC's `config.icePortRange` (narrowed in place);
  * - werift-guard.ts: StunProtocol.datagramReceived, Connection protocols/nominated/credentials,
  *   the DTLS socket's record layer;
  * - rtp-guard.ts: the exported RtpHeader.deSerialize (wrapped; a public name, listed for
@@ -18,7 +18,7 @@
  *
  * Lifecycle: `probeWeriftInternals(logger)` is called once by the transport factory.
  */
-import { RTCPeerConnection, RTCRtpSender, SrtpSession, ProtectionProfileAeadAes128Gcm, RtpHeader, useOPUS } from 'werift';
+import { RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, SrtpSession, ProtectionProfileAeadAes128Gcm, RtpHeader, useOPUS } from 'werift';
 import type { Logger } from '../../common/logger.ts';
 import { isSrtpLocalContext } from './srtp-protect.ts';
 
@@ -82,6 +82,18 @@ export function hasSenderShape(s: Partial<SenderInternals>): s is SenderInternal
   );
 }
 
+/**
+ * Turns off a publisher-side receiver's own NACK generation and transport-wide feedback (its
+ * private `nackEnabled`/`twccEnabled` getters): werift's NACK generator tracks one sequence
+ * space per receiver, which simulcast's several SSRCs garble (bogus NACK storms; Upstream
+ * tracks loss per layer instead), and its per-receiver TWCC garbles bundled/simulcast feedback
+ * (twcc.ts answers instead).
+ */
+export function turnOffReceiverFeedback(receiver: object): void {
+  Object.defineProperty(receiver, 'nackEnabled', { get: () => undefined, configurable: true });
+  Object.defineProperty(receiver, 'twccEnabled', { get: () => undefined, configurable: true });
+}
+
 export interface WeriftFastPaths {
   /** Forwarded RTP written, protected and sent by fast-send.ts. */
   fastSend: boolean;
@@ -130,6 +142,11 @@ export function probeWeriftInternals(logger: Logger): WeriftFastPaths {
     if (!ownSrtpProtect) problems.push('SRTP context (keys, rollover state) is not the known one');
   } catch (err) {
     problems.push(`a werift SRTP session cannot be probed: ${String(err)}`);
+  }
+  for (const getter of ['nackEnabled', 'twccEnabled']) {
+    if (typeof Object.getOwnPropertyDescriptor(RTCRtpReceiver.prototype, getter)?.get !== 'function') {
+      problems.push(`RTCRtpReceiver.${getter} is not a getter: werift's own per-receiver NACK/TWCC may run`);
+    }
   }
   const rtpHeaderGuard = typeof RtpHeader.deSerialize === 'function';
   const paths: WeriftFastPaths = { fastSend: fastSend && ownSrtpProtect, ownSrtpProtect, srtpKeyObjects, rtpHeaderGuard, problems };
