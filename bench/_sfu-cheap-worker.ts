@@ -75,7 +75,11 @@ const FRAMES = Array.from({ length: 50 }, (_, i) => {
 
 interface SocketInternals {
   datagramReceived(data: Buffer, addr: unknown): void;
+  transport?: { socket?: { setRecvBufferSize?(bytes: number): void } };
 }
+
+/** Receive buffer per subscriber socket: room for bursts while this process waits for a core. */
+const RECV_BUFFER_BYTES = 1 << 21;
 interface SrtpInternals {
   srtp?: { decrypt(buf: Buffer): Buffer };
 }
@@ -90,6 +94,11 @@ function cheapen(pc: RTCPeerConnection, counters: GroupCounters, sampleEvery: nu
   for (const ice of pc.iceTransports) {
     const protocols = (ice.connection as unknown as { protocols: SocketInternals[] }).protocols;
     for (const protocol of protocols) {
+      try {
+        protocol.transport?.socket?.setRecvBufferSize?.(RECV_BUFFER_BYTES);
+      } catch {
+        // capped by net.core.rmem_max: the default buffer stays
+      }
       const original = protocol.datagramReceived.bind(protocol);
       protocol.datagramReceived = (data, addr) => {
         const b0 = data[0]!;
