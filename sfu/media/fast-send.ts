@@ -46,7 +46,9 @@ export function ntpFromUnixMs(ms: number): bigint {
 /** The 24-bit abs-send-time (6.18 fixed-point seconds) of a Unix time in milliseconds. */
 export function absSendTime(ms: number, out: Buffer = Buffer.alloc(3)): Buffer {
   const value = Math.floor((ms / 1000 + NTP_UNIX_OFFSET_S) * 262_144) % 0x1000000;
-  out.writeUIntBE(value, 0, 3);
+  out[0] = value >>> 16;
+  out[1] = (value >>> 8) & 0xff;
+  out[2] = value & 0xff;
   return out;
 }
 
