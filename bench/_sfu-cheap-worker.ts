@@ -202,6 +202,8 @@ function stats(name: string): Record<string, unknown> {
   const ages = g.ages;
   g.ages = [];
   return {
+    // When the counts were read (wall ms): rates use this process's own clock, not the IPC round trip.
+    atMs: wallNow(),
     inPackets: g.packets,
     inBytes: g.bytes,
     sampled: g.sampled,

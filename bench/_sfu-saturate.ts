@@ -54,6 +54,7 @@ export interface SaturationWorkers {
 }
 
 interface CheapStats {
+  atMs: number;
   inPackets: number;
   inBytes: number;
   sampled: number;
@@ -105,9 +106,13 @@ const FRAMES_PER_SECOND = 50;
 const cpuOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (sampleProc(pid)?.cpuS ?? 0), 0);
 const monoUs = () => Number(process.hrtime.bigint() / 1000n);
 
-async function cheapStats(workers: ChildProcess[], group: string): Promise<Omit<CheapStats, 'ages'> & { ages: CheapStats['ages'][] }> {
+async function cheapStats(
+  workers: ChildProcess[],
+  group: string,
+): Promise<Omit<CheapStats, 'ages' | 'atMs'> & { ages: CheapStats['ages'][]; perWorker: { atMs: number; inPackets: number }[] }> {
   const all = await Promise.all(workers.map((w) => ask<CheapStats>(w, { type: 'stats', group }, 30_000)));
   return {
+    perWorker: all.map((x) => ({ atMs: x.atMs, inPackets: x.inPackets })),
     inPackets: all.reduce((n, s) => n + s.inPackets, 0),
     inBytes: all.reduce((n, s) => n + s.inBytes, 0),
     sampled: all.reduce((n, s) => n + s.sampled, 0),
@@ -162,7 +167,11 @@ async function window(target: SaturationTarget, workers: SaturationWorkers, grou
     machineCpuPercent: ((b.machine.busy - a.machine.busy) / Math.max(1, b.machine.total - a.machine.total)) * cpus().length * 100,
     forwardedPps: (out(b.metrics) - out(a.metrics)) / s,
     incomingPps: (inc(b.metrics) - inc(a.metrics)) / s,
-    receivedPps: (b.subs.inPackets - a.subs.inPackets) / s,
+    // Each worker's count over its own read times (the IPC round trips differ from the SFU scrape's).
+    receivedPps: b.subs.perWorker.reduce((sum, bw, i) => {
+      const aw = a.subs.perWorker[i]!;
+      return sum + (bw.inPackets - aw.inPackets) / Math.max(0.001, (bw.atMs - aw.atMs) / 1000);
+    }, 0),
     hist:
       count > 0
         ? {
