@@ -229,7 +229,16 @@ export async function runSaturation(
   log: (line: string) => void,
 ): Promise<SaturationResult[]> {
   const started = Date.now();
-  const state = targets.map((t) => ({
+  // Each target's clients get their own slice of every port range: werift scans a range from its
+  // start, and two peer connections ending up on one port (within a process too) steal each
+  // other's datagrams (counted in the wrong group, consent checks lost).
+  const slice = (r: [number, number], k: number): [number, number] => {
+    const size = Math.floor((r[1] - r[0] + 1) / targets.length);
+    return [r[0] + k * size, r[0] + (k + 1) * size - 1];
+  };
+  const state = targets.map((t, k) => ({
+    publisherPorts: slice(opts.publisherPorts, k),
+    subscriberPorts: opts.subscriberPorts.map((r) => slice(r, k)),
     target: t,
     group: t.label,
     room: `${opts.room}-${t.label}`,
@@ -247,7 +256,7 @@ export async function runSaturation(
         wsUrl: s.target.sfu.wsUrl,
         room: s.room,
         identities: Array.from({ length: opts.publishers }, (_, i) => `${s.room}-pub-${i}`),
-        portRange: opts.publisherPorts,
+        portRange: s.publisherPorts,
       },
       120_000,
     );
@@ -274,7 +283,7 @@ export async function runSaturation(
                   wsUrl: s.target.sfu.wsUrl,
                   room: s.room,
                   identities: perWorker[i],
-                  portRange: opts.subscriberPorts[i],
+                  portRange: s.subscriberPorts[i],
                   sampleEvery: opts.sampleEvery,
                   concurrency: 4,
                 },
