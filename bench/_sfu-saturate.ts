@@ -59,6 +59,7 @@ interface CheapStats {
   inBytes: number;
   sampled: number;
   corrupt: number;
+  foreign: number;
   subscribers: number;
   ages: { samples: number; p50Ms: number; p99Ms: number } | null;
 }
@@ -87,6 +88,8 @@ export interface SaturationStep {
   endToEndMs: { p50: number; p99: number } | null;
   sampledChecked: number;
   sampledCorrupt: number;
+  /** Datagrams at the subscribers' sockets from someone other than the SFU (ignored). */
+  foreignDatagrams: number;
   sfuRssMB: number;
 }
 
@@ -117,6 +120,7 @@ async function cheapStats(
     inBytes: all.reduce((n, s) => n + s.inBytes, 0),
     sampled: all.reduce((n, s) => n + s.sampled, 0),
     corrupt: all.reduce((n, s) => n + s.corrupt, 0),
+    foreign: all.reduce((n, s) => n + s.foreign, 0),
     subscribers: all.reduce((n, s) => n + s.subscribers, 0),
     ages: all.map((s) => s.ages),
   };
@@ -138,6 +142,7 @@ interface Window {
   e2e: { p50: number; p99: number } | null;
   checked: number;
   corrupt: number;
+  foreign: number;
   rssMB: number;
 }
 
@@ -183,6 +188,7 @@ async function window(target: SaturationTarget, workers: SaturationWorkers, grou
     e2e: ages.length ? { p50: round(median(ages.map((x) => x.p50Ms)), 3), p99: round(Math.max(...ages.map((x) => x.p99Ms)), 3) } : null,
     checked: b.subs.sampled - a.subs.sampled,
     corrupt: b.subs.corrupt - a.subs.corrupt,
+    foreign: b.subs.foreign - a.subs.foreign,
     rssMB: (b.sfu?.rssBytes ?? 0) / 2 ** 20,
   };
 }
@@ -217,6 +223,7 @@ function summarise(target: number, publishers: number, ws: Window[]): Saturation
     endToEndMs: e2e.length ? { p50: round(median(e2e.map((h) => h.p50)), 3), p99: round(median(e2e.map((h) => h.p99)), 3) } : null,
     sampledChecked: ws.reduce((n, w) => n + w.checked, 0),
     sampledCorrupt: ws.reduce((n, w) => n + w.corrupt, 0),
+    foreignDatagrams: ws.reduce((n, w) => n + w.foreign, 0),
     sfuRssMB: round(pick((w) => w.rssMB)),
   };
 }
@@ -307,7 +314,7 @@ export async function runSaturation(
       log(
         `[${s.target.label}] S=${target} (${step.connectedSubscribers} connected): in ${step.incomingPps}/${step.nominalInPps} pps, forwarded ${step.forwardedPps} pps (delivery ${step.deliveryRatio}), SFU ${step.sfuCpuPercent} %, ` +
           `${step.usPerForwardedPacket} µs/fwd pkt (${step.ppsPerCore} pps/core), load ${step.loadCpuPercent} %, machine ${step.machineCpuPercent} %, ` +
-          `in-SFU p50/p99 ${step.timeInSfuMs?.p50 ?? '-'}/${step.timeInSfuMs?.p99 ?? '-'} ms, corrupt ${step.sampledCorrupt}/${step.sampledChecked}, ` +
+          `in-SFU p50/p99 ${step.timeInSfuMs?.p50 ?? '-'}/${step.timeInSfuMs?.p99 ?? '-'} ms, corrupt ${step.sampledCorrupt}/${step.sampledChecked}, foreign ${step.foreignDatagrams}, ` +
           `RSS ${step.sfuRssMB} MB (joins ${joinSeconds} s)`,
       );
       // Past saturation, or losing a fifth of the packets (the load, or the machine, gave out).
