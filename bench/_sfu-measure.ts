@@ -66,7 +66,7 @@ async function sumStats(workers: ChildProcess[]): Promise<RtcStats> {
 }
 
 /** Busy and total jiffies of the whole machine (all cores), from /proc/stat. */
-function machineJiffies(): { busy: number; total: number } {
+export function machineJiffies(): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
   const f = line.trim().split(/\s+/).slice(1).map(Number);
   const total = f.slice(0, 8).reduce((a, b) => a + b, 0);

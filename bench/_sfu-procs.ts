@@ -91,7 +91,7 @@ export interface SfuProcess {
 
 export async function startSfuProcess(
   procs: ProcessSet,
-  opts: { cpuProfileDir?: string; cpuProfileName?: string; portRange: [number, number] },
+  opts: { cpuProfileDir?: string; cpuProfileName?: string; portRange: [number, number]; root?: string },
 ): Promise<SfuProcess> {
   const port = await freePort();
   const config = [
@@ -112,7 +112,7 @@ export async function startSfuProcess(
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LIVEKIT_')));
   const child = procs.add(
     spawn(process.execPath, [...execArgv, 'sfu/main.ts'], {
-      cwd: repoRoot,
+      cwd: opts.root ?? repoRoot,
       env: { ...env, LIVEKIT_CONFIG: config },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),

@@ -120,6 +120,8 @@ export interface WeriftLkOptions {
   onRtp?: (rtp: RtpPacket, kind: 'audio' | 'video', streamId: string) => void;
   /** When set, each subscribed video track is asked for at this size. */
   videoSize?: { width: number; height: number };
+  /** false: join with auto_subscribe=0 (a publisher that receives nothing). Default true. */
+  autoSubscribe?: boolean;
 }
 
 export class WeriftLkClient {
@@ -160,7 +162,8 @@ export class WeriftLkClient {
   }
 
   static async connect(wsUrl: string, token: string, opts: WeriftLkOptions): Promise<WeriftLkClient> {
-    const ws = new WebSocket(`${wsUrl}/rtc?access_token=${encodeURIComponent(token)}&auto_subscribe=1&protocol=12&sdk=js`);
+    const auto = opts.autoSubscribe === false ? 0 : 1;
+    const ws = new WebSocket(`${wsUrl}/rtc?access_token=${encodeURIComponent(token)}&auto_subscribe=${auto}&protocol=12&sdk=js`);
     ws.binaryType = 'nodebuffer';
     const client = new WeriftLkClient(ws, opts);
     // Listen before the socket opens: the join is the SFU's first frame.

@@ -8,11 +8,18 @@
  *    CPU µs per packet, time a packet spends in the SFU (werift stamps minus the baseline), RSS.
  *    First with rtc-node subscribers (the real client library, heavy per packet), then with
  *    werift subscribers, which cost less and let the sweep reach further on two cores;
- * 3. a video room on a fresh SFU: simulcast publishers, subscribers asking for different sizes.
+ * 3. a video room on a fresh SFU: simulcast publishers, subscribers asking for different sizes;
+ * 4. the saturation sweep (bench/_sfu-saturate.ts): cheap subscribers and paced publishers that
+ *    drive the SFU to a full core, giving `perCoreAtSaturation`; with `--against <git ref>` only
+ *    this sweep runs, on this tree's SFU and that ref's side by side (bench/_sfu-against.ts),
+ *    steps alternating between them, each figure printed for both with their ratio;
+ * 5. the floor (bench/_sfu-floor.ts): receive, unprotect, protect and send to N with no werift;
+ *    the SFU's µs per forwarded packet is reported as a percentage of it.
  * Writes bench/results/sfu-fanout.svg, sfu-fanout.cpuprofile (cut to the measurement windows
  * when summarised) and, through the runner, bench/results/sfu.json. Figures only: nothing
- * passes or fails on time. Knobs: BENCH_SFU_STEPS / BENCH_SFU_WERIFT_STEPS (subscriber counts, e.g.
- * "2,5,10"), BENCH_SFU_WINDOW_MS, BENCH_SFU_PUBLISHERS.
+ * passes or fails on time. Knobs: BENCH_SFU_STEPS / BENCH_SFU_WERIFT_STEPS / BENCH_SFU_SAT_STEPS
+ * (subscriber counts, e.g. "2,5,10"), BENCH_SFU_WINDOW_MS, BENCH_SFU_PUBLISHERS,
+ * BENCH_SFU_SAT_PUBLISHERS, BENCH_SFU_SAT_SAMPLE (1 in N packets verified).
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +30,9 @@ import { runFanout, type FanoutResult } from './_sfu-fanout.ts';
 import { runVideoRoom } from './_sfu-video.ts';
 import { fanoutSvg } from './_sfu-svg.ts';
 import { formatProfileSummary, summariseCpuProfile, type ProfileSummary } from './_profile-summary.ts';
+import { ratios, runSaturation, type SaturationResult, type SaturationTarget } from './_sfu-saturate.ts';
+import { againstArg, checkoutAgainst, currentCommit } from './_sfu-against.ts';
+import { runFloor, type FloorResult } from './_sfu-floor.ts';
 
 const resultsDir = join(repoRoot, 'bench', 'results');
 const PROFILE_NAME = 'sfu-fanout.cpuprofile';
@@ -33,6 +43,10 @@ const WERIFT_STEPS = steps(env.BENCH_SFU_WERIFT_STEPS ?? '20,40,80,120,160,200,2
 const WINDOW_MS = Number(env.BENCH_SFU_WINDOW_MS ?? 4000);
 const PUBLISHERS = Number(env.BENCH_SFU_PUBLISHERS ?? 2);
 const SUBSCRIBER_WORKERS = 4;
+const SAT_STEPS = steps(env.BENCH_SFU_SAT_STEPS ?? '20,40,60,80,100,120,140,160');
+const SAT_PUBLISHERS = Number(env.BENCH_SFU_SAT_PUBLISHERS ?? 10);
+const SAT_SAMPLE = Number(env.BENCH_SFU_SAT_SAMPLE ?? 16);
+const SAT_PROFILE = 'sfu-saturation.cpuprofile';
 
 // Disjoint UDP port ranges per process (werift scans a range from its start and re-binds the
 // port it found later, so two processes sharing a range can collide), away from the tests'
@@ -43,6 +57,9 @@ const WERIFT_SUB_PORTS: [number, number][] = [
   [35000, 35999],
   [36000, 36999],
 ];
+/** The --against SFU and the saturation sweep's publishers. */
+const AGAINST_SFU_PORTS: [number, number] = [37000, 39999];
+const SAT_PUBLISHER_PORTS: [number, number] = [30000, 30999];
 
 const log = (line: string) => console.log(`[sfu bench] ${line}`);
 const rtcWorker = (procs: ProcessSet) => forkWorker(procs, '_sfu-rtc-worker.ts', { NODE_ENV: 'production' });
@@ -57,7 +74,118 @@ async function stopSfu(sfu: SfuProcess): Promise<void> {
   await stopChild(sfu.child, 30_000);
 }
 
+interface SaturationReport {
+  targets: { label: string; commit: string }[];
+  results: SaturationResult[];
+  /** this tree ÷ the other, per step (µs per packet below 1 = this tree cheaper). */
+  ratioThisOverOther?: ReturnType<typeof ratios>;
+  floor: FloorResult;
+  /** The SFU's µs per forwarded packet at its highest measured step, as a percentage of the floor's. */
+  percentOfFloor: Record<string, number | null>;
+  profile: ProfileSummary | null;
+}
+
+/** The saturation sweep on this tree (profiled) and, when given, another ref; then the floor. */
+async function saturation(procs: ProcessSet, against: string | undefined): Promise<SaturationReport> {
+  const other = against ? checkoutAgainst(against) : undefined;
+  const profilePath = join(resultsDir, SAT_PROFILE);
+  if (existsSync(profilePath)) rmSync(profilePath);
+  const targets: (SaturationTarget & { commit: string })[] = [];
+  try {
+    // Both profiled (the same overhead on each side of the ratio); only ours is summarised.
+    const otherProfileDir = other ? join(other.root, 'bench', 'results') : undefined;
+    if (other && otherProfileDir) {
+      mkdirSync(otherProfileDir, { recursive: true });
+      const sfu = await startSfuProcess(procs, { portRange: AGAINST_SFU_PORTS, root: other.root, cpuProfileDir: otherProfileDir, cpuProfileName: SAT_PROFILE });
+      targets.push({ label: `against-${other.commit.slice(0, 7)}`, sfu, commit: other.commit });
+    }
+    const ours = await startSfuProcess(procs, { portRange: SFU_PORTS, cpuProfileDir: resultsDir, cpuProfileName: SAT_PROFILE });
+    targets.push({ label: 'this', sfu: ours, commit: currentCommit() });
+    const publisher = forkWorker(procs, '_sfu-cheap-worker.ts');
+    const subscribers = WERIFT_SUB_PORTS.map(() => forkWorker(procs, '_sfu-cheap-worker.ts'));
+    let results: SaturationResult[];
+    try {
+      results = await runSaturation(
+        targets,
+        { publisher, subscribers },
+        {
+          room: 'saturate',
+          publishers: SAT_PUBLISHERS,
+          steps: SAT_STEPS,
+          warmupMs: 2000,
+          windowMs: WINDOW_MS,
+          windows: 3,
+          sampleEvery: SAT_SAMPLE,
+          budgetMs: 600_000,
+          publisherPorts: SAT_PUBLISHER_PORTS,
+          subscriberPorts: WERIFT_SUB_PORTS,
+        },
+        log,
+      );
+    } finally {
+      await closeWorkers([publisher, ...subscribers]);
+      for (const t of targets) await stopSfu(t.sfu);
+    }
+    const floor = await runFloor(procs, { destinations: 100, streams: SAT_PUBLISHERS, windowMs: WINDOW_MS, windows: 3 });
+    log(`floor (no werift, GCM, 1 in → ${floor.destinations} out): ${floor.usPerForwardedPacket} µs per forwarded packet at ${floor.forwardedPps} pps`);
+    const percentOfFloor: Record<string, number | null> = {};
+    for (const r of results) {
+      const top = r.steps.toSorted((a, b) => b.forwardedPps - a.forwardedPps)[0];
+      percentOfFloor[r.label] = top ? round((top.usPerForwardedPacket / floor.usPerForwardedPacket) * 100) : null;
+      log(
+        `[${r.label}] perCoreAtSaturation ${r.perCoreAtSaturation ?? `none (${r.whyNoSaturation})`}; ` +
+          `µs/fwd pkt at the top step ${top?.usPerForwardedPacket ?? '-'} = ${percentOfFloor[r.label] ?? '-'} % of the floor; ` +
+          `in-SFU p99 at half a core ${r.atHalfCore?.timeInSfuP99Ms ?? '-'} ms; RSS per participant ${r.rssPerParticipantMB} MB`,
+      );
+    }
+    const mine = results.find((r) => r.label === 'this');
+    const theirs = results.find((r) => r.label !== 'this');
+    const ratio = mine && theirs ? ratios(theirs, mine) : undefined;
+    for (const x of ratio ?? []) {
+      log(`A/B S=${x.subscribers}: this/other µs per forwarded packet ${x.usPerForwardedPacket}, pps per core ${x.ppsPerCore}, in-SFU p99 ${x.timeInSfuP99 ?? '-'}`);
+    }
+    let profile: ProfileSummary | null = null;
+    if (mine && existsSync(profilePath)) {
+      profile = summariseCpuProfile(profilePath, { windows: mine.monoWindows });
+      log(`CPU profile of this SFU in the saturation windows (${profilePath}):\n${formatProfileSummary(profile)}`);
+    }
+    return {
+      targets: targets.map((t) => ({ label: t.label, commit: t.commit })),
+      results,
+      ...(ratio ? { ratioThisOverOther: ratio } : {}),
+      floor,
+      percentOfFloor,
+      profile,
+    };
+  } finally {
+    other?.remove();
+  }
+}
+
 export async function run(): Promise<object> {
+  const against = againstArg(process.argv.slice(2));
+  if (against !== undefined) {
+    const procs = new ProcessSet();
+    try {
+      const sat = await saturation(procs, against);
+      const mine = sat.results.find((r) => r.label === 'this');
+      return {
+        summary: {
+          perCoreAtSaturation: mine?.perCoreAtSaturation ?? null,
+          percentOfFloor: sat.percentOfFloor,
+          against: sat.targets,
+          machineLoad: loadavg().map((x) => round(x, 2)),
+        },
+        saturation: sat,
+      };
+    } finally {
+      await procs.killAll();
+    }
+  }
+  return await runAll();
+}
+
+async function runAll(): Promise<object> {
   const t0 = performance.now();
   const loadAtStart = loadavg().map((x) => round(x, 2));
   mkdirSync(resultsDir, { recursive: true });
@@ -188,6 +316,10 @@ export async function run(): Promise<object> {
       await stopSfu(sfu2);
     }
 
+    // 4-5. Saturation sweep and floor (this tree only).
+    const sat = await saturation(procs, undefined);
+    const satMine = sat.results.find((r) => r.label === 'this');
+
     const allSteps = sweeps.flatMap((f) => f.steps.map((st) => ({ kind: f.subscriberKind, ...st })));
     const top = allSteps.toSorted((a, b) => b.forwardedPps - a.forwardedPps)[0];
     const inSfu = (p: 'p50Ms' | 'p99Ms') =>
@@ -199,6 +331,8 @@ export async function run(): Promise<object> {
     const joinTime = sweeps.find((f) => f.joinTime)?.joinTime;
     const result = {
       summary: {
+        perCoreAtSaturation: satMine?.perCoreAtSaturation ?? null,
+        percentOfFloor: sat.percentOfFloor,
         audioFanout: allSteps.map((s) => ({
           subscriberClient: s.kind,
           publishers: PUBLISHERS,
@@ -242,6 +376,7 @@ export async function run(): Promise<object> {
       chart: svgPath,
       fanoutSweeps: sweeps.map((f) => ({ subscriberKind: f.subscriberKind, stoppedBecause: f.stoppedBecause, steps: f.steps })),
       video,
+      saturation: sat,
     };
     result.summary.benchmarkSeconds = round((performance.now() - t0) / 1000);
     log(`done in ${result.summary.benchmarkSeconds} s`);

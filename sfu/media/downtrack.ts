@@ -17,7 +17,7 @@
  * `requestKeyframe` and `retransmit` come from the transport / session layer; the transport
  * detaches it on unsubscribe.
  */
-import type { RtpPacket } from 'werift';
+import { RtpHeader, RtpPacket } from 'werift';
 import type { LayerState, PacketSink, Upstream } from './upstream.ts';
 import { Vp8Munger, newVp8Descriptor, parseVp8Descriptor, type Vp8Descriptor, type Vp8Offsets } from './vp8.ts';
 
@@ -28,13 +28,54 @@ export const FORWARDED_EXTENSION_URIS = new Set([
 ]);
 
 const NO_EXTENSIONS: { id: number; payload: Buffer }[] = [];
-/** Switch points remembered for NACK translation (a power of two). */
-const SEGMENTS = 4;
+/** How long a publisher-id → subscriber-id extension mapping is trusted before it is looked up again. */
+const EXTENSION_MAP_TTL_MS = 1000;
+
+/**
+ * The header of a packet as one subscriber gets it: the rewritten numbers and the carried-over
+ * extensions, the rest as it came (SSRC and payload type are the sender's to set). A plain
+ * object, not werift's RtpHeader (whose constructor costs a dozen property definitions).
+ */
+export interface ForwardedHeader {
+  readonly marker: boolean;
+  readonly payloadType: number;
+  readonly ssrc: number;
+  readonly csrc: readonly number[];
+  readonly extensionProfile: number;
+  sequenceNumber: number;
+  timestamp: number;
+  extensions: { id: number; payload: Buffer }[];
+}
+
+/** One packet handed to a subscriber's sender (fresh per subscriber and packet). */
+export interface ForwardedPacket {
+  header: ForwardedHeader;
+  payload: Buffer;
+}
+
+/** werift's own packet for a forwarded one (its sender mutates what it gets: a new object). */
+export function toRtpPacket(fwd: ForwardedPacket): RtpPacket {
+  const h = fwd.header;
+  const header = new RtpHeader({
+    marker: h.marker,
+    payloadType: h.payloadType,
+    ssrc: h.ssrc,
+    csrc: [...h.csrc],
+    extensionProfile: h.extensionProfile as RtpHeader['extensionProfile'],
+    sequenceNumber: h.sequenceNumber,
+    timestamp: h.timestamp,
+    extensions: [...h.extensions],
+    extension: h.extensions.length > 0,
+  });
+  return new RtpPacket(header, fwd.payload);
+}
+/** Switch points (layer switches, dropped padding) remembered for NACK translation (a power of two). */
+const SEGMENTS = 16;
 
 export interface DownForwarderOptions {
   /** Whether the subscriber's sender can send yet (negotiated and connected). */
   ready: () => boolean;
-  send: (rtp: RtpPacket) => void;
+  send: (pkt: ForwardedPacket) => void;
   /** Subscriber's negotiated id for an extension URI. */
   extensionId: (uri: string) => number | undefined;
 }
@@ -45,6 +86,10 @@ interface Segment {
   rid: string;
   /** First output sequence number of the stretch. */
   outStart: number;
+  /** First input sequence number of the stretch. */
+  inStart: number;
+  /** Packets sent in the stretch. */
+  sent: number;
   seqOffset: number;
   tsOffset: number;
   vp8: Vp8Offsets;
@@ -63,11 +108,16 @@ export class DownForwarder implements PacketSink {
   /** Packets forwarded since the last switch; the late-packet check only matters early on. */
   private sinceSwitch = 0;
   private lastOutSeq = 0;
+  /** Input sequence number of the newest packet forwarded (or padding skipped) from the source. */
+  private lastInSeq = 0;
   private lastOutTs = 0;
   private lastOutAt = 0;
   private started = false;
   private readonly munger = new Vp8Munger();
   private readonly rtxDesc: Vp8Descriptor = newVp8Descriptor();
+  /** Publisher extension id → subscriber id (0: not carried), refreshed every EXTENSION_MAP_TTL_MS. */
+  private readonly extMap = new Int16Array(256).fill(-1);
+  private extMapAt = Number.NEGATIVE_INFINITY;
   packetsSent = 0;
   /** Packets resent from the cache for the subscriber's NACKs. */
   packetsRetransmitted = 0;
@@ -80,7 +130,7 @@ export class DownForwarder implements PacketSink {
     this.up = up;
     this.opts = opts;
     for (let i = 0; i < SEGMENTS; i++) {
-      this.segments.push({ used: false, rid: '', outStart: 0, seqOffset: 0, tsOffset: 0, vp8: { pictureId: 0, tl0PicIdx: 0, keyIdx: 0 } });
+      this.segments.push({ used: false, rid: '', outStart: 0, inStart: 0, sent: 0, seqOffset: 0, tsOffset: 0, vp8: { pictureId: 0, tl0PicIdx: 0, keyIdx: 0 } });
     }
   }
 
@@ -139,8 +189,15 @@ export class DownForwarder implements PacketSink {
     if (this.sinceSwitch < 1000 && ((inSeq - this.sourceStartSeq) & 0xffff) >= 0x8000) return;
     this.sinceSwitch++;
 
-    const seg = this.segments[this.segIndex]!;
-    const out = this.rewrite(rtp, seg);
+    let seg = this.segments[this.segIndex]!;
+    if (((inSeq - seg.inStart) & 0xffff) >= 0x8000) {
+      // Older than the stretch (a late packet from before a dropped padding packet).
+      const older = this.segmentOfInput(inSeq);
+      if (!older) return;
+      seg = older;
+    } else if (((inSeq - this.lastInSeq) & 0xffff) < 0x8000) this.lastInSeq = inSeq;
+    seg.sent++;
+    const out = this.rewrite(rtp, seg, now);
     if (video && desc.valid) out.payload = this.munger.rewrite(rtp.payload, desc);
     if (((out.header.sequenceNumber - this.lastOutSeq) & 0xffff) < 0x8000 || !this.started) {
       this.lastOutSeq = out.header.sequenceNumber;
@@ -151,6 +208,45 @@ export class DownForwarder implements PacketSink {
     this.packetsSent++;
     this.up.tapOut(out);
     this.opts.send(out);
+  }
+
+  /**
+   * A padding-only packet of the source was dropped: when it is the next one in order, the
+   * output numbering moves back by one so the subscriber sees no gap (and NACKs nothing). A new
+   * stretch begins unless nothing was sent in the current one, so NACK translation of what was
+   * sent before stays exact. Out-of-order padding leaves its gap (LiveKit's munger does the same).
+   */
+  skip(layer: LayerState, seq: number): void {
+    if (!this.enabled || !this.started || layer.rid !== this.currentRid) return;
+    if (((seq - this.lastInSeq) & 0xffff) !== 1) return;
+    this.lastInSeq = seq;
+    let seg = this.segments[this.segIndex]!;
+    if (seg.sent > 0) {
+      const prev = seg;
+      this.segIndex = (this.segIndex + 1) & (SEGMENTS - 1);
+      seg = this.segments[this.segIndex]!;
+      seg.used = true;
+      seg.rid = prev.rid;
+      seg.tsOffset = prev.tsOffset;
+      seg.vp8.pictureId = prev.vp8.pictureId;
+      seg.vp8.tl0PicIdx = prev.vp8.tl0PicIdx;
+      seg.vp8.keyIdx = prev.vp8.keyIdx;
+      seg.seqOffset = prev.seqOffset;
+      seg.outStart = (this.lastOutSeq + 1) & 0xffff;
+      seg.sent = 0;
+    }
+    seg.seqOffset = (seg.seqOffset - 1) & 0xffff;
+    seg.inStart = (seq + 1) & 0xffff;
+  }
+
+  /** The remembered stretch of the current source that input `inSeq` belongs to. */
+  private segmentOfInput(inSeq: number): Segment | undefined {
+    for (let k = 1; k < SEGMENTS; k++) {
+      const s = this.segments[(this.segIndex - k) & (SEGMENTS - 1)]!;
+      if (!s.used || s.rid !== this.currentRid) return undefined;
+      if (((inSeq - s.inStart) & 0xffff) < 0x8000) return s;
+    }
+    return undefined;
   }
 
   /**
@@ -176,21 +272,29 @@ export class DownForwarder implements PacketSink {
       this.retransmitMisses++;
       return undefined;
     }
-    const out = this.rewrite(cached, seg);
+    const out = this.rewrite(cached, seg, this.up.now());
     if (this.up.isVp8 && parseVp8Descriptor(cached.payload, this.rtxDesc)) {
       out.payload = this.munger.rewrite(cached.payload, this.rtxDesc, seg.vp8, false);
     }
     this.packetsRetransmitted++;
-    return out;
+    return toRtpPacket(out);
   }
 
-  private rewrite(rtp: RtpPacket, seg: Segment): RtpPacket {
-    const out = rtp.clone();
-    out.header.sequenceNumber = (rtp.header.sequenceNumber + seg.seqOffset) & 0xffff;
-    out.header.timestamp = (rtp.header.timestamp + seg.tsOffset) >>> 0;
-    out.header.extensions = this.mapExtensions(rtp);
-    out.header.extension = out.header.extensions.length > 0;
-    return out;
+  private rewrite(rtp: RtpPacket, seg: Segment, now: number): ForwardedPacket {
+    const h = rtp.header;
+    return {
+      header: {
+        marker: h.marker,
+        payloadType: h.payloadType,
+        ssrc: h.ssrc,
+        csrc: h.csrc,
+        extensionProfile: h.extensionProfile,
+        sequenceNumber: (h.sequenceNumber + seg.seqOffset) & 0xffff,
+        timestamp: (h.timestamp + seg.tsOffset) >>> 0,
+        extensions: this.mapExtensions(rtp, now),
+      },
+      payload: rtp.payload,
+    };
   }
 
   private switchTo(rid: string, rtp: RtpPacket, desc: Vp8Descriptor, now: number): void {
@@ -211,6 +315,9 @@ export class DownForwarder implements PacketSink {
       seg.tsOffset = 0;
       seg.outStart = inSeq;
     }
+    seg.inStart = inSeq;
+    seg.sent = 0;
+    this.lastInSeq = inSeq;
     if (this.up.isVp8 && desc.valid) {
       this.munger.switchTo(desc);
       seg.vp8.pictureId = this.munger.offsets.pictureId;
@@ -223,16 +330,24 @@ export class DownForwarder implements PacketSink {
     this.switches++;
   }
 
-  private mapExtensions(rtp: RtpPacket): { id: number; payload: Buffer }[] {
+  private mapExtensions(rtp: RtpPacket, now: number): { id: number; payload: Buffer }[] {
     const exts = rtp.header.extensions;
     if (exts.length === 0) return NO_EXTENSIONS;
+    if (now - this.extMapAt > EXTENSION_MAP_TTL_MS) {
+      this.extMap.fill(-1);
+      this.extMapAt = now;
+    }
     let out: { id: number; payload: Buffer }[] | undefined;
     for (let i = 0; i < exts.length; i++) {
       const ext = exts[i]!;
-      const uri = this.up.extensionUri(ext.id);
-      if (!uri || !FORWARDED_EXTENSION_URIS.has(uri)) continue;
-      const id = this.opts.extensionId(uri);
-      if (id === undefined) continue;
+      const from = ext.id & 0xff;
+      let id = this.extMap[from]!;
+      if (id < 0) {
+        const uri = this.up.extensionUri(ext.id);
+        id = (uri && FORWARDED_EXTENSION_URIS.has(uri) && this.opts.extensionId(uri)) || 0;
+        this.extMap[from] = id;
+      }
+      if (id === 0) continue;
       (out ??= []).push({ id, payload: ext.payload });
     }
     return out ?? NO_EXTENSIONS;

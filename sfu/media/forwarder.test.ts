@@ -7,7 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import { RtpHeader, RtpPacket } from 'werift';
 import { createSilentLogger } from '../../common/logger.ts';
-import { DownForwarder, Upstream, isKeyframeStart } from './forwarder.ts';
+import { DownForwarder, Upstream, isKeyframeStart, type ForwardedPacket } from './forwarder.ts';
+import { PLI_INTERVAL_HIGHER_MS, PLI_INTERVAL_MS } from './upstream.ts';
 
 const AUDIO_LEVEL = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
 const ABS_SEND_TIME = 'http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time';
@@ -36,7 +37,7 @@ function setup(kind: 'audio' | 'video', mimeType: string) {
     extensionUri: (id) => ({ 1: AUDIO_LEVEL, 3: ABS_SEND_TIME })[id],
     logger: createSilentLogger(),
   });
-  const sent: RtpPacket[] = [];
+  const sent: ForwardedPacket[] = [];
   const down = new DownForwarder(up, {
     ready: () => true,
     send: (rtp) => sent.push(rtp),
@@ -136,7 +137,7 @@ describe('forwarder', () => {
 
   it('gives every subscriber its own packet and never alters payload bytes', () => {
     const { up, sent } = setup('video', 'video/VP8');
-    const other: RtpPacket[] = [];
+    const other: ForwardedPacket[] = [];
     up.attach(
       new DownForwarder(up, { ready: () => true, send: (rtp) => other.push(rtp), extensionId: () => undefined }),
     );
@@ -231,5 +232,102 @@ describe('layer selection and loss recovery', () => {
     up.onPacket('', packet(15, 0, 1, vp8Delta([5])));
     expect(nacks).toEqual([[11, 12], [12]]);
     expect(up.uplinkNackStats).toEqual({ missed: 2, recovered: 1 });
+  });
+});
+
+/** A padding-only packet as werift parses one: padding bit, padding stripped, empty payload. */
+function paddingOnly(seq: number, ts: number, ssrc: number) {
+  return new RtpPacket(new RtpHeader({ sequenceNumber: seq, timestamp: ts, ssrc, payloadType: 96, padding: true, paddingSize: 224 }), Buffer.alloc(0));
+}
+
+describe('padding-only packets (bandwidth probes) are not media', () => {
+  it('are not forwarded, and the subscriber sees no gap in sequence numbers', () => {
+    const { up, down, sent } = setup('video', 'video/VP8');
+    up.onPacket('', packet(100, 9000, 0xaaaa, vp8Key([1])));
+    up.onPacket('', packet(101, 9000, 0xaaaa, vp8Continuation([2])));
+    up.onPacket('', paddingOnly(102, 9000, 0xaaaa));
+    up.onPacket('', paddingOnly(103, 9000, 0xaaaa));
+    up.onPacket('', packet(104, 12000, 0xaaaa, vp8Delta([3])));
+    up.onPacket('', paddingOnly(105, 12000, 0xaaaa));
+    up.onPacket('', packet(106, 15000, 0xaaaa, vp8Delta([4])));
+    expect(sent.map((p) => p.header.sequenceNumber)).toEqual([100, 101, 102, 103]);
+    expect(sent.every((p) => p.payload.length > 0)).toBe(true);
+    // NACKs still find the right packets across the dropped padding.
+    expect(down.retransmit(101)!.payload.equals(sent[1]!.payload)).toBe(true);
+    expect(down.retransmit(102)!.payload.equals(sent[2]!.payload)).toBe(true);
+    expect(down.retransmit(103)!.payload.equals(sent[3]!.payload)).toBe(true);
+  });
+
+  it('leaves the gap of padding that arrives out of order, and places a late media packet by its own stretch', () => {
+    const { up, sent } = setup('video', 'video/VP8');
+    up.onPacket('', packet(200, 9000, 0xaaaa, vp8Key([1])));
+    up.onPacket('', packet(202, 9000, 0xaaaa, vp8Continuation([3]))); // 201 late
+    up.onPacket('', paddingOnly(203, 9000, 0xaaaa));
+    up.onPacket('', packet(201, 9000, 0xaaaa, vp8Continuation([2])));
+    up.onPacket('', packet(204, 12000, 0xaaaa, vp8Delta([4])));
+    expect(sent.map((p) => p.header.sequenceNumber)).toEqual([200, 202, 201, 203]);
+  });
+
+  it('do not keep a simulcast layer alive', () => {
+    const { up, sent, advance } = setup('video', 'video/VP8');
+    up.onPacket('f', packet(1, 1000, 0xf, vp8Key([1])));
+    up.onPacket('q', packet(1, 1000, 0x1, vp8Key([1])));
+    expect(up.bestLayer(up.now())).toBe('f');
+    // f stops sending media; only padding arrives on it from now on.
+    for (let i = 0; i < 40; i++) {
+      advance(50);
+      up.onPacket('f', paddingOnly(2 + i, 1000, 0xf));
+      up.onPacket('q', packet(2 + i, 1000 + i * 3000, 0x1, vp8Delta([2])));
+    }
+    expect(up.bestLayer(up.now())).toBe('q');
+    expect(up.layers.find((l) => l.rid === 'f')!.bitrate).toBe(0);
+    expect(sent.every((p) => p.payload.length > 0)).toBe(true);
+  });
+
+  it('a layer heard only as padding is never chosen', () => {
+    const { up, sent } = setup('video', 'video/VP8');
+    up.onPacket('h', paddingOnly(1, 0, 0x2));
+    expect(up.bestLayer(up.now())).toBeUndefined();
+    expect(sent).toHaveLength(0);
+  });
+});
+
+describe('keyframe requests to a publisher', () => {
+  it('coalesce every subscriber’s request into one per layer and interval: 500 ms for the low layer, 1 s above (LiveKit)', () => {
+    const { up, down, plis, advance } = setup('video', 'video/VP8');
+    up.onPacket('q', packet(1, 0, 0x1, vp8Key([1])));
+    up.onPacket('h', packet(1, 0, 0x2, vp8Key([1])));
+    up.onPacket('f', packet(1, 0, 0x3, vp8Key([1])));
+    plis.length = 0;
+    advance(PLI_INTERVAL_HIGHER_MS);
+    for (let i = 0; i < 20; i++) {
+      up.requestKeyframe('q');
+      up.requestKeyframe('f');
+      down.requestKeyframe();
+    }
+    expect(plis.filter((s) => s === 0x1)).toHaveLength(1);
+    expect(plis.filter((s) => s === 0x3)).toHaveLength(1);
+    advance(PLI_INTERVAL_MS);
+    up.requestKeyframe('q');
+    up.requestKeyframe('f');
+    expect(plis.filter((s) => s === 0x1)).toHaveLength(2);
+    expect(plis.filter((s) => s === 0x3)).toHaveLength(1);
+    advance(PLI_INTERVAL_HIGHER_MS - PLI_INTERVAL_MS);
+    up.requestKeyframe('f');
+    expect(plis.filter((s) => s === 0x3)).toHaveLength(2);
+  });
+
+  it('a subscriber waiting for a layer switch asks at most once per interval however many packets arrive', () => {
+    const { up, down, plis, advance } = setup('video', 'video/VP8');
+    up.onPacket('q', packet(1, 0, 0x1, vp8Key([1])));
+    up.onPacket('f', packet(1, 0, 0x3, vp8Delta([1])));
+    plis.length = 0;
+    down.setMaxRank(3);
+    for (let i = 0; i < 200; i++) {
+      advance(5); // 1 s of f delta packets, no keyframe yet
+      up.onPacket('f', packet(2 + i, i * 450, 0x3, vp8Delta([2])));
+      up.onPacket('q', packet(2 + i, i * 450, 0x1, vp8Delta([2])));
+    }
+    expect(plis.filter((s) => s === 0x3).length).toBeLessThanOrEqual(1);
   });
 });

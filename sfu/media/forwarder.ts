@@ -8,4 +8,4 @@
  */
 export { isKeyframeStart } from './keyframe.ts';
 export { Upstream, LAYER_RANK, type LayerState, type PacketSink, type PacketTap, type UpstreamOptions } from './upstream.ts';
-export { DownForwarder, FORWARDED_EXTENSION_URIS, type DownForwarderOptions } from './downtrack.ts';
+export { DownForwarder, FORWARDED_EXTENSION_URIS, toRtpPacket, type DownForwarderOptions, type ForwardedPacket, type ForwardedHeader } from './downtrack.ts';

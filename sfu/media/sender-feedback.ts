@@ -30,15 +30,7 @@ import type { Logger } from '../../common/logger.ts';
 import type { DownForwarder } from './forwarder.ts';
 import type { WeriftTransportConfig } from './peer-config.ts';
 import { compactNtp, type ReceiverReportState } from './link-stats.ts';
-
-/** werift RTCRtpSender fields the retransmission path needs (private in its typings). */
-interface SenderInternals {
-  rtxPayloadType?: number;
-  rtxSequenceNumber: number;
-  /** Set by werift's RTCP loop when it sends an SR: the SR's NTP time, then the send time (s). */
-  ntpTimestamp: bigint;
-  lastSentSRTimestamp?: number;
-}
+import type { SenderInternals } from './werift-internals.ts';
 
 /** RTCP PSFB format of a Full Intra Request (RFC 5104); werift does not export its class. */
 const FIR_FMT = 4;

@@ -2,10 +2,11 @@
  * The werift side of one participant: the publisher PC (client offers, we answer and receive)
  * and the subscriber PC (we offer: data channels plus one sendonly m-line per subscribed
  * track, msid `PA_x|TR_y`). Implements the session layer's `MediaTransport`. Its parts:
- * peer-config.ts (codecs, extensions, ICE), sender-feedback.ts (subscriber RTCP),
- * data-channels.ts (`_reliable`/`_lossy`), twcc.ts (transport-wide CC feedback to the
- * publisher), bandwidth-allocator.ts (subscriber layers capped by its REMB estimate);
- * forwarding itself is forwarder.ts.
+ * peer-config.ts (codecs, extensions, ICE), subscriptions.ts (the subscriber's downtracks:
+ * forwarders, send path, their RTCP, layers capped by its REMB estimate), data-channels.ts
+ * (`_reliable`/`_lossy`), twcc.ts (transport-wide CC feedback to the publisher),
+ * werift-internals.ts (every private werift shape, probed at start-up); forwarding itself is
+ * forwarder.ts.
  *
  * Traps handled here (see ../shared/reference/werift-*.md): `onTrack` fires inside
  * setRemoteDescription, so remote transceivers are hooked first and the offer's mid → msid map
@@ -34,9 +35,7 @@ import type { Logger } from '../../common/logger.ts';
 import type { Clock, TimerHandle } from '../../common/clock.ts';
 import type {
   DataChannelKind,
-  DownlinkStats,
   DownTrack,
-  DownTrackStats,
   IceCandidateInit,
   MediaTransport,
   MediaTransportEvents,
@@ -45,21 +44,18 @@ import type {
   SignalTarget,
   UpstreamTrack,
 } from '../rtc/types.ts';
-import { DownForwarder, Upstream, type PacketTap } from './forwarder.ts';
-import { LAYER_STALE_MS } from './upstream.ts';
+import { Upstream, type PacketTap } from './forwarder.ts';
+import { Subscriptions } from './subscriptions.ts';
 import { canonicalMime, gatheringComplete, peerConfig, type WeriftTransportConfig } from './peer-config.ts';
-import { takeOverSenderFeedback, type FeedbackCounts } from './sender-feedback.ts';
 import { SubscriberDataChannels } from './data-channels.ts';
 import { useKeyObjectsForSrtp } from './srtp-keys.ts';
-import { createFastSend } from './fast-send.ts';
-import { ReceiverReportState } from './link-stats.ts';
 import { TwccFeedback, twccFeedbackFor } from './twcc.ts';
-import { BandwidthAllocator, type AllocatorTrack } from './bandwidth-allocator.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
 import { installRtpHeaderGuard } from './rtp-guard.ts';
 import { installNoDefaultStun } from './no-default-stun.ts';
 import { installUdpRegistry } from './udp-registry.ts';
 import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
+import { probeWeriftInternals, turnOffReceiverFeedback } from './werift-internals.ts';
 import { closePeer, watchDtls } from './peer-lifecycle.ts';
 import { createPortSource, type PortLease, type PortSource } from './port-pool.ts';
 
@@ -68,19 +64,6 @@ const TWCC_URI = RTP_EXTENSION_URI.transportWideCC;
 export const NEGOTIATION_TIMEOUT_MS = 15_000;
 /** A participant whose subscriber PC has not connected this long after joining is ended (LiveKit: 1 min). */
 export const CONNECT_TIMEOUT_MS = 60_000;
-
-/** A subscriber's REMB estimate is forgotten (layers uncapped) after this long without one. */
-const ESTIMATE_STALE_MS = 10_000;
-
-interface DownEntry {
-  id: string;
-  transceiver: RTCRtpTransceiver;
-  forwarder: DownForwarder;
-  upstream: Upstream;
-  enabled: boolean;
-  /** Highest layer rank the subscriber's settings allow; the bandwidth cap may lower it. */
-  requestedRank: number;
-}
 
 class WeriftTransport implements MediaTransport {
   private readonly log: Logger;
@@ -101,7 +84,6 @@ class WeriftTransport implements MediaTransport {
   /** Deadline for the subscriber PC to connect (CONNECT_TIMEOUT_MS). */
   private connectTimer: TimerHandle | undefined;
   private readonly upstreams = new Map<string, Upstream>();
-  private readonly downs = new Set<DownEntry>();
   private pubSections = new Map<string, MediaSection>();
   private pubQueue: Promise<void> = Promise.resolve();
   private subQueue: Promise<void> = Promise.resolve();
@@ -116,11 +98,8 @@ class WeriftTransport implements MediaTransport {
   private readonly metrics: WeriftTransportConfig['metrics'];
   private readonly participantSid: string;
   private readonly twcc = new TwccFeedback({ senderSsrc: randomInt(1, 0xffffffff) });
-  /** Caps subscribed layers by the subscriber's REMB estimate (bandwidth-allocator.ts). */
-  private readonly allocator = new BandwidthAllocator({ staleMs: ESTIMATE_STALE_MS });
-  private nextDownId = 0;
-  /** Re-allocates once the last estimate has gone stale (no REMB since). */
-  private staleTimer: TimerHandle | undefined;
+  /** The subscriber's downtracks and their bandwidth caps (subscriptions.ts). */
+  private readonly subscriptions: Subscriptions;
 
   constructor(
     cfg: WeriftTransportConfig,
@@ -144,17 +123,21 @@ class WeriftTransport implements MediaTransport {
       now: () => clock.now(),
       onDrop: (kind, reason) => this.metrics?.transport?.dataDropped(kind, reason),
     });
+    this.subscriptions = new Subscriptions({
+      log: this.log,
+      clock,
+      metrics: cfg.metrics,
+      dropOutgoing: cfg.dropOutgoing,
+      participantSid: opts.participantSid,
+      connected: () => this.subConnected,
+    });
     this.pub = new RTCPeerConnection(peerConfig(cfg, 'publisher'));
     this.sub = new RTCPeerConnection(peerConfig(cfg, 'subscriber'));
     cfg.observePeerConnection?.(this.pub, 'publisher');
     cfg.observePeerConnection?.(this.sub, 'subscriber');
 
     this.pub.onRemoteTransceiverAdded.subscribe((transceiver) => {
-      // werift's NACK generator tracks one sequence space per receiver, which simulcast's
-      // several SSRCs garble (bogus NACK storms); Upstream tracks loss per layer instead.
-      Object.defineProperty(transceiver.receiver, 'nackEnabled', { get: () => undefined, configurable: true });
-      // werift's per-receiver TWCC garbles bundled/simulcast feedback; twcc.ts answers instead.
-      Object.defineProperty(transceiver.receiver, 'twccEnabled', { get: () => undefined, configurable: true });
+      turnOffReceiverFeedback(transceiver.receiver);
       transceiver.onTrack.subscribe((track) => this.onPublisherTrack(transceiver, track));
     });
     this.pub.onDataChannel.subscribe((channel) => {
@@ -169,7 +152,7 @@ class WeriftTransport implements MediaTransport {
         this.subConnected = true;
         this.clock.clearTimeout(this.connectTimer);
         this.log.debug('subscriber transport connected');
-        for (const down of this.downs) down.forwarder.requestKeyframe();
+        this.subscriptions.requestKeyframes();
         this.safely('connected', () => this.events.onConnected());
       } else if (state === 'failed') {
         this.fail('subscriber transport failed');
@@ -318,134 +301,19 @@ class WeriftTransport implements MediaTransport {
       direction: 'sendonly',
       streams: [new MediaStream({ id: streamId })],
     });
-    const sender = transceiver.sender;
-    const kind = upstream.kind;
-    const drop = this.dropOutgoing;
-    const subscriber = this.participantSid;
-    const metrics = this.metrics;
-    const fastSend = createFastSend(sender, this.log);
-    const latency = metrics?.forwardLatency;
-    const forwarder = new DownForwarder(upstream, {
-      ready: () => this.subConnected && sender.codec !== undefined,
-      send: (rtp) => {
-        if (drop?.({ subscriber, kind, sequenceNumber: rtp.header.sequenceNumber })) return;
-        metrics?.packets.outgoing(rtp.payload.length);
-        if (!fastSend(rtp)) sender.sendRtp(rtp).catch((err: unknown) => this.log.debug({ err }, 'sendRtp failed'));
-        // A sampled packet (see onPublisherTrack): receipt → handed to this subscriber's sender.
-        if (latency && upstream.rxStamp !== 0) latency.observe((performance.now() - upstream.rxStamp) / 1000);
-      },
-      extensionId: (uri) => transceiver.headerExtensions.find((e) => e.uri === uri)?.id,
-    });
-    const counts: FeedbackCounts = { nacks: 0, keyframeRequests: 0 };
-    const reports = new ReceiverReportState();
-    takeOverSenderFeedback({
-      sender,
-      forwarder,
-      counts,
-      metrics,
-      log: this.log,
-      connected: () => this.subConnected,
-      reports,
-      kind,
-      wallNow: () => this.clock.now(),
-      onEstimate: (bps) => this.onEstimate(bps),
-    });
-    const entry: DownEntry = {
-      id: String(++this.nextDownId),
-      transceiver,
-      forwarder,
-      upstream,
-      enabled: true,
-      requestedRank: Number.POSITIVE_INFINITY,
-    };
-    this.downs.add(entry);
-    upstream.attach(forwarder);
-    this.log.debug({ streamId, trackId, mid: transceiver.mid }, 'downtrack added');
-    this.negotiate();
-    let closed = false;
-    return {
-      get packetsSent() {
-        return forwarder.packetsSent;
-      },
-      stats: (): DownTrackStats => ({
-        packetsSent: forwarder.packetsSent,
-        packetsRetransmitted: forwarder.packetsRetransmitted,
-        retransmitMisses: forwarder.retransmitMisses,
-        nacksReceived: counts.nacks,
-        keyframeRequestsReceived: counts.keyframeRequests,
-        layer: forwarder.currentLayer,
-        layerSwitches: forwarder.switches,
-        availableBandwidth: this.availableBandwidth,
-      }),
-      link: (): DownlinkStats => ({
-        packetsSent: forwarder.packetsSent,
-        reports: reports.reports,
-        reportedExpected: reports.reportedExpected,
-        reportedLost: reports.reportedLost,
-        rttMs: reports.rttMs,
-        jitterUs: reports.jitterUs,
-        lastReportAt: reports.lastReportAt,
-      }),
-      setEnabled: (enabled) => {
-        entry.enabled = enabled;
-        forwarder.setEnabled(enabled);
-        this.applyBandwidthCaps();
-      },
-      // VideoQuality LOW/MEDIUM/HIGH = rid q/h/f = layer rank 1/2/3.
-      setMaxQuality: (quality) => {
-        entry.requestedRank = quality + 1;
-        this.applyBandwidthCaps();
-      },
-      close: () => {
-        if (closed) return;
-        closed = true;
-        upstream.detach(forwarder);
-        this.downs.delete(entry);
-        if (this.closed) return;
-        this.applyBandwidthCaps();
+    const down = this.subscriptions.add(upstream, transceiver, {
+      onClosed: () => {
         try {
-          this.sub.removeTrack(sender);
+          this.sub.removeTrack(transceiver.sender);
         } catch (err) {
           this.log.debug({ err }, 'removeTrack failed');
         }
         this.negotiate();
       },
-    };
-  }
-
-  /** The subscriber's REMB: its available downlink bandwidth in bits/s. */
-  private onEstimate(bps: number): void {
-    if (this.closed) return;
-    this.allocator.setEstimate(bps, this.clock.now());
-    this.applyBandwidthCaps();
-    this.clock.clearTimeout(this.staleTimer);
-    this.staleTimer = this.clock.setTimeout(() => this.applyBandwidthCaps(), ESTIMATE_STALE_MS + 1);
-  }
-
-  /** The subscriber's current downlink estimate (bits/s), undefined when none is known. */
-  get availableBandwidth(): number | undefined {
-    return this.allocator.estimateBps(this.clock.now());
-  }
-
-  /** Each video downtrack's layer limit: its settings, lowered to what the estimate allows. */
-  private applyBandwidthCaps(): void {
-    const now = this.clock.now();
-    let reserved = 0;
-    const tracks: AllocatorTrack[] = [];
-    for (const down of this.downs) {
-      if (!down.enabled) continue;
-      const live = down.upstream.layers.filter((l) => now - l.lastSeen <= LAYER_STALE_MS);
-      if (down.upstream.kind === 'audio') {
-        for (const l of live) reserved += l.bitrate;
-        continue;
-      }
-      tracks.push({ id: down.id, requestedRank: down.requestedRank, layers: live });
-    }
-    const caps = this.allocator.allocate(tracks, reserved, now);
-    for (const down of this.downs) {
-      if (down.upstream.kind !== 'video') continue;
-      down.forwarder.setMaxRank(Math.min(down.requestedRank, caps.get(down.id) ?? Number.POSITIVE_INFINITY));
-    }
+    });
+    this.log.debug({ streamId, trackId, mid: transceiver.mid }, 'downtrack added');
+    this.negotiate();
+    return down;
   }
 
   sendData(kind: DataChannelKind, bytes: Uint8Array): void {
@@ -592,11 +460,9 @@ class WeriftTransport implements MediaTransport {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.clock.clearTimeout(this.staleTimer);
     this.clock.clearTimeout(this.offerTimer);
     this.clock.clearTimeout(this.connectTimer);
-    for (const down of this.downs) down.upstream.detach(down.forwarder);
-    this.downs.clear();
+    this.subscriptions.close();
     for (const upstream of this.upstreams.values()) upstream.close();
     this.upstreams.clear();
     const leases = Array.from(this.leases.values());
@@ -617,6 +483,7 @@ export function createWeriftTransportFactory(deps: {
   installRtpHeaderGuard();
   installNoDefaultStun(deps.logger);
   installUdpRegistry(deps.logger);
+  probeWeriftInternals(deps.logger);
   const transport = deps.config.metrics?.transport;
   const ports = createPortSource({
     range: deps.config.portRange,

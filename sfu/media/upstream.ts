@@ -29,8 +29,15 @@ export const AUDIO_LEVEL_URI = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
 export const LAYER_RANK: Readonly<Record<string, number>> = { '': 0, q: 1, h: 2, f: 3 };
 /** A layer with no packet for this long is considered stopped. */
 export const LAYER_STALE_MS = 1500;
-/** At most one keyframe request per layer in this interval. */
+/**
+ * At most one keyframe request per layer in this interval, by layer rank: as LiveKit's
+ * DefaultPLIThrottleConfig (pkg/sfu/receiver_base.go: low quality 500 ms, mid and high 1 s;
+ * a track without simulcast is its low layer). Every subscriber's PLI/FIR and every layer
+ * switch share it, so they coalesce into one request per interval.
+ */
 export const PLI_INTERVAL_MS = 500;
+export const PLI_INTERVAL_HIGHER_MS = 1000;
+const pliInterval = (rank: number) => (rank >= 2 ? PLI_INTERVAL_HIGHER_MS : PLI_INTERVAL_MS);
 /** Wait between two uplink NACKs of the same packet when no RTT is known. */
 const NACK_RETRY_MS = 40;
 /** A packet at most this loud (in -dBov) counts as voice. */
@@ -83,7 +90,15 @@ export interface LayerState {
 export interface PacketSink {
   /** `desc` is valid for VP8 only, and only during the call. */
   handle(layer: LayerState, rtp: RtpPacket, keyframe: boolean, desc: Vp8Descriptor, now: number): void;
+  /**
+   * A padding-only packet of `layer` (bandwidth probing, no media): not forwarded; the sink
+   * closes the sequence-number gap it leaves.
+   */
+  skip(layer: LayerState, seq: number): void;
 }
+
+/** A packet with the padding bit whose payload is nothing but padding (werift strips it). */
+export const isPaddingOnly = (rtp: RtpPacket): boolean => rtp.header.padding && rtp.payload.length === 0;
 
 export class Upstream {
   readonly kind: 'audio' | 'video';
@@ -128,7 +143,7 @@ export class Upstream {
   }
 
   /** Reports a packet handed to a subscriber's sender (no-op without a tap). */
-  tapOut(rtp: RtpPacket): void {
+  tapOut(rtp: { header: { marker: boolean }; payload: Buffer }): void {
     this.opts.tap?.({ direction: 'out', kind: this.kind, marker: rtp.header.marker, payload: rtp.payload });
   }
 
@@ -140,7 +155,8 @@ export class Upstream {
       rid,
       rank: LAYER_RANK[rid] ?? 0,
       ssrc,
-      lastSeen: now,
+      // Set by the first media packet: padding alone never makes a layer live.
+      lastSeen: Number.NEGATIVE_INFINITY,
       lastPli: 0,
       cache: video ? new PacketCache() : undefined,
       nack: video ? new UplinkNackTracker() : undefined,
@@ -167,9 +183,16 @@ export class Upstream {
       layer.cache?.clear();
       restartCounters(layer.rx);
     }
+    countArrival(layer.rx, rtp.header.sequenceNumber, rtp.header.timestamp, now, this.clockRate);
+    if (isPaddingOnly(rtp)) {
+      // Padding is not media: it neither keeps the layer alive nor reaches subscribers; its
+      // sequence number still counts (no uplink NACK for it, no gap downstream).
+      layer.nack?.onPacket(rtp.header.sequenceNumber, now);
+      for (const down of this.downs) down.skip(layer, rtp.header.sequenceNumber);
+      return;
+    }
     layer.lastSeen = now;
     layer.bytes += rtp.payload.length;
-    countArrival(layer.rx, rtp.header.sequenceNumber, rtp.header.timestamp, now, this.clockRate);
     if (now - layer.rateSince >= 1000) {
       layer.bitrate = Math.round((layer.bytes * 8000) / (now - layer.rateSince));
       layer.bytes = 0;
@@ -283,6 +306,7 @@ export class Upstream {
     let newest: LayerState | undefined;
     for (let i = 0; i < list.length; i++) {
       const layer = list[i]!;
+      if (layer.lastSeen === Number.NEGATIVE_INFINITY) continue; // padding only so far
       if (newest === undefined || layer.lastSeen > newest.lastSeen) newest = layer;
       if (now - layer.lastSeen > LAYER_STALE_MS) continue;
       if (layer.rank <= maxRank) below = layer;
@@ -303,7 +327,7 @@ export class Upstream {
     let layer: LayerState | undefined;
     if (rid === undefined) layer = this.layerFor(Number.POSITIVE_INFINITY, now);
     else for (const l of this.layerList) if (l.rid === rid) layer = l;
-    if (!layer || now - layer.lastPli < PLI_INTERVAL_MS) return;
+    if (!layer || now - layer.lastPli < pliInterval(layer.rank)) return;
     layer.lastPli = now;
     this.opts.sendPli(layer.ssrc);
   }
