@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- sfu`: the SFU under load, in its own process (`node sfu/main.ts`, generated
  * LIVEKIT_CONFIG on loopback), driven by real clients in other processes so its CPU is measured
- * alone (/proc utime+stime, see ../shared/reference/werift-and-machine-notes.md §3):
+ * alone (/proc/<pid>/stat utime+stime, not the machine's total, which other processes share):
  * 1. werift baseline: publisher → subscriber directly, the network part of packet latency;
  * 2. audio fan-out (SFU run with --cpu-prof): join time, then subscribers added in steps until
  *    the SFU saturates a core or the clients become the bottleneck; per step forwarded packets/s,

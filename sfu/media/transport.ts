@@ -8,7 +8,7 @@
  * werift-internals.ts (every private werift shape, probed at start-up); forwarding itself is
  * forwarder.ts.
  *
- * Traps handled here (see ../shared/reference/werift-*.md): `onTrack` fires inside
+ * Traps of werift 0.25.2 handled here: `onTrack` fires inside
  * setRemoteDescription, so remote transceivers are hooked first and the offer's mid → msid map
  * is read before; PLI goes to the SSRC seen in packets (rid tracks have none); the publisher PC
  * offers `sdes:mid` + `rtp-stream-id` or Chrome's simulcast never connects; no Google STUN
