@@ -17,7 +17,7 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import { AuthError, verifyAccessToken } from '../access-token.ts';
-import { writeHttpError } from '../signal/signalling.ts';
+import { answerFailedUpgrade } from '../signal/signalling.ts';
 import type { AgentDispatcher } from './dispatcher.ts';
 import { WorkerProtocolError } from './worker.ts';
 
@@ -104,15 +104,9 @@ export function attachAgentSocket(server: Server, deps: AgentSocketDeps): { clos
           runWorker(ws, apiKey, deps);
         });
       })
-      .catch((err: unknown) => {
-        if (err instanceof AuthError) {
-          deps.logger.info({ status: err.status, reason: err.message }, 'agent worker refused');
-          writeHttpError(socket, err.status, err.message);
-        } else {
-          deps.logger.error({ err }, 'agent worker upgrade failed');
-          writeHttpError(socket, 500, 'internal error');
-        }
-      });
+      .catch((err: unknown) =>
+        answerFailedUpgrade(socket, err, deps.logger, { refused: 'agent worker refused', failed: 'agent worker upgrade failed' }),
+      );
   };
   server.on('upgrade', onUpgrade);
   return {

@@ -192,6 +192,22 @@ export function registerSignalRoutes(app: Express, deps: SignallingDeps): void {
   });
 }
 
+/**
+ * Answers an upgrade whose authentication or admission threw: a refusal (AuthError,
+ * JoinRefusedError) with its status and text, logged at info; anything else with 500, logged as
+ * an error. Shared by the /rtc and /agent upgrades.
+ */
+export function answerFailedUpgrade(socket: Duplex, err: unknown, logger: Logger, messages: { refused: string; failed: string }): void {
+  const refusal = refusalOf(err);
+  if (refusal) {
+    logger.info({ status: refusal.status, reason: refusal.message }, messages.refused);
+    writeHttpError(socket, refusal.status, refusal.message);
+  } else {
+    logger.error({ err }, messages.failed);
+    writeHttpError(socket, 500, 'internal error');
+  }
+}
+
 export function writeHttpError(socket: Duplex, status: number, message: string): void {
   const body = Buffer.from(message);
   const reason = {
@@ -406,16 +422,9 @@ export function attachSignalling(server: Server, deps: SignallingDeps): { close(
           runSocket(ws, auth, deps);
         });
       })
-      .catch((err: unknown) => {
-        const refusal = refusalOf(err);
-        if (refusal) {
-          deps.logger.info({ status: refusal.status, reason: refusal.message }, 'signal connection refused');
-          writeHttpError(socket, refusal.status, refusal.message);
-        } else {
-          deps.logger.error({ err }, 'signal upgrade failed');
-          writeHttpError(socket, 500, 'internal error');
-        }
-      });
+      .catch((err: unknown) =>
+        answerFailedUpgrade(socket, err, deps.logger, { refused: 'signal connection refused', failed: 'signal upgrade failed' }),
+      );
   };
   server.on('upgrade', onUpgrade);
   return {
