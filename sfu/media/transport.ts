@@ -51,11 +51,8 @@ import { SubscriberDataChannels } from './data-channels.ts';
 import { useKeyObjectsForSrtp } from './srtp-keys.ts';
 import { TwccFeedback, twccFeedbackFor } from './twcc.ts';
 import { parseMediaSections, remoteSends, type MediaSection } from './sdp.ts';
-import { installRtpHeaderGuard } from './rtp-guard.ts';
-import { installNoDefaultStun } from './no-default-stun.ts';
-import { installUdpRegistry } from './udp-registry.ts';
 import { createWeriftGuard, type WeriftGuard } from './werift-guard.ts';
-import { probeWeriftInternals, turnOffReceiverFeedback } from './werift-internals.ts';
+import { installWeriftPatches, turnOffReceiverFeedback } from './werift-internals.ts';
 import { closePeer, watchDtls } from './peer-lifecycle.ts';
 import { createPortSource, type PortLease, type PortSource } from './port-pool.ts';
 
@@ -480,10 +477,7 @@ export function createWeriftTransportFactory(deps: {
   logger: Logger;
   clock: Clock;
 }): MediaTransportFactory {
-  installRtpHeaderGuard();
-  installNoDefaultStun(deps.logger);
-  installUdpRegistry(deps.logger);
-  probeWeriftInternals(deps.logger);
+  installWeriftPatches(deps.logger);
   const transport = deps.config.metrics?.transport;
   const ports = createPortSource({
     range: deps.config.portRange,

@@ -1,9 +1,9 @@
 /**
- * The one module that reaches into werift's private fields to guard its UDP sockets (werift
- * 0.25.2). Other modules that patch werift privately (transport.ts, sender-feedback.ts,
- * fast-send.ts, srtp-keys.ts) are meant to move here; each patch states the private shape it
- * needs, the shape is checked once per instance, and a patch that cannot be installed is logged
- * (and, for the shape of werift's classes, reported at start by `createWeriftGuard`).
+ * The module that reaches into werift's private fields to guard its UDP sockets (werift
+ * 0.25.2; werift-internals.ts lists every private field the SFU touches and where). The patch
+ * states the private shape it needs, the shape is checked once per instance, and a patch that
+ * cannot be installed is logged (and, for the shape of werift's classes, reported at start by
+ * `createWeriftGuard`).
  *
  * What werift 0.25.2 does without this (its ice/src/ice.ts and dtls/src/socket.ts): every
  * non-STUN datagram that reaches an ICE socket goes to DTLS or SRTP whatever address it came

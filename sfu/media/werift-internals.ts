@@ -12,15 +12,21 @@
  * - werift-guard.ts: StunProtocol.datagramReceived, Connection protocols/nominated/credentials,
  *   the DTLS socket's record layer;
  * - rtp-guard.ts: the exported RtpHeader.deSerialize (wrapped; a public name, listed for
- *   completeness).
+ *   completeness);
+ * - no-default-stun.ts: Connection.applyStunTurnServersFromOptions (no default STUN server);
+ * - udp-registry.ts: UdpTransport.init (its sockets tracked by port).
  * Each user checks the instance it touches too, and falls back to werift's own (slower) path
  * when the shape is not the one it knows: a werift upgrade degrades to slower, never to wrong.
  *
- * Lifecycle: `probeWeriftInternals(logger)` is called once by the transport factory.
+ * Lifecycle: `installWeriftPatches(logger)` is called by the transport factory: it installs the
+ * process-wide patches (idempotent) and probes the rest.
  */
 import { RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, SrtpSession, ProtectionProfileAeadAes128Gcm, RtpHeader, useOPUS } from 'werift';
 import type { Logger } from '../../common/logger.ts';
 import { isSrtpLocalContext } from './srtp-protect.ts';
+import { installNoDefaultStun } from './no-default-stun.ts';
+import { installRtpHeaderGuard } from './rtp-guard.ts';
+import { installUdpRegistry } from './udp-registry.ts';
 
 /** The nominated ICE candidate pair (ice/src/ice.ts CandidatePair). */
 export interface PairInternals {
@@ -153,4 +159,12 @@ export function probeWeriftInternals(logger: Logger): WeriftFastPaths {
   if (problems.length > 0) logger.warn({ ...paths }, 'werift internals differ from 0.25.2: some fast paths are off (slower, not wrong)');
   else logger.info({ ...paths }, 'werift fast paths active');
   return paths;
+}
+
+/** The process-wide werift patches (each idempotent), then the probe of the per-instance ones. */
+export function installWeriftPatches(logger: Logger): WeriftFastPaths {
+  installRtpHeaderGuard();
+  installNoDefaultStun(logger);
+  installUdpRegistry(logger);
+  return probeWeriftInternals(logger);
 }
