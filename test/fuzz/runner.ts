@@ -89,6 +89,14 @@ export async function runTarget(
     firstCrash ??= { error: err instanceof Error ? `${err.name}: ${err.message}\n${err.stack ?? ''}`.slice(0, 4000) : String(err), input: show(input) };
   };
 
+  /** Whether a case passed: it returned, or threw an error the target documents. */
+  const judge = (input: unknown, t0: number, thrown?: { err: unknown }): boolean => {
+    tick(t0, input);
+    if (!thrown || c.expected(thrown.err)) return true;
+    const { err } = thrown;
+    crashed(err, input);
+    return false;
+  };
   const runSync = (numRuns: number, seed: number) =>
     fc.check(
       fc.property(arbitrary, (input) => {
@@ -96,14 +104,9 @@ export async function runTarget(
         try {
           c.one(input);
         } catch (err) {
-          if (!c.expected(err)) {
-            crashed(err, input);
-            return false;
-          }
-        } finally {
-          tick(t0, input);
+          return judge(input, t0, { err });
         }
-        return true;
+        return judge(input, t0);
       }),
       { numRuns, seed, endOnFailure: true },
     );
@@ -114,14 +117,9 @@ export async function runTarget(
         try {
           await c.one(input);
         } catch (err) {
-          if (!c.expected(err)) {
-            crashed(err, input);
-            return false;
-          }
-        } finally {
-          tick(t0, input);
+          return judge(input, t0, { err });
         }
-        return true;
+        return judge(input, t0);
       }),
       { numRuns, seed, endOnFailure: true },
     );
