@@ -18,6 +18,7 @@ import { RtpHeader, RtpPacket } from 'werift';
 import { mintToken, percentile, round } from './_sfu-procs.ts';
 import { STAMP_MAGIC, WeriftLkClient, waitConnected } from './_sfu-werift-client.ts';
 import { createWeriftGuard } from '../sfu/media/werift-guard.ts';
+import { serveParent } from './_sfu-worker-ipc.ts';
 import { createSilentLogger } from '../common/logger.ts';
 
 /**
@@ -243,37 +244,22 @@ async function closeAll(): Promise<void> {
   await Promise.all(clients.map((c) => c.close()));
 }
 
-process.on('message', (raw: Request) => {
-  const handle = async (): Promise<Record<string, unknown>> => {
-    switch (raw.type) {
-      case 'join':
-        return await join(raw);
-      case 'publish':
-        return await publish(raw);
-      case 'pause':
-        group(raw.group!).paused = true;
-        return {};
-      case 'resume':
-        group(raw.group!).paused = false;
-        return {};
-      case 'stats':
-        return stats(raw.group!);
-      case 'close':
-        await closeAll();
-        return {};
-    }
-  };
-  handle().then(
-    (result) => {
-      process.send?.({ id: raw.id, ...result });
-      if (raw.type === 'close') setTimeout(() => process.exit(0), 100);
-    },
-    (err: unknown) => process.send?.({ id: raw.id, error: (err as Error).message ?? String(err) }),
-  );
-});
-process.on('disconnect', () => {
-  void closeAll().finally(() => process.exit(0));
-});
-process.on('SIGTERM', () => {
-  void closeAll().finally(() => process.exit(0));
-});
+serveParent<Request>(async (raw): Promise<Record<string, unknown>> => {
+  switch (raw.type) {
+    case 'join':
+      return await join(raw);
+    case 'publish':
+      return await publish(raw);
+    case 'pause':
+      group(raw.group!).paused = true;
+      return {};
+    case 'resume':
+      group(raw.group!).paused = false;
+      return {};
+    case 'stats':
+      return stats(raw.group!);
+    case 'close':
+      await closeAll();
+      return {};
+  }
+}, closeAll);

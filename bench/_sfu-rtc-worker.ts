@@ -23,6 +23,7 @@ import {
   type RemoteTrack,
 } from '@livekit/rtc-node';
 import { connectRtcNode, type RtcNodeClient } from '../test/support/rtc-node.ts';
+import { serveParent } from './_sfu-worker-ipc.ts';
 import { mintToken } from './_sfu-procs.ts';
 
 interface Request {
@@ -38,10 +39,6 @@ interface Request {
 
 const clients: RtcNodeClient[] = [];
 const videoLoops: { stop(): void }[] = [];
-
-function reply(msg: Record<string, unknown>): void {
-  process.send?.(msg);
-}
 
 /** A few precomputed I420 frames with moving blocks, so the encoder has real work to do. */
 function makeFrames(width: number, height: number, count: number): Uint8Array[] {
@@ -191,32 +188,16 @@ async function closeAll(): Promise<void> {
   await Promise.all(clients.map((c) => Promise.race([c.disconnect(), new Promise((r) => setTimeout(r, 3000))])));
 }
 
-process.on('message', (raw: Request) => {
-  const handle = async (): Promise<Record<string, unknown>> => {
-    switch (raw.type) {
-      case 'join':
-        return await join(raw);
-      case 'stats':
-        return await stats();
-      case 'joinProbe':
-        return await joinProbe(raw);
-      case 'close':
-        await closeAll();
-        return {};
-    }
-  };
-  handle().then(
-    (result) => {
-      reply({ id: raw.id, ...result });
-      if (raw.type === 'close') setTimeout(() => process.exit(0), 100);
-    },
-    (err: unknown) => reply({ id: raw.id, error: (err as Error).message ?? String(err) }),
-  );
-});
-// The parent went away: leave instead of lingering.
-process.on('disconnect', () => {
-  void closeAll().finally(() => process.exit(0));
-});
-process.on('SIGTERM', () => {
-  void closeAll().finally(() => process.exit(0));
-});
+serveParent<Request>(async (raw): Promise<Record<string, unknown>> => {
+  switch (raw.type) {
+    case 'join':
+      return await join(raw);
+    case 'stats':
+      return await stats();
+    case 'joinProbe':
+      return await joinProbe(raw);
+    case 'close':
+      await closeAll();
+      return {};
+  }
+}, closeAll);

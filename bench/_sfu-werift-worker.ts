@@ -14,6 +14,7 @@
 import { RTCPeerConnection, MediaStream } from 'werift';
 import { mintToken, percentile, round } from './_sfu-procs.ts';
 import { waitFor } from '../test/support/wait.ts';
+import { serveParent } from './_sfu-worker-ipc.ts';
 import {
   WeriftLkClient,
   startStampedAudio,
@@ -160,46 +161,31 @@ async function closeAll(): Promise<void> {
   await Promise.all(clients.map((c) => c.close()));
 }
 
-process.on('message', (raw: Request) => {
-  const handle = async (): Promise<Record<string, unknown>> => {
-    switch (raw.type) {
-      case 'baseline':
-        return await baseline(raw);
-      case 'latencyStart':
-        return await latencyStart(raw);
-      case 'latencyCollect':
-        return summarise(await collect(raw.durationMs ?? 5000));
-      case 'videoSubs':
-        return await videoSubs(raw);
-      case 'videoStats':
-        return videoStats();
-      case 'join':
-        return await joinSubscribers(raw);
-      case 'stats':
-        return {
-          inPackets: fanout.packets,
-          inBytes: fanout.bytes,
-          outPackets: 0,
-          inStreams: fanout.streams.size,
-          framesDecoded: 0,
-          rooms: fanout.rooms,
-        };
-      case 'close':
-        await closeAll();
-        return {};
-    }
-  };
-  handle().then(
-    (result) => {
-      process.send?.({ id: raw.id, ...result });
-      if (raw.type === 'close') setTimeout(() => process.exit(0), 100);
-    },
-    (err: unknown) => process.send?.({ id: raw.id, error: (err as Error).message ?? String(err) }),
-  );
-});
-process.on('disconnect', () => {
-  void closeAll().finally(() => process.exit(0));
-});
-process.on('SIGTERM', () => {
-  void closeAll().finally(() => process.exit(0));
-});
+serveParent<Request>(async (raw): Promise<Record<string, unknown>> => {
+  switch (raw.type) {
+    case 'baseline':
+      return await baseline(raw);
+    case 'latencyStart':
+      return await latencyStart(raw);
+    case 'latencyCollect':
+      return summarise(await collect(raw.durationMs ?? 5000));
+    case 'videoSubs':
+      return await videoSubs(raw);
+    case 'videoStats':
+      return videoStats();
+    case 'join':
+      return await joinSubscribers(raw);
+    case 'stats':
+      return {
+        inPackets: fanout.packets,
+        inBytes: fanout.bytes,
+        outPackets: 0,
+        inStreams: fanout.streams.size,
+        framesDecoded: 0,
+        rooms: fanout.rooms,
+      };
+    case 'close':
+      await closeAll();
+      return {};
+  }
+}, closeAll);
