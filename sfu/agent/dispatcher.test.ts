@@ -12,6 +12,7 @@ import { createRoomManager } from '../rtc/room-manager.ts';
 import type { MediaTransportFactory } from '../rtc/types.ts';
 import { createAgentDispatcher, REGISTER_TIMEOUT_MS } from './dispatcher.ts';
 import { ASSIGN_JOB_TIMEOUT_MS } from './worker.ts';
+import { waitFor } from '../../test/support/wait.ts';
 
 const KEY = 'k';
 const SECRET = 'a-secret-that-is-long-enough-0123456789';
@@ -20,10 +21,13 @@ async function flush(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
 }
 
-/** Lets pending promises (token signing) run until `done` holds; the clock does not move. */
-async function until(done: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setImmediate(r));
-  expect(done()).toBe(true);
+/**
+ * Lets pending work (token signing, which jose runs on WebCrypto off the event loop) finish until
+ * `done` holds, on real time: the manual clock does not move. A count of event-loop turns is not a
+ * bound here; a loaded CI machine signs slower than any such count.
+ */
+async function until(what: string, done: () => boolean): Promise<void> {
+  await waitFor(what, done, { timeoutMs: 10_000, intervalMs: 2 });
 }
 
 function setup() {
@@ -88,11 +92,11 @@ describe('agent dispatcher timers', () => {
     expect(first!.of('availability')).toHaveLength(1);
     expect(second!.of('availability')).toHaveLength(0);
     clock.advance(ASSIGN_JOB_TIMEOUT_MS);
-    await until(() => second!.of('availability').length === 1);
+    await until('the second worker to be asked', () => second!.of('availability').length === 1);
     const asked = second!.of('availability')[0]!;
     if (asked.message.case !== 'availability') throw new Error('unreachable');
     second!.answer(asked.message.value.job!.id, true);
-    await until(() => second!.of('assignment').length === 1);
+    await until('the assignment to the second worker', () => second!.of('assignment').length === 1);
     // The late answer of the first worker changes nothing.
     first!.answer(asked.message.value.job!.id, true);
     await flush();
@@ -110,7 +114,7 @@ describe('agent dispatcher timers', () => {
     if (asked.message.case !== 'availability') throw new Error('unreachable');
     const jobId = asked.message.value.job!.id;
     w.answer(jobId, true);
-    await until(() => w.of('assignment').length === 1);
+    await until('the assignment', () => w.of('assignment').length === 1);
     expect((await dispatcher.listDispatch('r', d.id))[0]?.state?.jobs[0]?.state?.status).toBe(JobStatus.JS_RUNNING);
     await rooms.deleteRoom('r');
     expect(w.of('termination').map((m) => (m.message.case === 'termination' ? m.message.value.jobId : ''))).toEqual([jobId]);
