@@ -5,12 +5,13 @@
  *   _sfu-werift-client.ts); once their PC is up, every SRTP packet reaching their socket is only
  *   counted, and 1 in `sampleEvery` is decrypted and verified (SRTP authentication, then the
  *   payload's stamp), so corruption is still caught; RTCP and everything else goes to werift;
- * - publishers (werift, one audio track each) replay a fixed set of pre-built Opus-sized frames
- *   (TOC byte, a wall-clock send stamp, filler; sizes cycling 60–120 bytes like a voice call)
- *   at real-time pace, one 20 ms timer for all of them; `pause`/`resume` stop and restart a
+ * - publishers (werift, one track each) replay a fixed set of pre-built frames at real-time pace:
+ *   Opus-sized audio (TOC byte, a wall-clock send stamp, filler; sizes cycling 60–120 bytes like
+ *   a voice call, 50 a second) or single-layer VP8 video (three packets a frame, 25 frames a
+ *   second, see VIDEO_PACKETS), one timer for all of them; `pause`/`resume` stop and restart a
  *   group's sending, so two SFUs can be measured one after the other in one run.
  * Requests over IPC (the reply echoes `id`): `join {group, wsUrl, room, identities, portRange,
- * sampleEvery}`, `publish {group, wsUrl, room, identities, portRange}`, `pause {group}`,
+ * sampleEvery}`, `publish {group, wsUrl, room, identities, portRange, kind}`, `pause {group}`,
  * `resume {group}`, `stats {group}`, `close`. Every wait is bounded.
  */
 import type { RTCPeerConnection, RTCRtpTransceiver } from 'werift';
@@ -38,6 +39,8 @@ interface Request {
   portRange?: [number, number];
   sampleEvery?: number;
   concurrency?: number;
+  /** `publish`: what the publishers send (audio unless set). */
+  kind?: 'audio' | 'video';
 }
 
 interface GroupCounters {
@@ -76,7 +79,7 @@ function group(name: string): GroupCounters {
   return g;
 }
 
-/** The frames publishers replay: Opus TOC (SILK WB 20 ms), magic, stamp slot, filler. */
+/** The audio frames publishers replay: Opus TOC (SILK WB 20 ms), magic, stamp slot, filler. */
 const FRAMES = Array.from({ length: 50 }, (_, i) => {
   const buf = Buffer.alloc(60 + ((i * 37) % 61));
   buf[0] = 0x78;
@@ -84,6 +87,29 @@ const FRAMES = Array.from({ length: 50 }, (_, i) => {
   for (let j = 13; j < buf.length; j++) buf[j] = (i * 31 + j * 7) & 0xff;
   return buf;
 });
+
+/**
+ * Video: 25 frames a second of three packets (1100, 1000 and 900 bytes: about 600 kbit/s, a
+ * 640x360 camera layer), each packet a VP8 payload descriptor with a 15-bit PictureID (the
+ * frame's first packet with S set), the VP8 header's first byte (a keyframe once a second, so
+ * subscribers start without the publisher answering PLIs), then the magic and stamp as for
+ * audio, then filler.
+ */
+const VIDEO_PACKET_SIZES = [1100, 1000, 900];
+const VIDEO_KEYFRAME_EVERY = 25;
+/** Where the magic sits in a payload: after the VP8 descriptor and header byte for video (X bit set). */
+const stampAt = (payload: Buffer, offset: number) => ((payload[offset]! & 0x80) !== 0 ? offset + 5 : offset + 1);
+const VIDEO_PACKETS = VIDEO_PACKET_SIZES.map((size, k) => {
+  const buf = Buffer.alloc(size);
+  buf[0] = k === 0 ? 0x90 : 0x80;
+  buf[1] = 0x80;
+  buf.writeUInt32BE(STAMP_MAGIC, 5);
+  for (let j = 17; j < buf.length; j++) buf[j] = (k * 31 + j * 7) & 0xff;
+  return buf;
+});
+const FRAME_MS = { audio: 20, video: 40 } as const;
+/** What this process's publishers send (one kind per process, fixed by its first `publish`). */
+let kind: 'audio' | 'video' | undefined;
 
 interface SocketInternals {
   datagramReceived(data: Buffer, addr: unknown): void;
@@ -136,8 +162,9 @@ function cheapen(pc: RTCPeerConnection, counters: GroupCounters, sampleEvery: nu
           const plain = dtls?.srtp?.decrypt(data);
           if (!plain) throw new Error('no SRTP session');
           const offset = RtpHeader.deSerialize(plain).payloadOffset;
-          if (plain.readUInt32BE(offset + 1) !== STAMP_MAGIC) throw new Error('stamp');
-          if (counters.ages.length < 20_000) counters.ages.push(wallNow() - plain.readDoubleBE(offset + 5));
+          const at = stampAt(plain, offset);
+          if (plain.readUInt32BE(at) !== STAMP_MAGIC) throw new Error('stamp');
+          if (counters.ages.length < 20_000) counters.ages.push(wallNow() - plain.readDoubleBE(at + 4));
         } catch {
           counters.corrupt++;
         }
@@ -177,10 +204,38 @@ async function join(req: Request): Promise<Record<string, unknown>> {
 }
 
 function tick(): void {
-  const due = Math.floor((performance.now() - pacingStart) / 20) - framesSent;
+  const due = Math.floor((performance.now() - pacingStart) / FRAME_MS[kind ?? 'audio']) - framesSent;
   const n = Math.min(10, due);
   framesSent += Math.max(due, 0);
-  for (let i = 0; i < n; i++) sendFrame();
+  for (let i = 0; i < n; i++) {
+    if (kind === 'video') sendVideoFrame();
+    else sendFrame();
+  }
+}
+
+function sendVideoFrame(): void {
+  const frame = frameIndex++;
+  const pictureId = frame & 0x7fff;
+  const keyframe = frame % VIDEO_KEYFRAME_EVERY === 0;
+  for (const g of groups.values()) {
+    if (g.paused) continue;
+    for (const p of g.publishers) {
+      const sender = p.transceiver.sender;
+      for (let k = 0; k < VIDEO_PACKETS.length; k++) {
+        const last = k === VIDEO_PACKETS.length - 1;
+        const header = new RtpHeader({ payloadType: sender.codec?.payloadType ?? 96, sequenceNumber: p.seq, timestamp: p.ts >>> 0, ssrc: sender.ssrc, marker: last });
+        p.seq = (p.seq + 1) & 0xffff;
+        const payload = Buffer.from(VIDEO_PACKETS[k]!);
+        payload[2] = 0x80 | (pictureId >> 8);
+        payload[3] = pictureId & 0xff;
+        payload[4] = keyframe ? 0x10 : 0x11;
+        payload.writeDoubleBE(wallNow(), 9);
+        sender.sendRtp(new RtpPacket(header, payload)).catch(() => undefined);
+        g.sent++;
+      }
+      p.ts += 3600;
+    }
+  }
 }
 
 function sendFrame(): void {
@@ -202,13 +257,16 @@ function sendFrame(): void {
 
 async function publish(req: Request): Promise<Record<string, unknown>> {
   const counters = group(req.group!);
+  const want = req.kind ?? 'audio';
+  if (kind !== undefined && kind !== want) throw new Error(`this process publishes ${kind}, not ${want}`);
+  kind = want;
   for (const identity of req.identities ?? []) {
     const client = await WeriftLkClient.connect(req.wsUrl!, await mintToken(identity, req.room!), {
       portRange: req.portRange!,
       autoSubscribe: false,
     });
     clients.push(client);
-    const transceiver = await client.publishAudio();
+    const transceiver = await client.publishTrack(want);
     if (client.pub) guard.protect(client.pub);
     guard.protect(client.sub);
     counters.publishers.push({ transceiver, seq: 1000, ts: 0 });

@@ -37,6 +37,8 @@ export interface SaturationTarget {
 
 export interface SaturationOptions {
   room: string;
+  /** What the publishers send: Opus-sized audio or single-layer VP8 (bench/_sfu-cheap-worker.ts). */
+  kind: 'audio' | 'video';
   publishers: number;
   steps: number[];
   warmupMs: number;
@@ -71,7 +73,7 @@ export interface SaturationStep {
   participants: number;
   /** Publishers' packets the SFU received × subscribers: what the subscribers should get. */
   expectedPps: number;
-  /** Nominal input (publishers × 50 packets/s); below it, the publishers' process was starved. */
+  /** Nominal input (publishers × their packets/s); below it, the publishers' process was starved. */
   nominalInPps: number;
   incomingPps: number;
   forwardedPps: number;
@@ -105,7 +107,8 @@ export interface SaturationResult {
   monoWindows: [number, number][];
 }
 
-const FRAMES_PER_SECOND = 50;
+/** Packets a second one cheap publisher sends (bench/_sfu-cheap-worker.ts). */
+const PACKETS_PER_SECOND = { audio: 50, video: 75 } as const;
 const cpuOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (sampleProc(pid)?.cpuS ?? 0), 0);
 const monoUs = () => Number(process.hrtime.bigint() / 1000n);
 
@@ -193,7 +196,7 @@ async function window(target: SaturationTarget, workers: SaturationWorkers, grou
   };
 }
 
-function summarise(target: number, publishers: number, ws: Window[]): SaturationStep {
+function summarise(target: number, publishers: number, nominalInPps: number, ws: Window[]): SaturationStep {
   const pick = (f: (w: Window) => number) => median(ws.map(f));
   const subscribers = ws.at(-1)?.connected ?? target;
   const incomingPps = pick((w) => w.incomingPps);
@@ -207,7 +210,7 @@ function summarise(target: number, publishers: number, ws: Window[]): Saturation
     connectedSubscribers: subscribers,
     participants: publishers + subscribers,
     expectedPps: round(expectedPps),
-    nominalInPps: publishers * FRAMES_PER_SECOND,
+    nominalInPps,
     incomingPps: round(incomingPps),
     forwardedPps: round(forwardedPps),
     receivedPps: round(pick((w) => w.receivedPps)),
@@ -264,6 +267,7 @@ export async function runSaturation(
         room: s.room,
         identities: Array.from({ length: opts.publishers }, (_, i) => `${s.room}-pub-${i}`),
         portRange: s.publisherPorts,
+        kind: opts.kind,
       },
       120_000,
     );
@@ -309,10 +313,10 @@ export async function runSaturation(
       for (let w = 0; w < opts.windows; w++) ws.push(await window(s.target, workers, s.group, opts.windowMs));
       await ask(workers.publisher, { type: 'pause', group: s.group });
       for (const w of ws) s.mono.push(w.mono);
-      const step = summarise(target, opts.publishers, ws);
+      const step = summarise(target, opts.publishers, opts.publishers * PACKETS_PER_SECOND[opts.kind], ws);
       s.steps.push(step);
       log(
-        `[${s.target.label}] S=${target} (${step.connectedSubscribers} connected): in ${step.incomingPps}/${step.nominalInPps} pps, forwarded ${step.forwardedPps} pps (delivery ${step.deliveryRatio}), SFU ${step.sfuCpuPercent} %, ` +
+        `[${s.target.label} ${opts.kind}] S=${target} (${step.connectedSubscribers} connected): in ${step.incomingPps}/${step.nominalInPps} pps, forwarded ${step.forwardedPps} pps (delivery ${step.deliveryRatio}), SFU ${step.sfuCpuPercent} %, ` +
           `${step.usPerForwardedPacket} µs/fwd pkt (${step.ppsPerCore} pps/core), load ${step.loadCpuPercent} %, machine ${step.machineCpuPercent} %, ` +
           `in-SFU p50/p99 ${step.timeInSfuMs?.p50 ?? '-'}/${step.timeInSfuMs?.p99 ?? '-'} ms, corrupt ${step.sampledCorrupt}/${step.sampledChecked}, foreign ${step.foreignDatagrams}, ` +
           `RSS ${step.sfuRssMB} MB (joins ${joinSeconds} s)`,

@@ -269,19 +269,24 @@ export class WeriftLkClient {
 
   /** Publishes one audio track and resolves when the publisher PC is connected. */
   async publishAudio(): Promise<RTCRtpTransceiver> {
+    return await this.publishTrack('audio');
+  }
+
+  /**
+   * Publishes one track (Opus microphone or a single-layer VP8 camera of `video` size) and
+   * resolves when the publisher PC is connected.
+   */
+  async publishTrack(kind: 'audio' | 'video', video = { width: 640, height: 360 }): Promise<RTCRtpTransceiver> {
     const pc = new RTCPeerConnection(weriftPeerConfig(this.opts.portRange));
     this.pub = pc;
-    const transceiver = pc.addTransceiver('audio', { direction: 'sendonly', streams: [new MediaStream({ id: 'bench-stream' })] });
+    const transceiver = pc.addTransceiver(kind, { direction: 'sendonly', streams: [new MediaStream({ id: 'bench-stream' })] });
     const cid = transceiver.sender.trackId;
     const published = this.next('trackPublished', 10_000, (m) => m.message.case === 'trackPublished' && m.message.value.cid === cid);
-    this.send(
-      new SignalRequest({
-        message: {
-          case: 'addTrack',
-          value: new AddTrackRequest({ cid, name: 'latency', type: TrackType.AUDIO, source: TrackSource.MICROPHONE }),
-        },
-      }),
-    );
+    const track =
+      kind === 'audio'
+        ? new AddTrackRequest({ cid, name: 'latency', type: TrackType.AUDIO, source: TrackSource.MICROPHONE })
+        : new AddTrackRequest({ cid, name: 'camera', type: TrackType.VIDEO, source: TrackSource.CAMERA, width: video.width, height: video.height });
+    this.send(new SignalRequest({ message: { case: 'addTrack', value: track } }));
     await published;
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);

@@ -43,7 +43,10 @@ const WERIFT_STEPS = steps(env.BENCH_SFU_WERIFT_STEPS ?? '20,40,80,120,160,200,2
 const WINDOW_MS = Number(env.BENCH_SFU_WINDOW_MS ?? 4000);
 const PUBLISHERS = Number(env.BENCH_SFU_PUBLISHERS ?? 2);
 const SUBSCRIBER_WORKERS = 4;
-const SAT_STEPS = steps(env.BENCH_SFU_SAT_STEPS ?? '20,40,60,80,100,120,140,160');
+// Up to where the SFU passes 90 % of a core (the sweep stops there); on a quiet 2-core machine
+// that was about 170 subscribers of 10 audio publishers, or 100 subscribers of 10 video ones.
+const SAT_STEPS = steps(env.BENCH_SFU_SAT_STEPS ?? '20,40,60,80,100,120,140,160,180,200,240,280');
+const SAT_VIDEO_STEPS = steps(env.BENCH_SFU_SAT_VIDEO_STEPS ?? '10,20,30,40,50,60,70,80,90,100,120,140');
 const SAT_PUBLISHERS = Number(env.BENCH_SFU_SAT_PUBLISHERS ?? 10);
 const SAT_SAMPLE = Number(env.BENCH_SFU_SAT_SAMPLE ?? 16);
 const SAT_PROFILE = 'sfu-saturation.cpuprofile';
@@ -79,6 +82,8 @@ interface SaturationReport {
   results: SaturationResult[];
   /** this tree ÷ the other, per step (µs per packet below 1 = this tree cheaper). */
   ratioThisOverOther?: ReturnType<typeof ratios>;
+  /** The same sweep with single-layer VP8 publishers (three packets a frame, 25 frames a second). */
+  video: { results: SaturationResult[]; ratioThisOverOther?: ReturnType<typeof ratios>; profile: ProfileSummary | null };
   floor: FloorResult;
   /** The SFU's µs per forwarded packet at its highest measured step, as a percentage of the floor's. */
   percentOfFloor: Record<string, number | null>;
@@ -101,61 +106,79 @@ async function saturation(procs: ProcessSet, against: string | undefined): Promi
     }
     const ours = await startSfuProcess(procs, { portRange: SFU_PORTS, cpuProfileDir: resultsDir, cpuProfileName: SAT_PROFILE });
     targets.push({ label: 'this', sfu: ours, commit: currentCommit() });
-    const publisher = forkWorker(procs, '_sfu-cheap-worker.ts');
-    const subscribers = WERIFT_SUB_PORTS.map(() => forkWorker(procs, '_sfu-cheap-worker.ts'));
+    const sweep = async (kind: 'audio' | 'video', subscriberSteps: number[]): Promise<SaturationResult[]> => {
+      // Fresh load processes per kind (a publisher process sends one kind); the previous kind's
+      // clients have left, so each sweep has the SFUs to itself.
+      const publisher = forkWorker(procs, '_sfu-cheap-worker.ts');
+      const subscribers = WERIFT_SUB_PORTS.map(() => forkWorker(procs, '_sfu-cheap-worker.ts'));
+      try {
+        return await runSaturation(
+          targets,
+          { publisher, subscribers },
+          {
+            room: `saturate-${kind}`,
+            kind,
+            publishers: SAT_PUBLISHERS,
+            steps: subscriberSteps,
+            warmupMs: 2000,
+            windowMs: WINDOW_MS,
+            windows: 3,
+            sampleEvery: SAT_SAMPLE,
+            budgetMs: 600_000,
+            publisherPorts: SAT_PUBLISHER_PORTS,
+            subscriberPorts: WERIFT_SUB_PORTS,
+          },
+          log,
+        );
+      } finally {
+        await closeWorkers([publisher, ...subscribers]);
+      }
+    };
     let results: SaturationResult[];
+    let videoResults: SaturationResult[];
     try {
-      results = await runSaturation(
-        targets,
-        { publisher, subscribers },
-        {
-          room: 'saturate',
-          publishers: SAT_PUBLISHERS,
-          steps: SAT_STEPS,
-          warmupMs: 2000,
-          windowMs: WINDOW_MS,
-          windows: 3,
-          sampleEvery: SAT_SAMPLE,
-          budgetMs: 600_000,
-          publisherPorts: SAT_PUBLISHER_PORTS,
-          subscriberPorts: WERIFT_SUB_PORTS,
-        },
-        log,
-      );
+      results = await sweep('audio', SAT_STEPS);
+      videoResults = await sweep('video', SAT_VIDEO_STEPS);
     } finally {
-      await closeWorkers([publisher, ...subscribers]);
       for (const t of targets) await stopSfu(t.sfu);
     }
     const floor = await runFloor(procs, { destinations: 100, streams: SAT_PUBLISHERS, windowMs: WINDOW_MS, windows: 3 });
     log(`floor (no werift, GCM, 1 in → ${floor.destinations} out): ${floor.usPerForwardedPacket} µs per forwarded packet at ${floor.forwardedPps} pps`);
     const percentOfFloor: Record<string, number | null> = {};
-    for (const r of results) {
-      const top = r.steps.toSorted((a, b) => b.forwardedPps - a.forwardedPps)[0];
-      percentOfFloor[r.label] = top ? round((top.usPerForwardedPacket / floor.usPerForwardedPacket) * 100) : null;
-      log(
-        `[${r.label}] perCoreAtSaturation ${r.perCoreAtSaturation ?? `none (${r.whyNoSaturation})`}; ` +
-          `µs/fwd pkt at the top step ${top?.usPerForwardedPacket ?? '-'} = ${percentOfFloor[r.label] ?? '-'} % of the floor; ` +
-          `in-SFU p99 at half a core ${r.atHalfCore?.timeInSfuP99Ms ?? '-'} ms; RSS per participant ${r.rssPerParticipantMB} MB`,
-      );
-    }
-    const mine = results.find((r) => r.label === 'this');
-    const theirs = results.find((r) => r.label !== 'this');
-    const ratio = mine && theirs ? ratios(theirs, mine) : undefined;
-    for (const x of ratio ?? []) {
-      log(`A/B S=${x.subscribers}: this/other µs per forwarded packet ${x.usPerForwardedPacket}, pps per core ${x.ppsPerCore}, in-SFU p99 ${x.timeInSfuP99 ?? '-'}`);
-    }
-    let profile: ProfileSummary | null = null;
-    if (mine && existsSync(profilePath)) {
-      profile = summariseCpuProfile(profilePath, { windows: mine.monoWindows });
-      log(`CPU profile of this SFU in the saturation windows (${profilePath}):\n${formatProfileSummary(profile)}`);
-    }
+    const report = (kind: string, rs: SaturationResult[]) => {
+      for (const r of rs) {
+        const top = r.steps.toSorted((a, b) => b.forwardedPps - a.forwardedPps)[0];
+        const pct = top ? round((top.usPerForwardedPacket / floor.usPerForwardedPacket) * 100) : null;
+        if (kind === 'audio') percentOfFloor[r.label] = pct;
+        log(
+          `[${r.label} ${kind}] perCoreAtSaturation ${r.perCoreAtSaturation ?? `none (${r.whyNoSaturation})`}; ` +
+            `µs/fwd pkt at the top step ${top?.usPerForwardedPacket ?? '-'}${kind === 'audio' ? ` = ${pct ?? '-'} % of the floor` : ''}; ` +
+            `in-SFU p99 at half a core ${r.atHalfCore?.timeInSfuP99Ms ?? '-'} ms; RSS per participant ${r.rssPerParticipantMB} MB`,
+        );
+      }
+      const mine = rs.find((r) => r.label === 'this');
+      const theirs = rs.find((r) => r.label !== 'this');
+      const ratio = mine && theirs ? ratios(theirs, mine) : undefined;
+      for (const x of ratio ?? []) {
+        log(`A/B ${kind} S=${x.subscribers}: this/other µs per forwarded packet ${x.usPerForwardedPacket}, pps per core ${x.ppsPerCore}, in-SFU p99 ${x.timeInSfuP99 ?? '-'}`);
+      }
+      let profile: ProfileSummary | null = null;
+      if (mine && existsSync(profilePath)) {
+        profile = summariseCpuProfile(profilePath, { windows: mine.monoWindows });
+        log(`CPU profile of this SFU in the ${kind} saturation windows (${profilePath}):\n${formatProfileSummary(profile)}`);
+      }
+      return { ratio, profile };
+    };
+    const audio = report('audio', results);
+    const video = report('video', videoResults);
     return {
       targets: targets.map((t) => ({ label: t.label, commit: t.commit })),
       results,
-      ...(ratio ? { ratioThisOverOther: ratio } : {}),
+      ...(audio.ratio ? { ratioThisOverOther: audio.ratio } : {}),
+      video: { results: videoResults, ...(video.ratio ? { ratioThisOverOther: video.ratio } : {}), profile: video.profile },
       floor,
       percentOfFloor,
-      profile,
+      profile: audio.profile,
     };
   } finally {
     other?.remove();
@@ -172,6 +195,7 @@ export async function run(): Promise<object> {
       return {
         summary: {
           perCoreAtSaturation: mine?.perCoreAtSaturation ?? null,
+          videoPerCoreAtSaturation: sat.video.results.find((r) => r.label === 'this')?.perCoreAtSaturation ?? null,
           percentOfFloor: sat.percentOfFloor,
           against: sat.targets,
           machineLoad: loadavg().map((x) => round(x, 2)),
@@ -332,6 +356,7 @@ async function runAll(): Promise<object> {
     const result = {
       summary: {
         perCoreAtSaturation: satMine?.perCoreAtSaturation ?? null,
+        videoPerCoreAtSaturation: sat.video.results.find((r) => r.label === 'this')?.perCoreAtSaturation ?? null,
         percentOfFloor: sat.percentOfFloor,
         audioFanout: allSteps.map((s) => ({
           subscriberClient: s.kind,
