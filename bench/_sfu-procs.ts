@@ -103,7 +103,8 @@ export async function startSfuProcess(
     // The bench drives the SFU to saturation on purpose, all from loopback: no shedding.
     'overload: {cpu_load_limit: 0}',
     'signal_limits: {max_connections_per_ip: 0}',
-    'logging: {level: warn}',
+    // BENCH_SFU_LOG_LEVEL=info shows participants leaving and transports failing (`tail()`).
+    `logging: {level: ${process.env.BENCH_SFU_LOG_LEVEL ?? 'warn'}}`,
     '',
   ].join('\n');
   const execArgv = opts.cpuProfileDir

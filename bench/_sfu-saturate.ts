@@ -256,6 +256,7 @@ export async function runSaturation(
     steps: [] as SaturationStep[],
     mono: [] as [number, number][],
     done: false,
+    toldStarved: false,
   }));
   for (const s of state) {
     await ask(
@@ -321,6 +322,11 @@ export async function runSaturation(
           `in-SFU p50/p99 ${step.timeInSfuMs?.p50 ?? '-'}/${step.timeInSfuMs?.p99 ?? '-'} ms, corrupt ${step.sampledCorrupt}/${step.sampledChecked}, foreign ${step.foreignDatagrams}, ` +
           `RSS ${step.sfuRssMB} MB (joins ${joinSeconds} s)`,
       );
+      if (step.incomingPps < 0.9 * step.nominalInPps && !s.toldStarved) {
+        // Publishers stopped or were starved: what the SFU said about it (BENCH_SFU_LOG_LEVEL=info says more).
+        s.toldStarved = true;
+        log(`[${s.target.label} ${opts.kind}] input below 90 % of nominal; the SFU's last output:\n${s.target.sfu.tail().slice(-3000)}`);
+      }
       // Past saturation, or losing a fifth of the packets (the load, or the machine, gave out).
       if (step.sfuCpuPercent >= 90 || step.deliveryRatio < 0.8) s.done = true;
     }
