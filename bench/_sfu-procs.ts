@@ -94,6 +94,16 @@ export async function startSfuProcess(
   opts: { cpuProfileDir?: string; cpuProfileName?: string; portRange: [number, number]; root?: string },
 ): Promise<SfuProcess> {
   const port = await freePort();
+  // An older tree (`--against`) refuses keys it does not know: those sections are left out for
+  // it (its sample config lists what it knows; without them it had neither shedding nor limits).
+  const sample = (() => {
+    try {
+      return readFileSync(join(opts.root ?? repoRoot, 'config', 'sfu.yaml'), 'utf8');
+    } catch {
+      return '';
+    }
+  })();
+  const knows = (section: string) => new RegExp(`^#? ?${section}:`, 'm').test(sample);
   const config = [
     `port: ${port}`,
     'bind_addresses: ["127.0.0.1"]',
@@ -101,8 +111,8 @@ export async function startSfuProcess(
     `rtc: {node_ip: "127.0.0.1", port_range_start: ${opts.portRange[0]}, port_range_end: ${opts.portRange[1]}}`,
     'room: {auto_create: true, empty_timeout: 60, departure_timeout: 5}',
     // The bench drives the SFU to saturation on purpose, all from loopback: no shedding.
-    'overload: {cpu_load_limit: 0}',
-    'signal_limits: {max_connections_per_ip: 0}',
+    ...(knows('overload') ? ['overload: {cpu_load_limit: 0}'] : []),
+    ...(knows('signal_limits') ? ['signal_limits: {max_connections_per_ip: 0}'] : []),
     // BENCH_SFU_LOG_LEVEL=info shows participants leaving and transports failing (`tail()`).
     `logging: {level: ${process.env.BENCH_SFU_LOG_LEVEL ?? 'warn'}}`,
     '',
