@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- relay`: what it costs to move a publisher's RTP packets from one media
- * worker thread to another (issue 15: media transports on N worker threads, a room spanning
+ * worker thread to another (media transports on N worker threads, a room spanning
  * them). Two real worker threads, a producer and a consumer (bench/_relay-worker.ts), relay
  * packets of 100 B (audio) and 1100 B (video) at 5,000 and 50,000 packets/s offered and at the
  * producer's max rate, through each candidate:
@@ -17,8 +17,8 @@
  *
  * CPU is each thread's own, `process.threadCpuUsage()` (Node ≥ 23.9: user + system time of the
  * calling thread), so the figure is exactly the two threads' work, unlike
- * `eventLoopUtilization` (wall time not idle, which counts time preempted by the other
- * engineer's processes) or /proc for the whole process (which would add the main thread and
+ * `eventLoopUtilization` (wall time not idle, which counts time preempted by other
+ * processes) or /proc for the whole process (which would add the main thread and
  * V8's helper threads). Latency is one-way, producer stamp to consumer receipt, both
  * `performance.timeOrigin + performance.now()`. Every candidate is bounded the same way (the
  * ring's bytes, or as many packets in flight for the message candidates); what does not fit is
