@@ -16,7 +16,8 @@
  * BENCH_MEM_PUBLISHERS (default 10), BENCH_MEM_STEPS (subscriber counts, default "10,40,70"),
  * BENCH_MEM_SETTLE_MS (default 4000), BENCH_MEM_SNAPSHOTS=0 (pass 1 only), BENCH_MEM_FIGURES=0 (pass 2 only), BENCH_MEM_DETAIL
  * (classes whose instances' holdings are broken down, from the last snapshot), BENCH_MEM_KEEP
- * (a path: the last snapshot is kept there, for DevTools).
+ * (a path: the last snapshot is kept there, for DevTools), BENCH_MEM_SFU_ARGS (node flags for the
+ * SFU, e.g. "--max-semi-space-size=8" to see what V8's young generation costs).
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
@@ -35,6 +36,7 @@ const SNAPSHOTS = env.BENCH_MEM_SNAPSHOTS !== '0';
 const FIGURES = env.BENCH_MEM_FIGURES !== '0';
 const DETAIL = (env.BENCH_MEM_DETAIL ?? 'RTCRtpSender,RTCRtpReceiver,RTCRtpTransceiver,RTCPeerConnection,WeriftTransport').split(',').filter(Boolean);
 const KEEP = env.BENCH_MEM_KEEP;
+const SFU_ARGS = (env.BENCH_MEM_SFU_ARGS ?? '').split(' ').filter(Boolean);
 const TOP = 30;
 
 // Port ranges of their own (not the tests' 40000-49999 nor `bench sfu`'s 30000-39999).
@@ -58,6 +60,8 @@ interface Figures {
   heapSpacesUsed: Record<string, number>;
   /** What V8 has reserved per space (the young generation grows with the allocation rate). */
   heapSpacesSize: Record<string, number>;
+  /** SFU CPU over the settle window, percent of one core (what a smaller heap costs in GC). */
+  sfuCpuPercent: number;
 }
 
 interface Load {
@@ -69,7 +73,7 @@ interface Load {
 }
 
 async function startLoad(procs: ProcessSet, execArgv: string[]): Promise<Load> {
-  const sfu = await startSfuProcess(procs, { portRange: SFU_PORTS, execArgv });
+  const sfu = await startSfuProcess(procs, { portRange: SFU_PORTS, execArgv: [...SFU_ARGS, ...execArgv] });
   const publisher = forkWorker(procs, '_sfu-cheap-worker.ts');
   const subscribers = SUBSCRIBER_PORTS.map(() => forkWorker(procs, '_sfu-cheap-worker.ts'));
   const identities = Array.from({ length: PUBLISHERS }, (_, i) => `mem-pub-${i}`);
@@ -103,7 +107,7 @@ async function joinUpTo(load: Load, target: number): Promise<void> {
   load.connected = replies.reduce((n, r) => n + r.subscribers, 0);
 }
 
-async function figures(load: Load): Promise<Figures> {
+async function figures(load: Load, cpuPercent = NaN): Promise<Figures> {
   const m = await scrapeMetrics(load.sfu.url);
   const spaces: Record<string, number> = {};
   const sizes: Record<string, number> = {};
@@ -122,6 +126,7 @@ async function figures(load: Load): Promise<Figures> {
     externalBytes: metricSum(m, 'nodejs_external_memory_bytes'),
     heapSpacesUsed: spaces,
     heapSpacesSize: sizes,
+    sfuCpuPercent: round(cpuPercent),
   };
 }
 
@@ -199,12 +204,14 @@ async function figuresPass(procs: ProcessSet): Promise<Figures[]> {
   try {
     for (const step of STEPS) {
       await joinUpTo(load, step);
+      const a = sampleProc(load.sfu.pid);
       await sleep(SETTLE_MS);
-      const f = await figures(load);
+      const b = sampleProc(load.sfu.pid);
+      const f = await figures(load, a && b ? ((b.cpuS - a.cpuS) / ((b.atMs - a.atMs) / 1000)) * 100 : NaN);
       rows.push(f);
       log(
         `pass 1: ${f.participants} participants: RSS ${round(f.rssBytes / MB)} MB, heap used ${round(f.heapUsedBytes / MB)} MB of ${round(f.heapTotalBytes / MB)} MB ` +
-          `(new space ${round((f.heapSpacesSize.new ?? 0) / MB)} MB, old ${round((f.heapSpacesSize.old ?? 0) / MB)} MB), external ${round(f.externalBytes / MB)} MB`,
+          `(new space ${round((f.heapSpacesSize.new ?? 0) / MB)} MB, old ${round((f.heapSpacesSize.old ?? 0) / MB)} MB), external ${round(f.externalBytes / MB)} MB, SFU CPU ${f.sfuCpuPercent} %`,
       );
     }
   } finally {
@@ -269,7 +276,7 @@ export async function run(): Promise<object> {
         log([`who holds the ${name}s (bytes, instances):`, ...d.heldBy.map((r) => `  ${String(Math.round(r.retainedBytes)).padStart(9)} ${String(r.count).padStart(6)}  ${r.key}`)].join('\n'));
       }
     }
-    return { publishers: PUBLISHERS, steps: rows, perParticipant, snapshots };
+    return { publishers: PUBLISHERS, sfuArgs: SFU_ARGS, steps: rows, perParticipant, snapshots };
   } finally {
     await procs.killAll();
   }
