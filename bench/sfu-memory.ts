@@ -16,7 +16,7 @@
  * BENCH_MEM_PUBLISHERS (default 10), BENCH_MEM_STEPS (subscriber counts, default "10,40,70"),
  * BENCH_MEM_SETTLE_MS (default 4000), BENCH_MEM_SNAPSHOTS=0 (pass 1 only), BENCH_MEM_FIGURES=0 (pass 2 only), BENCH_MEM_DETAIL
  * (classes whose instances' holdings are broken down, from the last snapshot), BENCH_MEM_KEEP
- * (a path: the last snapshot is kept there, for DevTools), BENCH_MEM_SFU_ARGS (node flags for the
+ * (a directory: each step's snapshot is kept there, for DevTools or a diff), BENCH_MEM_SFU_ARGS (node flags for the
  * SFU, e.g. "--max-semi-space-size=8" to see what V8's young generation costs).
  */
 import type { ChildProcess } from 'node:child_process';
@@ -237,7 +237,7 @@ async function snapshotPass(procs: ProcessSet) {
       details = Object.fromEntries(
         [...summary.details].map(([name, rows]) => [name, { ...perInstance(rows), heldBy: (summary.heldBy.get(name) ?? []).slice(0, 10) }]),
       );
-      if (KEEP && step === STEPS.at(-1)) renameSync(file, KEEP);
+      if (KEEP) renameSync(file, join(KEEP, `sfu-${PUBLISHERS + load.connected}-participants.heapsnapshot`));
       else rmSync(file);
       const totalBytes = [...classes.values()].reduce((n, c) => n + c.selfBytes, 0);
       points.push({ participants: PUBLISHERS + load.connected, classes, totalBytes, heapUsedAfterGcBytes: after.heapUsedBytes });
