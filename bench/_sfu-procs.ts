@@ -91,7 +91,7 @@ export interface SfuProcess {
 
 export async function startSfuProcess(
   procs: ProcessSet,
-  opts: { cpuProfileDir?: string; cpuProfileName?: string; portRange: [number, number]; root?: string },
+  opts: { cpuProfileDir?: string; cpuProfileName?: string; portRange: [number, number]; root?: string; execArgv?: string[] },
 ): Promise<SfuProcess> {
   const port = await freePort();
   // An older tree (`--against`) refuses keys it does not know: those sections are left out for
@@ -117,9 +117,12 @@ export async function startSfuProcess(
     `logging: {level: ${process.env.BENCH_SFU_LOG_LEVEL ?? 'warn'}}`,
     '',
   ].join('\n');
-  const execArgv = opts.cpuProfileDir
-    ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfileDir}`, ...(opts.cpuProfileName ? [`--cpu-prof-name=${opts.cpuProfileName}`] : [])]
-    : [];
+  const execArgv = [
+    ...(opts.cpuProfileDir
+      ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfileDir}`, ...(opts.cpuProfileName ? [`--cpu-prof-name=${opts.cpuProfileName}`] : [])]
+      : []),
+    ...(opts.execArgv ?? []),
+  ];
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LIVEKIT_')));
   const child = procs.add(
     spawn(process.execPath, [...execArgv, 'sfu/main.ts'], {

@@ -12,6 +12,7 @@ import { runMain, untilShutdownSignal, type ProcessContext } from '../common/pro
 import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { createEmbedded, EMBEDDED_LIVEKIT_VARIABLES, embeddedBridgeEnv, type EmbeddedUrls } from './embedded.ts';
+import { useSmallBufferPool } from '../sfu/buffer-pool.ts';
 
 const USAGE = `usage: npm start [-- --data-dir DIR --sfu-port 7880 --bridge-port 8080 --host 127.0.0.1]`;
 
@@ -42,6 +43,7 @@ async function main(proc: ProcessContext): Promise<number> {
     host: { type: 'string' },
   });
   if (typeof args === 'number') return args;
+  useSmallBufferPool();
   const logger = createLogger({ name: 'embedded', level: (process.env.LIVEKIT_LOG_LEVEL as 'info') || 'info' });
   const bridgeEnv = embeddedBridgeEnv(process.env);
   if (bridgeEnv.ignored.length) {

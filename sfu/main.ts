@@ -9,6 +9,7 @@ import { createLogger } from '../common/logger.ts';
 import { systemClock } from '../common/clock.ts';
 import { resolveSfuConfig, type SfuConfig } from './config.ts';
 import { createSfuServer } from './server.ts';
+import { useSmallBufferPool } from './buffer-pool.ts';
 
 const USAGE = `usage: npm run sfu -- --config FILE [--validate]
   The config uses LiveKit server's YAML keys (see config/sfu.yaml).
@@ -26,6 +27,7 @@ async function main(proc: ProcessContext): Promise<number> {
     console.log('sfu: configuration is valid');
     return 0;
   }
+  useSmallBufferPool();
   const logger = createLogger({ name: 'sfu', level: config.logging.level });
   const sfu = createSfuServer({ config, logger, clock: systemClock, metrics: proc.metrics });
   await sfu.start();

@@ -101,7 +101,8 @@ export class DownForwarder implements PacketSink {
   private enabled = true;
   private maxRank = Number.POSITIVE_INFINITY;
   private currentRid: string | undefined;
-  private readonly segments: Segment[] = [];
+  /** Ring of SEGMENTS stretches, each made when first used (most downtracks never switch). */
+  private readonly segments: (Segment | undefined)[] = Array.from({ length: SEGMENTS }, () => undefined);
   private segIndex = 0;
   /** First input sequence number forwarded from the current source. */
   private sourceStartSeq = 0;
@@ -129,9 +130,21 @@ export class DownForwarder implements PacketSink {
   constructor(up: Upstream, opts: DownForwarderOptions) {
     this.up = up;
     this.opts = opts;
-    for (let i = 0; i < SEGMENTS; i++) {
-      this.segments.push({ used: false, rid: '', outStart: 0, inStart: 0, sent: 0, seqOffset: 0, tsOffset: 0, vp8: { pictureId: 0, tl0PicIdx: 0, keyIdx: 0 } });
+  }
+
+  /** Stretches of output remembered so far (at most SEGMENTS). */
+  get segmentsHeld(): number {
+    return this.segments.reduce((n, seg) => n + (seg ? 1 : 0), 0);
+  }
+
+  /** The stretch in ring slot `i`, made on first use. */
+  private segmentAt(i: number): Segment {
+    let seg = this.segments[i];
+    if (!seg) {
+      seg = { used: false, rid: '', outStart: 0, inStart: 0, sent: 0, seqOffset: 0, tsOffset: 0, vp8: { pictureId: 0, tl0PicIdx: 0, keyIdx: 0 } };
+      this.segments[i] = seg;
     }
+    return seg;
   }
 
   /** The rid being forwarded ('' without simulcast), undefined before the first keyframe. */
@@ -189,7 +202,7 @@ export class DownForwarder implements PacketSink {
     if (this.sinceSwitch < 1000 && ((inSeq - this.sourceStartSeq) & 0xffff) >= 0x8000) return;
     this.sinceSwitch++;
 
-    let seg = this.segments[this.segIndex]!;
+    let seg = this.segmentAt(this.segIndex);
     if (((inSeq - seg.inStart) & 0xffff) >= 0x8000) {
       // Older than the stretch (a late packet from before a dropped padding packet).
       const older = this.segmentOfInput(inSeq);
@@ -220,11 +233,11 @@ export class DownForwarder implements PacketSink {
     if (!this.enabled || !this.started || layer.rid !== this.currentRid) return;
     if (((seq - this.lastInSeq) & 0xffff) !== 1) return;
     this.lastInSeq = seq;
-    let seg = this.segments[this.segIndex]!;
+    let seg = this.segmentAt(this.segIndex);
     if (seg.sent > 0) {
       const prev = seg;
       this.segIndex = (this.segIndex + 1) & (SEGMENTS - 1);
-      seg = this.segments[this.segIndex]!;
+      seg = this.segmentAt(this.segIndex);
       seg.used = true;
       seg.rid = prev.rid;
       seg.tsOffset = prev.tsOffset;
@@ -242,8 +255,8 @@ export class DownForwarder implements PacketSink {
   /** The remembered stretch of the current source that input `inSeq` belongs to. */
   private segmentOfInput(inSeq: number): Segment | undefined {
     for (let k = 1; k < SEGMENTS; k++) {
-      const s = this.segments[(this.segIndex - k) & (SEGMENTS - 1)]!;
-      if (!s.used || s.rid !== this.currentRid) return undefined;
+      const s = this.segments[(this.segIndex - k) & (SEGMENTS - 1)];
+      if (!s?.used || s.rid !== this.currentRid) return undefined;
       if (((inSeq - s.inStart) & 0xffff) < 0x8000) return s;
     }
     return undefined;
@@ -260,8 +273,8 @@ export class DownForwarder implements PacketSink {
     }
     let seg: Segment | undefined;
     for (let k = 0; k < SEGMENTS; k++) {
-      const s = this.segments[(this.segIndex - k) & (SEGMENTS - 1)]!;
-      if (!s.used) break;
+      const s = this.segments[(this.segIndex - k) & (SEGMENTS - 1)];
+      if (!s?.used) break;
       if (((outSeq - s.outStart) & 0xffff) < 0x8000) {
         seg = s;
         break;
@@ -301,7 +314,7 @@ export class DownForwarder implements PacketSink {
     const inSeq = rtp.header.sequenceNumber;
     const inTs = rtp.header.timestamp;
     this.segIndex = (this.segIndex + 1) & (SEGMENTS - 1);
-    const seg = this.segments[this.segIndex]!;
+    const seg = this.segmentAt(this.segIndex);
     seg.used = true;
     seg.rid = rid;
     if (this.started) {

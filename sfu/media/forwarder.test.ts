@@ -64,6 +64,21 @@ describe('isKeyframeStart', () => {
 });
 
 describe('forwarder', () => {
+  it('keeps a switch record only for the stretches it forwarded (one for a track that never switches)', () => {
+    const audio = setup('audio', 'audio/opus');
+    expect(audio.down.segmentsHeld).toBe(0);
+    for (let i = 0; i < 100; i++) audio.up.onPacket('', packet(1000 + i, i * 960, 0xbbbb, Buffer.from([0xfc, i])));
+    expect(audio.sent).toHaveLength(100);
+    expect(audio.down.segmentsHeld).toBe(1);
+    // Retransmissions look through the ring without touching the slots never used.
+    const { up, down, sent } = setup('video', 'video/VP8');
+    up.onPacket('', packet(500, 1000, 0x1111, vp8Key([1])));
+    for (let i = 1; i < 20; i++) up.onPacket('', packet(500 + i, 1000 + i * 3000, 0x1111, vp8Delta([i])));
+    expect(down.segmentsHeld).toBe(1);
+    expect(down.retransmit(sent[10]!.header.sequenceNumber)?.header.sequenceNumber).toBe(sent[10]!.header.sequenceNumber);
+    expect(down.retransmit((sent[0]!.header.sequenceNumber - 1) & 0xffff)).toBeUndefined();
+  });
+
   it('waits for a keyframe, asking the publisher for one, before forwarding video', () => {
     const { up, sent, plis } = setup('video', 'video/VP8');
     up.onPacket('', packet(100, 9000, 0xaaaa, vp8Delta([1])));

@@ -1,7 +1,7 @@
 /**
  * Subscriber feedback: which sequence numbers a generic NACK
  * really asks for (werift's parser reads past the packet and does not wrap at 16 bits), and how
- * often a NACKed packet is sent again.
+ * often a NACKed packet is sent again (and that the history for it costs nothing until a NACK).
  */
 import { describe, expect, it } from 'vitest';
 import {
@@ -17,7 +17,7 @@ import {
 import { createSilentLogger } from '../../common/logger.ts';
 import type { DownForwarder } from './forwarder.ts';
 import { ReceiverReportState } from './link-stats.ts';
-import { nackedSequenceNumbers, takeOverSenderFeedback } from './sender-feedback.ts';
+import { NackGuard, nackedSequenceNumbers, takeOverSenderFeedback } from './sender-feedback.ts';
 
 const nack = (lost: number[], length?: number) =>
   new GenericNack({ senderSsrc: 1, mediaSourceSsrc: 2, lost, ...(length !== undefined ? { header: new RtcpHeader({ length }) } : {}) });
@@ -80,5 +80,17 @@ describe('retransmissions for NACKs (LiveKit: repeats within 100 ms ignored, at 
     now += 100;
     nackOf([10, 11]);
     expect(sent).toEqual([10, 11, 10, 10, 11]); // 10 sent 3 times, then no more; 11 again after 100 ms
+  });
+});
+
+describe('NackGuard memory', () => {
+  it('holds no history until the first NACK, then a fixed amount whatever is NACKed', () => {
+    const guard = new NackGuard();
+    expect(guard.allocatedBytes).toBe(0);
+    expect(guard.allow(7, 1_000)).toBe(true);
+    const held = guard.allocatedBytes;
+    expect(held).toBeGreaterThan(0);
+    for (let seq = 0; seq < 70_000; seq += 3) guard.allow(seq & 0xffff, 2_000);
+    expect(guard.allocatedBytes).toBe(held);
   });
 });

@@ -45,23 +45,34 @@ const NACK_GUARD_SLOTS = 2048;
 /**
  * Which NACKed packets may be retransmitted now (see the file comment). Remembers the last
  * `NACK_GUARD_SLOTS` sequence numbers in fixed arrays: no growth whatever the subscriber sends.
+ * The arrays (27 KB) are made at the first NACK: most downtracks never get one (audio is not
+ * negotiated with NACK), and one guard per downtrack per subscriber was the largest part of the
+ * SFU's memory per participant.
  */
 export class NackGuard {
-  private readonly seqs = new Int32Array(NACK_GUARD_SLOTS).fill(-1);
-  private readonly lastAt = new Float64Array(NACK_GUARD_SLOTS);
-  private readonly sent = new Uint8Array(NACK_GUARD_SLOTS);
+  private seqs: Int32Array | undefined;
+  private lastAt: Float64Array | undefined;
+  private sent: Uint8Array | undefined;
+
+  /** Bytes of history held (0 until the first NACK). */
+  get allocatedBytes(): number {
+    return (this.seqs?.byteLength ?? 0) + (this.lastAt?.byteLength ?? 0) + (this.sent?.byteLength ?? 0);
+  }
 
   /** Whether `seq` may be retransmitted at `nowMs`; counts the retransmission when it may. */
   allow(seq: number, nowMs: number): boolean {
+    const seqs = (this.seqs ??= new Int32Array(NACK_GUARD_SLOTS).fill(-1));
+    const lastAt = (this.lastAt ??= new Float64Array(NACK_GUARD_SLOTS));
+    const sent = (this.sent ??= new Uint8Array(NACK_GUARD_SLOTS));
     const slot = seq & (NACK_GUARD_SLOTS - 1);
-    if (this.seqs[slot] !== seq) {
-      this.seqs[slot] = seq;
-      this.sent[slot] = 0;
-    } else if (this.sent[slot]! >= NACK_MAX_RETRANSMITS || nowMs - this.lastAt[slot]! < NACK_REPEAT_IGNORE_MS) {
+    if (seqs[slot] !== seq) {
+      seqs[slot] = seq;
+      sent[slot] = 0;
+    } else if (sent[slot]! >= NACK_MAX_RETRANSMITS || nowMs - lastAt[slot]! < NACK_REPEAT_IGNORE_MS) {
       return false;
     }
-    this.sent[slot]! += 1;
-    this.lastAt[slot] = nowMs;
+    sent[slot]! += 1;
+    lastAt[slot] = nowMs;
     return true;
   }
 }
