@@ -10,7 +10,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { joinFromPage, browserScene } from './sfu-browser-client.ts';
+import { joinFromPage, browserScene, publisherVideoStats } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 import { Upstream } from '../../sfu/media/upstream.ts';
 import { ReceiverEstimatedMaxBitrate, RtcpPayloadSpecificFeedback } from 'werift';
@@ -25,24 +25,6 @@ export async function publishSimulcast720(page: Page): Promise<void> {
     const room = window.testState.room as InstanceType<typeof LK.Room>;
     const track = await LK.createLocalVideoTrack({ resolution: LK.VideoPresets.h720.resolution });
     await room.localParticipant.publishTrack(track, { simulcast: true });
-  });
-}
-
-/** The publisher's own view: Chrome's estimate and what each rid sends. */
-async function publisherStats(page: Page): Promise<{ availableOutgoingBitrate: number; rids: Record<string, number> }> {
-  return await page.evaluate(async () => {
-    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
-    const out = { availableOutgoingBitrate: 0, rids: {} as Record<string, number> };
-    for (const pub of room.localParticipant.videoTrackPublications.values()) {
-      const sender = pub.track?.sender;
-      if (!sender) continue;
-      const report = await sender.getStats();
-      report.forEach((s: Record<string, unknown>) => {
-        if (s.type === 'candidate-pair' && s.nominated) out.availableOutgoingBitrate = Number(s.availableOutgoingBitrate ?? 0);
-        if (s.type === 'outbound-rtp' && typeof s.rid === 'string') out.rids[s.rid] = Number(s.packetsSent ?? 0);
-      });
-    }
-    return out;
   });
 }
 
@@ -76,8 +58,8 @@ describe('sfu bandwidth feedback to publishers', () => {
     });
     expect(bobEstimate).toBeGreaterThan(0);
     expect(f.bitrate).toBeGreaterThan(0);
-    const stats = await publisherStats(alice.page);
-    expect(stats.rids.f ?? 0).toBeGreaterThan(0);
+    const stats = await publisherVideoStats(alice.page);
+    expect(stats.rids.f?.packetsSent ?? 0).toBeGreaterThan(0);
     // Chrome's estimate is fed by our feedback (it starts at 300 kbps without any).
     expect(stats.availableOutgoingBitrate).toBeGreaterThan(300_000);
     console.info(

@@ -159,6 +159,60 @@ export async function waitForMediaFrom(page: Page, identity: string, timeoutMs =
   );
 }
 
+/** Sizes every video element of the page (adaptive stream reports the size to the SFU). */
+export async function sizeVideoElements(page: Page, width: number, height: number): Promise<void> {
+  await page.evaluate(
+    ({ w, h }) => {
+      for (const el of document.querySelectorAll('video')) {
+        el.style.width = `${w}px`;
+        el.style.height = `${h}px`;
+        el.style.display = 'block';
+      }
+    },
+    { w: width, h: height },
+  );
+}
+
+/** One simulcast layer as its publisher's Chrome reports it (outbound-rtp). */
+export interface OutboundLayer {
+  packetsSent: number;
+  bytesSent: number;
+  framesEncoded: number;
+  keyFramesEncoded: number;
+  /** qualityLimitationReason ('none', 'bandwidth', 'cpu', …). */
+  limitation: string;
+  pliCount: number;
+  nackCount: number;
+}
+
+/** The publisher's own view of its video: Chrome's bandwidth estimate and each rid's figures. */
+export async function publisherVideoStats(page: Page): Promise<{ availableOutgoingBitrate: number; rids: Record<string, OutboundLayer> }> {
+  return await page.evaluate(async () => {
+    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
+    const out = { availableOutgoingBitrate: 0, rids: {} as Record<string, OutboundLayer> };
+    for (const pub of room.localParticipant.videoTrackPublications.values()) {
+      const sender = pub.track?.sender;
+      if (!sender) continue;
+      const report = await sender.getStats();
+      report.forEach((s: Record<string, unknown>) => {
+        if (s.type === 'candidate-pair' && s.nominated) out.availableOutgoingBitrate = Number(s.availableOutgoingBitrate ?? 0);
+        if (s.type !== 'outbound-rtp' || typeof s.rid !== 'string') return;
+        const n = (k: string) => Number(s[k] ?? 0);
+        out.rids[s.rid] = {
+          packetsSent: n('packetsSent'),
+          bytesSent: n('bytesSent'),
+          framesEncoded: n('framesEncoded'),
+          keyFramesEncoded: n('keyFramesEncoded'),
+          limitation: String(s.qualityLimitationReason ?? ''),
+          pliCount: n('pliCount'),
+          nackCount: n('nackCount'),
+        };
+      });
+    }
+    return out;
+  });
+}
+
 export async function leaveFromPage(page: Page): Promise<void> {
   await page
     .evaluate(async () => {

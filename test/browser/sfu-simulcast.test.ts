@@ -9,7 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { joinFromPage, browserScene, waitForPageEvent } from './sfu-browser-client.ts';
+import { joinFromPage, browserScene, sizeVideoElements, waitForPageEvent } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 
 interface VideoIn {
@@ -46,20 +46,6 @@ async function videoIn(page: Page): Promise<VideoIn | undefined> {
   });
 }
 
-/** Sizes bob's video element (adaptive stream reports it to the SFU). */
-async function sizeVideoElement(page: Page, width: number, height: number): Promise<void> {
-  await page.evaluate(
-    ({ w, h }) => {
-      for (const el of document.querySelectorAll('video')) {
-        el.style.width = `${w}px`;
-        el.style.height = `${h}px`;
-        el.style.display = 'block';
-      }
-    },
-    { w: width, h: height },
-  );
-}
-
 describe('sfu simulcast with adaptive stream', () => {
   const scene = browserScene();
   afterEach((ctx) => scene.end(ctx.task.result?.state === 'fail'));
@@ -77,7 +63,7 @@ describe('sfu simulcast with adaptive stream', () => {
       await room.localParticipant.publishTrack(track, { simulcast: true });
     });
     await waitForPageEvent(bob.page, (e) => e.type === 'trackSubscribed' && e.kind === 'video', 'video subscribed at bob');
-    await sizeVideoElement(bob.page, 1280, 720);
+    await sizeVideoElements(bob.page, 1280, 720);
 
     const room = sfu.sfu.rooms.getRoom('test-room')!;
     const aliceState = room.participants.get('alice' as never)!;
@@ -97,14 +83,14 @@ describe('sfu simulcast with adaptive stream', () => {
     const highWidth = big.frameWidth;
 
     // Shrink: the low layer within 3 s.
-    await sizeVideoElement(bob.page, 160, 90);
+    await sizeVideoElements(bob.page, 160, 90);
     const small = await waitFor('bob decodes the low layer', async () => {
       const v = await videoIn(bob.page);
       return v && v.frameWidth === lowWidth ? v : undefined;
     }, { timeoutMs: 3000, intervalMs: 50 });
 
     // Grow back: the high layer within 3 s.
-    await sizeVideoElement(bob.page, 1280, 720);
+    await sizeVideoElements(bob.page, 1280, 720);
     const grown = await waitFor('bob decodes the high layer again', async () => {
       const v = await videoIn(bob.page);
       return v && v.frameWidth >= highWidth ? v : undefined;

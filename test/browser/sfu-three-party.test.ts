@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { joinFromPage, browserScene, pageEvents, waitForMediaFrom } from './sfu-browser-client.ts';
+import { joinFromPage, browserScene, pageEvents, publisherVideoStats, sizeVideoElements, waitForMediaFrom } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 import { e2eeWorkerUrl } from '../support/browser.ts';
 import { metricSum, scrapeMetrics } from '../../bench/_sfu-procs.ts';
@@ -23,11 +23,6 @@ interface InVideo {
   firCount: number;
   nackCount: number;
   packetsLost: number;
-}
-
-interface OutVideo {
-  availableOutgoingBitrate: number;
-  rids: Record<string, { framesEncoded: number; keyFramesEncoded: number; bytesSent: number; limitation: string; pliCount: number; nackCount: number }>;
 }
 
 async function inVideo(page: Page): Promise<InVideo[]> {
@@ -61,48 +56,9 @@ async function inVideo(page: Page): Promise<InVideo[]> {
   });
 }
 
-async function outVideo(page: Page): Promise<OutVideo> {
-  return await page.evaluate(async () => {
-    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
-    const out: OutVideo = { availableOutgoingBitrate: 0, rids: {} };
-    for (const pub of room.localParticipant.videoTrackPublications.values()) {
-      const sender = pub.track?.sender;
-      if (!sender) continue;
-      const report = await sender.getStats();
-      report.forEach((s: Record<string, unknown>) => {
-        if (s.type === 'candidate-pair' && s.nominated) out.availableOutgoingBitrate = Number(s.availableOutgoingBitrate ?? 0);
-        if (s.type === 'outbound-rtp' && typeof s.rid === 'string') {
-          out.rids[s.rid] = {
-            framesEncoded: Number(s.framesEncoded ?? 0),
-            keyFramesEncoded: Number(s.keyFramesEncoded ?? 0),
-            bytesSent: Number(s.bytesSent ?? 0),
-            limitation: String(s.qualityLimitationReason ?? ''),
-            pliCount: Number(s.pliCount ?? 0),
-            nackCount: Number(s.nackCount ?? 0),
-          };
-        }
-      });
-    }
-    return out;
-  });
-}
-
-async function sizeVideoElements(page: Page, width: number, height: number): Promise<void> {
-  await page.evaluate(
-    ({ w, h }) => {
-      for (const el of document.querySelectorAll('video')) {
-        el.style.width = `${w}px`;
-        el.style.height = `${h}px`;
-        el.style.display = 'block';
-      }
-    },
-    { w: width, h: height },
-  );
-}
-
 /** Counters of one page at one moment: inbound video per sender, outbound per layer. */
-async function snapshot(page: Page): Promise<{ at: number; ins: InVideo[]; out: OutVideo }> {
-  return { at: Date.now(), ins: await inVideo(page), out: await outVideo(page) };
+async function snapshot(page: Page) {
+  return { at: Date.now(), ins: await inVideo(page), out: await publisherVideoStats(page) };
 }
 
 const NAMES = ['alice', 'bob', 'carol'];
