@@ -45,9 +45,9 @@ set -eu
 role="${1:-}"
 [ $# -gt 0 ] && shift
 case "$role" in
-  sfu)      exec node /app/sfu/main.ts "$@" ;;
+  sfu)      exec node --max-semi-space-size=8 /app/sfu/main.ts "$@" ;;
   bridge)   exec node /app/bridge/main.ts "$@" ;;
-  embedded) exec node /app/embedded/main.ts --data-dir "$MATRIX_RTC_DATA_DIR" "$@" ;;
+  embedded) exec node --max-semi-space-size=8 /app/embedded/main.ts --data-dir "$MATRIX_RTC_DATA_DIR" "$@" ;;
   trial-setup) exec node /app/synapse-dev/trial-setup.ts "$@" ;;
   *)
     echo "usage: matrix-rtc sfu|bridge|embedded [options]   (see README.md)" >&2

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { AccessToken } from 'livekit-server-sdk';
 import { freePort } from '../test/support/ports.ts';
 import { waitFor } from '../test/support/wait.ts';
+import { SFU_NODE_FLAGS } from '../sfu/node-flags.ts';
 
 export const BENCH_API_KEY = 'benchkey';
 export const BENCH_API_SECRET = 'bench-secret-0123456789abcdef-0123456789';
@@ -117,7 +118,9 @@ export async function startSfuProcess(
     `logging: {level: ${process.env.BENCH_SFU_LOG_LEVEL ?? 'warn'}}`,
     '',
   ].join('\n');
+  // The flags the SFU runs with in production (sfu/node-flags.ts), then the caller's (later wins).
   const execArgv = [
+    ...SFU_NODE_FLAGS,
     ...(opts.cpuProfileDir
       ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfileDir}`, ...(opts.cpuProfileName ? [`--cpu-prof-name=${opts.cpuProfileName}`] : [])]
       : []),

@@ -17,9 +17,10 @@
  *    the SFU's µs per forwarded packet is reported as a percentage of it.
  * Writes bench/results/sfu-fanout.svg, sfu-fanout.cpuprofile (cut to the measurement windows
  * when summarised) and, through the runner, bench/results/sfu.json. Figures only: nothing
- * passes or fails on time. Knobs: BENCH_SFU_STEPS / BENCH_SFU_WERIFT_STEPS / BENCH_SFU_SAT_STEPS
+ * passes or fails on time. Knobs: BENCH_SFU_STEPS / BENCH_SFU_WERIFT_STEPS / BENCH_SFU_SAT_STEPS / BENCH_SFU_SAT_VIDEO_STEPS
  * (subscriber counts, e.g. "2,5,10"), BENCH_SFU_WINDOW_MS, BENCH_SFU_PUBLISHERS,
- * BENCH_SFU_SAT_PUBLISHERS, BENCH_SFU_SAT_SAMPLE (1 in N packets verified).
+ * BENCH_SFU_SAT_PUBLISHERS, BENCH_SFU_SAT_SAMPLE (1 in N packets verified), BENCH_SFU_THIS_ARGS
+ * (node flags for this tree's SFU in the saturation sweep), BENCH_SFU_LOG_LEVEL.
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -50,6 +51,12 @@ const SAT_VIDEO_STEPS = steps(env.BENCH_SFU_SAT_VIDEO_STEPS ?? '10,20,30,40,50,6
 const SAT_PUBLISHERS = Number(env.BENCH_SFU_SAT_PUBLISHERS ?? 10);
 const SAT_SAMPLE = Number(env.BENCH_SFU_SAT_SAMPLE ?? 16);
 const SAT_PROFILE = 'sfu-saturation.cpuprofile';
+/**
+ * Node flags for this tree's SFU in the saturation sweep only (BENCH_SFU_THIS_ARGS, space
+ * separated): with `--against HEAD` the A/B then measures what a flag costs, e.g.
+ * `--max-semi-space-size=8`.
+ */
+const THIS_SFU_ARGS = (env.BENCH_SFU_THIS_ARGS ?? '').split(' ').filter(Boolean);
 
 // Disjoint UDP port ranges per process (werift scans a range from its start and re-binds the
 // port it found later, so two processes sharing a range can collide), away from the tests'
@@ -104,7 +111,7 @@ async function saturation(procs: ProcessSet, against: string | undefined): Promi
       const sfu = await startSfuProcess(procs, { portRange: AGAINST_SFU_PORTS, root: other.root, cpuProfileDir: otherProfileDir, cpuProfileName: SAT_PROFILE });
       targets.push({ label: `against-${other.commit.slice(0, 7)}`, sfu, commit: other.commit });
     }
-    const ours = await startSfuProcess(procs, { portRange: SFU_PORTS, cpuProfileDir: resultsDir, cpuProfileName: SAT_PROFILE });
+    const ours = await startSfuProcess(procs, { portRange: SFU_PORTS, cpuProfileDir: resultsDir, cpuProfileName: SAT_PROFILE, execArgv: THIS_SFU_ARGS });
     targets.push({ label: 'this', sfu: ours, commit: currentCommit() });
     const sweep = async (kind: 'audio' | 'video', subscriberSteps: number[]): Promise<SaturationResult[]> => {
       // Fresh load processes per kind (a publisher process sends one kind); the previous kind's

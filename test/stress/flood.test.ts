@@ -24,6 +24,7 @@ import { startFakeClientServerApi } from '../fake-homeserver/delayed-events.ts';
 import { connectRtcNode, countAudibleFrames } from '../support/rtc-node.ts';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
 import { freePort } from '../support/ports.ts';
+import { SFU_NODE_FLAGS } from '../../sfu/node-flags.ts';
 import { waitFor } from '../support/wait.ts';
 import type { FloodMessage, FloodOptions, FloodReport } from '../support/flood-worker.ts';
 import { liveKitRoomAlias } from '../../bridge/token/names.ts';
@@ -42,14 +43,14 @@ const MATRIX_ROOM = '!flood:example.org';
  * V8 grows a process's young generation (up to 2 × 64 MB on Node 24) when it allocates fast, and
  * keeps it: a one-time step of up to ~130 MB of RSS that V8 bounds whatever the input, and that
  * would swamp the 20 % budget below without saying anything about a leak. Both children run
- * with it capped, so what the RSS comparison sees is what the input can grow: the old
+ * with it capped as the SFU runs in production (sfu/node-flags.ts), so what the RSS comparison sees is what the input can grow: the old
  * generation, buffers, native memory and sockets. And both collect fully every second
  * (test/support/periodic-gc.ts): between two major collections the old generation fills with
  * promoted garbage (the SFU's heap in use climbed 51 → 95 MB over 40 s of flood before one ran),
  * which grew the RSS 26 % in one run and 1 % in the next, depending only on whether the
  * warm-up had already committed those pages.
  */
-const V8_FLAGS = ['--max-semi-space-size=8', '--expose-gc', '--import=./test/support/periodic-gc.ts'];
+const V8_FLAGS = [...SFU_NODE_FLAGS, '--expose-gc', '--import=./test/support/periodic-gc.ts'];
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
