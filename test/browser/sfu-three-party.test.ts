@@ -136,8 +136,9 @@ describe('sfu three-party simulcast call', () => {
         expect.soft(keyframes, `${name}'s layer ${rid}: keyframes encoded`).toBeLessThanOrEqual(1);
       }
       report.push(`${name} estimate ${Math.round(out.availableOutgoingBitrate / 1000)} kbps`);
-      // What collapsed before: 40–950 kbps on loopback; three 720p layers want about 1.7 Mbps.
-      expect.soft(out.availableOutgoingBitrate, `${name}'s bandwidth estimate`).toBeGreaterThan(1_000_000);
+      // What collapsed before: 40–950 kbps on loopback. The 640x360 tiles need the q and h layers
+      // (about 650 kbps); measured here 3.0–5.2 Mbps, and 1.5–3.6 Mbps with a busy loop beside.
+      expect.soft(out.availableOutgoingBitrate, `${name}'s bandwidth estimate`).toBeGreaterThan(700_000);
     }
     report.push(`SFU keyframe requests to publishers: ${plis}`);
     for (const [i, page] of pages.entries()) {
