@@ -31,6 +31,8 @@ import { reservePort } from '../support/ports.ts';
 import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
 import { waitFor } from '../support/wait.ts';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
 
 export const CALL = 'org.matrix.msc3401.call.member';
 export const SLOT = 'm.call#ROOM';
@@ -161,6 +163,33 @@ export interface World {
   getToken(userId: string, roomId: string, deviceId: string, extra?: Record<string, unknown>): Promise<{ status: number; json: Record<string, unknown> }>;
   connect(jwt: string): Promise<RtcNodeClient>;
   stop(): Promise<void>;
+}
+
+/**
+ * What every e2e file needs, registered by calling this once at its top level: one real Redis
+ * for the file, and `start(opts)`, which starts a world with that Redis's URL and stops it after
+ * the test that started it.
+ */
+export function worldPerTest(): { start(opts: Omit<WorldOptions, 'redisUrl'>): Promise<World> } {
+  let redis: RunningRedis | undefined;
+  let current: World | undefined;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  afterEach(async () => {
+    await current?.stop();
+    current = undefined;
+  });
+  return {
+    async start(opts) {
+      if (!redis) throw new Error('worldPerTest: start() outside a test');
+      current = await startWorld({ ...opts, redisUrl: redis.url });
+      return current;
+    },
+  };
 }
 
 export async function startWorld(opts: WorldOptions): Promise<World> {

@@ -12,26 +12,13 @@
  * user and keeps an Element-Call-style delayed leave alive until the participant disconnects.
  * Each runs with the memory and Redis store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DisconnectReason } from '@livekit/rtc-node';
 import { legacyLiveKitIdentity, liveKitIdentityForMember, liveKitRoomAlias } from '../../bridge/token/names.ts';
-import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
 import { waitFor } from '../support/wait.ts';
-import { CALL, joinContent, SLOT, startWorld, stateKeyOf, within, type StoreKind, type World } from './bridge-e2e-world.ts';
+import { CALL, joinContent, SLOT, worldPerTest, stateKeyOf, within, type StoreKind, type World } from './bridge-e2e-world.ts';
 
-let redis: RunningRedis;
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-
-let current: World | undefined;
-afterEach(async () => {
-  await current?.stop();
-  current = undefined;
-});
+const worlds = worldPerTest();
 
 const REMOVAL_BOUND_MS = 1000;
 
@@ -39,8 +26,7 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
   describe(`bridge end to end on our SFU with the ${kind} store`, () => {
     async function world(opts: { fullAccess?: boolean; graceSeconds?: number; csApi?: 'token-helper' | 'core' } = {}): Promise<World> {
       // {} leaves act at once here; their grace is bridge-removal-e2e.test.ts's subject.
-      current = await startWorld({ kind, redisUrl: redis.url, leaveGraceSeconds: 0, ...opts });
-      return current;
+      return await worlds.start({ kind, leaveGraceSeconds: 0, ...opts });
     }
 
     /** Alice joins the call on DEVICEA and connects to the SFU room with a /sfu/get token. */

@@ -11,28 +11,15 @@
  * memory and the Redis store.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DisconnectReason } from '@livekit/rtc-node';
 import { AccessToken } from 'livekit-server-sdk';
 import { legacyLiveKitIdentity, liveKitRoomAlias } from '../../bridge/token/names.ts';
-import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
 import { TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
 import { waitFor } from '../support/wait.ts';
-import { CALL, joinContent, SLOT, startWorld, stateKeyOf, type StoreKind, type World } from './bridge-e2e-world.ts';
+import { CALL, joinContent, SLOT, worldPerTest, stateKeyOf, type StoreKind } from './bridge-e2e-world.ts';
 
-let redis: RunningRedis;
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-
-let current: World | undefined;
-afterEach(async () => {
-  await current?.stop();
-  current = undefined;
-});
+const worlds = worldPerTest();
 
 const GRACE_SECONDS = 2;
 
@@ -51,9 +38,8 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
       let staleGone: Promise<[DisconnectReason?]> | undefined;
       let bridgeStartedAt = 0;
 
-      current = await startWorld({
+      const w = await worlds.start({
         kind,
-        redisUrl: redis.url,
         graceSeconds: GRACE_SECONDS,
         pushes: false,
         async beforeBridge(pre) {
@@ -86,7 +72,6 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
           bridgeStartedAt = Date.now();
         },
       });
-      const w = current;
       // Nothing was pushed: all the bridge knows comes from reconcile.
       expect(w.composed.hs.pusher.attempts).toEqual([]);
       // It read both rooms' state masquerading as a joined local user; never as the bot, which is

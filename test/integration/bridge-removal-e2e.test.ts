@@ -13,28 +13,15 @@
  * keeps it 25 s after the call ended (the homeserver, the bridge and the SFU share one manual
  * clock there). With the memory and the Redis store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DisconnectReason } from '@livekit/rtc-node';
 import { createManualClock, type ManualClock } from '../../common/clock.ts';
 import { legacyLiveKitIdentity, liveKitRoomAlias } from '../../bridge/token/names.ts';
 import { connectRtcNode } from '../support/rtc-node.ts';
-import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
 import { waitFor } from '../support/wait.ts';
-import { CALL, joinContent, SLOT, startWorld, stateKeyOf, within, type StoreKind, type World, type WorldOptions } from './bridge-e2e-world.ts';
+import { CALL, joinContent, SLOT, worldPerTest, stateKeyOf, within, type StoreKind, type World, type WorldOptions } from './bridge-e2e-world.ts';
 
-let redis: RunningRedis;
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-
-let current: World | undefined;
-afterEach(async () => {
-  await current?.stop();
-  current = undefined;
-});
+const worlds = worldPerTest();
 
 const REMOVAL_BOUND_MS = 1000;
 /** The bridge's default leave grace (bridge.yaml `leave_grace_seconds`). */
@@ -75,8 +62,7 @@ async function aliceInCall(w: World, extra: Record<string, unknown> = {}) {
 for (const kind of ['memory', 'redis'] as StoreKind[]) {
   describe(`removal on our SFU with the ${kind} store`, () => {
     async function world(opts: Omit<WorldOptions, 'kind'> = {}): Promise<World> {
-      current = await startWorld({ kind, redisUrl: redis.url, ...opts });
-      return current;
+      return await worlds.start({ kind, ...opts });
     }
 
     for (const how of ['kick', 'ban', 'room leave'] as const) {
@@ -213,8 +199,7 @@ describe('one grace: the SFU room lives exactly the bridge`s room_delete_grace_s
   it('creates SFU rooms (lifecycle and full-access /get_token) with departure timeout = the 30 s grace; the room still exists 25 s after the call ended and is gone after 30 s', async () => {
     // One clock for the homeserver, the bridge and the SFU (its room close timer).
     const clock: ManualClock = createManualClock(Date.now());
-    current = await startWorld({ kind: 'memory', clock, sfuOnClock: true, graceSeconds: 30, leaveGraceSeconds: 0, fullAccess: true });
-    const w = current;
+    const w = await worlds.start({ kind: 'memory', clock, sfuOnClock: true, graceSeconds: 30, leaveGraceSeconds: 0, fullAccess: true });
     const { client } = await aliceInCall(w);
     // Departure timeout = the grace; empty timeout (nobody ever joined) = the grace, at least 300 s.
     const info = (await w.roomService.listRooms([w.sfuRoom]))[0]!;

@@ -10,28 +10,18 @@
  * the push. A sticky join that is never refreshed ends when its sticky duration passes. With
  * the memory and the Redis store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { DisconnectReason } from '@livekit/rtc-node';
 import { liveKitIdentityForMember } from '../../bridge/token/names.ts';
-import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
 import { generateStickyContents, matrixClientFor, RTC_MEMBER, startStickyMember, type StickyMember } from '../support/matrixrtc-sticky.ts';
 import { waitFor } from '../support/wait.ts';
-import { startWorld, within, type StoreKind, type World } from './bridge-e2e-world.ts';
+import { within, worldPerTest, type StoreKind } from './bridge-e2e-world.ts';
 
-let redis: RunningRedis;
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-
-let current: World | undefined;
+const worlds = worldPerTest();
 let member: StickyMember | undefined;
+// Registered after worldPerTest's, so it runs first (vitest runs after-hooks as a stack).
 afterEach(async () => {
   await member?.stop();
-  await current?.stop();
-  current = undefined;
   member = undefined;
 });
 
@@ -41,7 +31,7 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
   describe(`bridge end to end with sticky rtc.member events (MSC4354) and the ${kind} store`, () => {
     it('a js-sdk sticky join creates the SFU room, the member`s rtc-node participant joins, reconcile keeps it, the sticky leave removes it', async () => {
       // Leave grace 0: this is about sticky events reaching the SFU, not the grace (bridge-removal-e2e).
-      const w = (current = await startWorld({ kind, redisUrl: redis.url, matrixRtc: { msc4354: true }, leaveGraceSeconds: 0 }));
+      const w = await worlds.start({ kind, matrixRtc: { msc4354: true }, leaveGraceSeconds: 0 });
       const hs = w.composed.hs;
       expect(await w.sfuRooms()).not.toContain(w.sfuRoom);
       const client = matrixClientFor(hs.url, w.alice, 'DEVICEA', w.accessToken(w.alice));
@@ -76,7 +66,7 @@ for (const kind of ['memory', 'redis'] as StoreKind[]) {
     });
 
     it('a sticky join never refreshed ends when its sticky duration passes: the participant is removed', async () => {
-      const w = (current = await startWorld({ kind, redisUrl: redis.url, matrixRtc: { msc4354: true } }));
+      const w = await worlds.start({ kind, matrixRtc: { msc4354: true } });
       const hs = w.composed.hs;
       const js = await generateStickyContents(w.alice, 'DEVICEA', w.roomId);
       // js-sdk always asks for 1 h; the same content sent with a 3 s duration ends in 3 s.

@@ -7,41 +7,27 @@
  * bob stays, and alice's old token no longer gets in (revoke_token_ts). With the memory and the
  * Redis store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DisconnectReason } from '@livekit/rtc-node';
 import { liveKitIdentityForMember } from '../../bridge/token/names.ts';
-import { startRedisServer, type RunningRedis } from '../support/redis-server.ts';
 import { waitFor } from '../support/wait.ts';
-import { startWorld, type StoreKind, type World } from './bridge-e2e-world.ts';
+import { worldPerTest, type StoreKind } from './bridge-e2e-world.ts';
 
 const INTERVAL_SECONDS = 1;
 /** One interval, plus the sweep's own requests and the leave reaching the client on a loaded machine. */
 const REMOVAL_BOUND_MS = INTERVAL_SECONDS * 1000 + 1500;
 
-let redis: RunningRedis;
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-let current: World | undefined;
-afterEach(async () => {
-  await current?.stop();
-  current = undefined;
-});
+const worlds = worldPerTest();
 
 for (const kind of ['memory', 'redis'] as StoreKind[]) {
   describe(`membership monitor on our SFU with the ${kind} store`, () => {
     it('removes within one interval a connected user who left the Matrix room while the push to the appservice was lost, and her old token cannot rejoin', async () => {
-      current = await startWorld({
+      const w = await worlds.start({
         kind,
-        redisUrl: redis.url,
         fullAccess: true,
         pushes: false,
         env: { LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS: String(INTERVAL_SECONDS) },
       });
-      const w = current;
       const a = await w.getToken(w.alice, w.roomId, 'ADEV');
       const b = await w.getToken(w.bob, w.roomId, 'BDEV');
       expect([a.status, b.status]).toEqual([200, 200]);
