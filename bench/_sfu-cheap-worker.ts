@@ -207,50 +207,40 @@ function tick(): void {
   const due = Math.floor((performance.now() - pacingStart) / FRAME_MS[kind ?? 'audio']) - framesSent;
   const n = Math.min(10, due);
   framesSent += Math.max(due, 0);
-  for (let i = 0; i < n; i++) {
-    if (kind === 'video') sendVideoFrame();
-    else sendFrame();
-  }
+  for (let i = 0; i < n; i++) sendFrame();
 }
 
-function sendVideoFrame(): void {
-  const frame = frameIndex++;
-  const pictureId = frame & 0x7fff;
-  const keyframe = frame % VIDEO_KEYFRAME_EVERY === 0;
+/** The next frame's packets (templates, copied per publisher) and its RTP timestamp step. */
+function nextFrame(): { packets: Buffer[]; tsStep: number } {
+  const index = frameIndex++;
+  if (kind !== 'video') return { packets: [FRAMES[index % FRAMES.length]!], tsStep: 960 };
+  const pictureId = index & 0x7fff;
+  const keyframe = index % VIDEO_KEYFRAME_EVERY === 0;
+  for (const packet of VIDEO_PACKETS) {
+    packet[2] = 0x80 | (pictureId >> 8);
+    packet[3] = pictureId & 0xff;
+    packet[4] = keyframe ? 0x10 : 0x11;
+  }
+  return { packets: VIDEO_PACKETS, tsStep: 3600 };
+}
+
+/** One frame from every publisher of every group that is not paused; video marks its last packet. */
+function sendFrame(): void {
+  const { packets, tsStep } = nextFrame();
   for (const g of groups.values()) {
     if (g.paused) continue;
     for (const p of g.publishers) {
       const sender = p.transceiver.sender;
-      for (let k = 0; k < VIDEO_PACKETS.length; k++) {
-        const last = k === VIDEO_PACKETS.length - 1;
-        const header = new RtpHeader({ payloadType: sender.codec?.payloadType ?? 96, sequenceNumber: p.seq, timestamp: p.ts >>> 0, ssrc: sender.ssrc, marker: last });
+      for (let k = 0; k < packets.length; k++) {
+        const marker = kind === 'video' && k === packets.length - 1;
+        const header = new RtpHeader({ payloadType: sender.codec?.payloadType ?? (kind === 'video' ? 96 : 111), sequenceNumber: p.seq, timestamp: p.ts >>> 0, ssrc: sender.ssrc, marker });
         p.seq = (p.seq + 1) & 0xffff;
-        const payload = Buffer.from(VIDEO_PACKETS[k]!);
-        payload[2] = 0x80 | (pictureId >> 8);
-        payload[3] = pictureId & 0xff;
-        payload[4] = keyframe ? 0x10 : 0x11;
-        payload.writeDoubleBE(wallNow(), 9);
+        const payload = Buffer.from(packets[k]!);
+        payload.writeDoubleBE(wallNow(), stampAt(payload, 0) + 4);
         sender.sendRtp(new RtpPacket(header, payload)).catch(() => undefined);
         g.sent++;
       }
-      p.ts += 3600;
-    }
-  }
-}
-
-function sendFrame(): void {
-  const frame = FRAMES[frameIndex++ % FRAMES.length]!;
-  for (const g of groups.values()) {
-    if (g.paused) continue;
-    for (const p of g.publishers) {
-      const sender = p.transceiver.sender;
-      const header = new RtpHeader({ payloadType: sender.codec?.payloadType ?? 111, sequenceNumber: p.seq, timestamp: p.ts >>> 0, ssrc: sender.ssrc });
-      p.seq = (p.seq + 1) & 0xffff;
-      p.ts += 960;
-      const payload = Buffer.from(frame);
-      payload.writeDoubleBE(wallNow(), 5);
-      sender.sendRtp(new RtpPacket(header, payload)).catch(() => undefined);
-      g.sent++;
+      p.ts += tsStep;
     }
   }
 }
