@@ -50,20 +50,22 @@ const NACK_GUARD_SLOTS = 2048;
  * SFU's memory per participant.
  */
 export class NackGuard {
-  private seqs: Int32Array | undefined;
-  private lastAt: Float64Array | undefined;
-  private sent: Uint8Array | undefined;
+  /** The three slot arrays, made together at the first NACK. */
+  private history: { seqs: Int32Array; lastAt: Float64Array; sent: Uint8Array } | undefined;
 
   /** Bytes of history held (0 until the first NACK). */
   get allocatedBytes(): number {
-    return (this.seqs?.byteLength ?? 0) + (this.lastAt?.byteLength ?? 0) + (this.sent?.byteLength ?? 0);
+    const h = this.history;
+    return h ? h.seqs.byteLength + h.lastAt.byteLength + h.sent.byteLength : 0;
   }
 
   /** Whether `seq` may be retransmitted at `nowMs`; counts the retransmission when it may. */
   allow(seq: number, nowMs: number): boolean {
-    const seqs = (this.seqs ??= new Int32Array(NACK_GUARD_SLOTS).fill(-1));
-    const lastAt = (this.lastAt ??= new Float64Array(NACK_GUARD_SLOTS));
-    const sent = (this.sent ??= new Uint8Array(NACK_GUARD_SLOTS));
+    const { seqs, lastAt, sent } = (this.history ??= {
+      seqs: new Int32Array(NACK_GUARD_SLOTS).fill(-1),
+      lastAt: new Float64Array(NACK_GUARD_SLOTS),
+      sent: new Uint8Array(NACK_GUARD_SLOTS),
+    });
     const slot = seq & (NACK_GUARD_SLOTS - 1);
     if (seqs[slot] !== seq) {
       seqs[slot] = seq;
