@@ -159,6 +159,55 @@ export async function waitForMediaFrom(page: Page, identity: string, timeoutMs =
   );
 }
 
+/** One remote video track as the receiving Chrome reports it (inbound-rtp). */
+export interface InboundVideo {
+  /** The sender's identity. */
+  from: string;
+  framesDecoded: number;
+  keyFramesDecoded: number;
+  framesDropped: number;
+  freezeCount: number;
+  totalFreezesDuration: number;
+  frameWidth: number;
+  pliCount: number;
+  firCount: number;
+  nackCount: number;
+  packetsLost: number;
+}
+
+/** inbound-rtp figures of every subscribed remote video track of the page. */
+export async function inboundVideoStats(page: Page): Promise<InboundVideo[]> {
+  return await page.evaluate(async () => {
+    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
+    const out: InboundVideo[] = [];
+    for (const p of room.remoteParticipants.values()) {
+      for (const pub of p.videoTrackPublications.values()) {
+        const receiver = pub.track?.receiver;
+        if (!receiver) continue;
+        const report = await receiver.getStats();
+        report.forEach((s: Record<string, unknown>) => {
+          if (s.type !== 'inbound-rtp') return;
+          const n = (k: string) => Number(s[k] ?? 0);
+          out.push({
+            from: p.identity,
+            framesDecoded: n('framesDecoded'),
+            keyFramesDecoded: n('keyFramesDecoded'),
+            framesDropped: n('framesDropped'),
+            freezeCount: n('freezeCount'),
+            totalFreezesDuration: n('totalFreezesDuration'),
+            frameWidth: n('frameWidth'),
+            pliCount: n('pliCount'),
+            firCount: n('firCount'),
+            nackCount: n('nackCount'),
+            packetsLost: n('packetsLost'),
+          });
+        });
+      }
+    }
+    return out;
+  });
+}
+
 /** Sizes every video element of the page (adaptive stream reports the size to the SFU). */
 export async function sizeVideoElements(page: Page, width: number, height: number): Promise<void> {
   await page.evaluate(

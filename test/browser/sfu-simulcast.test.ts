@@ -9,41 +9,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { joinFromPage, browserScene, sizeVideoElements, waitForPageEvent } from './sfu-browser-client.ts';
+import { joinFromPage, browserScene, inboundVideoStats, sizeVideoElements, waitForPageEvent, type InboundVideo } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 
-interface VideoIn {
-  frameWidth: number;
-  framesDecoded: number;
-  keyFramesDecoded: number;
-  pliCount: number;
-  framesDropped: number;
-}
-
-async function videoIn(page: Page): Promise<VideoIn | undefined> {
-  return await page.evaluate(async () => {
-    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
-    for (const p of room.remoteParticipants.values()) {
-      for (const pub of p.videoTrackPublications.values()) {
-        const receiver = pub.track?.receiver;
-        if (!receiver) continue;
-        const report = await receiver.getStats();
-        let out: VideoIn | undefined;
-        report.forEach((s: Record<string, unknown>) => {
-          if (s.type !== 'inbound-rtp') return;
-          out = {
-            frameWidth: Number(s.frameWidth ?? 0),
-            framesDecoded: Number(s.framesDecoded ?? 0),
-            keyFramesDecoded: Number(s.keyFramesDecoded ?? 0),
-            pliCount: Number(s.pliCount ?? 0),
-            framesDropped: Number(s.framesDropped ?? 0),
-          };
-        });
-        return out;
-      }
-    }
-    return undefined;
-  });
+/** The one remote video bob receives. */
+async function videoIn(page: Page): Promise<InboundVideo | undefined> {
+  return (await inboundVideoStats(page))[0];
 }
 
 describe('sfu simulcast with adaptive stream', () => {

@@ -1,64 +1,21 @@
 /**
  * A three-party call as Element Call makes it: three livekit-client browsers, end-to-end
  * encrypted, each publishing a 720p simulcast camera and a microphone, subscribing with
- * adaptiveStream and dynacast, tiles of 640x360. Over a measured stretch each receiver's inbound video is judged the way a user sees
- * it: frames per second, freezes (Chrome's freezeCount) and keyframes decoded; each publisher's
- * bandwidth estimate (availableOutgoingBitrate) and the keyframes it was asked for.
+ * adaptiveStream and dynacast, tiles of 640x360. Over a measured stretch each receiver's inbound
+ * video is judged the way a user sees it: frames per second, freezes (Chrome's freezeCount) and
+ * keyframes decoded; each publisher's bandwidth estimate (availableOutgoingBitrate) and the
+ * keyframes it was asked for.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { joinFromPage, browserScene, pageEvents, publisherVideoStats, sizeVideoElements, waitForMediaFrom } from './sfu-browser-client.ts';
+import { joinFromPage, browserScene, inboundVideoStats, pageEvents, publisherVideoStats, sizeVideoElements, waitForMediaFrom } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 import { e2eeWorkerUrl } from '../support/browser.ts';
 import { metricSum, scrapeMetrics } from '../../bench/_sfu-procs.ts';
 
-interface InVideo {
-  from: string;
-  framesDecoded: number;
-  keyFramesDecoded: number;
-  freezeCount: number;
-  totalFreezesDuration: number;
-  frameWidth: number;
-  pliCount: number;
-  firCount: number;
-  nackCount: number;
-  packetsLost: number;
-}
-
-async function inVideo(page: Page): Promise<InVideo[]> {
-  return await page.evaluate(async () => {
-    const room = window.testState.room as InstanceType<typeof window.LivekitClient.Room>;
-    const out: InVideo[] = [];
-    for (const p of room.remoteParticipants.values()) {
-      for (const pub of p.videoTrackPublications.values()) {
-        const receiver = pub.track?.receiver;
-        if (!receiver) continue;
-        const report = await receiver.getStats();
-        report.forEach((s: Record<string, unknown>) => {
-          if (s.type !== 'inbound-rtp') return;
-          const n = (k: string) => Number(s[k] ?? 0);
-          out.push({
-            from: p.identity,
-            framesDecoded: n('framesDecoded'),
-            keyFramesDecoded: n('keyFramesDecoded'),
-            freezeCount: n('freezeCount'),
-            totalFreezesDuration: n('totalFreezesDuration'),
-            frameWidth: n('frameWidth'),
-            pliCount: n('pliCount'),
-            firCount: n('firCount'),
-            nackCount: n('nackCount'),
-            packetsLost: n('packetsLost'),
-          });
-        });
-      }
-    }
-    return out;
-  });
-}
-
 /** Counters of one page at one moment: inbound video per sender, outbound per layer. */
 async function snapshot(page: Page) {
-  return { at: Date.now(), ins: await inVideo(page), out: await publisherVideoStats(page) };
+  return { at: Date.now(), ins: await inboundVideoStats(page), out: await publisherVideoStats(page) };
 }
 
 const NAMES = ['alice', 'bob', 'carol'];
@@ -92,7 +49,7 @@ describe('sfu three-party simulcast call', () => {
       await sizeVideoElements(page, 640, 360);
     }
     // Past the start-up keyframes and the first layer choice.
-    await waitFor('two seconds of the call', async () => (await inVideo(pages[0]!)).every((v) => v.framesDecoded >= 60), {
+    await waitFor('two seconds of the call', async () => (await inboundVideoStats(pages[0]!)).every((v) => v.framesDecoded >= 60), {
       timeoutMs: 20_000,
       intervalMs: 200,
     });
@@ -103,7 +60,7 @@ describe('sfu three-party simulcast call', () => {
       `${FRAMES} more frames of every sender at every receiver`,
       async () => {
         for (const [i, page] of pages.entries()) {
-          const now = await inVideo(page);
+          const now = await inboundVideoStats(page);
           for (const v of now) {
             const was = before[i]!.ins.find((b) => b.from === v.from);
             if (!was || v.framesDecoded - was.framesDecoded < FRAMES) return false;
