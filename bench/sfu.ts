@@ -17,8 +17,8 @@
  *    the SFU's µs per forwarded packet is reported as a percentage of it.
  * Writes bench/results/sfu-fanout.svg, sfu-fanout.cpuprofile (cut to the measurement windows
  * when summarised) and, through the runner, bench/results/sfu.json. Figures only: nothing
- * passes or fails on time. Knobs: BENCH_SFU_STEPS / BENCH_SFU_WERIFT_STEPS / BENCH_SFU_SAT_STEPS / BENCH_SFU_SAT_VIDEO_STEPS
- * (subscriber counts, e.g. "2,5,10"), BENCH_SFU_WINDOW_MS, BENCH_SFU_PUBLISHERS,
+ * passes or fails on time. Knobs: BENCH_SFU_STEPS / BENCH_SFU_WERIFT_STEPS / BENCH_SFU_SAT_STEPS /
+ * BENCH_SFU_SAT_VIDEO_STEPS (subscriber counts, e.g. "2,5,10"), BENCH_SFU_WINDOW_MS, BENCH_SFU_PUBLISHERS,
  * BENCH_SFU_SAT_PUBLISHERS, BENCH_SFU_SAT_SAMPLE (1 in N packets verified), BENCH_SFU_THIS_ARGS
  * (node flags for this tree's SFU in the saturation sweep), BENCH_SFU_LOG_LEVEL.
  */
@@ -53,8 +53,9 @@ const SAT_SAMPLE = Number(env.BENCH_SFU_SAT_SAMPLE ?? 16);
 const SAT_PROFILE = 'sfu-saturation.cpuprofile';
 /**
  * Node flags for this tree's SFU in the saturation sweep only (BENCH_SFU_THIS_ARGS, space
- * separated): with `--against HEAD` the A/B then measures what a flag costs, e.g.
- * `--max-semi-space-size=8`.
+ * separated, after the production ones of sfu/node-flags.ts, so a later one wins): with
+ * `--against HEAD` the A/B then measures what a flag costs, e.g. `--max-semi-space-size=64`
+ * against the production cap of 8.
  */
 const THIS_SFU_ARGS = (env.BENCH_SFU_THIS_ARGS ?? '').split(' ').filter(Boolean);
 
