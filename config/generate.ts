@@ -35,6 +35,10 @@ const SFU_NOTES: Record<string, string> = {
     'with a reverse proxy (README "Reverse proxy").',
   bind_addresses: 'Addresses to listen on; empty = all (::). Only the first entry is used today.',
   prometheus_port: 'Extra listener serving only /metrics; 0 = none (/metrics is on `port` anyway).',
+  workers: 'Media threads (not a LiveKit key): 1 = media on the main thread; N >= 2 = N media worker\n' +
+    'threads, signalling stays on the main thread; auto = one per core. `--workers` overrides it.',
+  worker_placement: 'pack = keep a room on one worker while it is not much busier than the others;\n' +
+    'spread = always the least-loaded worker (one big room over every core).',
   keys: 'REQUIRED: API key -> secret. Secrets shorter than 32 characters are refused.\n' +
     'Generate:  echo "APIkey$(openssl rand -hex 6): $(openssl rand -base64 32)"\n' +
     'The bridge must use one of these pairs (LIVEKIT_KEY / LIVEKIT_SECRET).',

@@ -5,6 +5,7 @@
  * silently ignored. `LIVEKIT_CONFIG` (YAML body) and `LIVEKIT_KEYS` ("key: secret") are applied
  * by `resolveSfuConfig`, as LiveKit does.
  */
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { ConfigError, parseWithSchema, parseYamlText, readYamlFile } from '../common/config.ts';
 import { LOG_LEVELS } from '../common/logger.ts';
@@ -38,6 +39,20 @@ export const sfuConfigSchema = z
     port: port.default(7880),
     bind_addresses: z.array(z.string().min(1)).default([]),
     prometheus_port: port.default(0),
+    /**
+     * Media threads (ours; LiveKit has no such key): 1 = media on the main thread with
+     * signalling (as before); N ≥ 2 = N media worker threads (node:worker_threads), each holding
+     * the transports of the participants placed on it, while signalling, rooms and RoomService
+     * stay on the main thread; `auto` = one per core (os.availableParallelism). A room can span
+     * workers (docs/media-workers.md).
+     */
+    workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
+    /**
+     * Which worker a joining participant's media goes to: `pack` (default) the room's worker
+     * while it is not much busier than the least-loaded one (small rooms never cross threads),
+     * `spread` always the least-loaded worker (one big room over every core).
+     */
+    worker_placement: z.enum(['pack', 'spread']).default('pack'),
     keys: z.record(z.string().min(1), z.string()).default({}),
     key_file: z.string().default(''),
     rtc: z
@@ -259,6 +274,11 @@ function crossCheck(cfg: SfuConfig): string[] {
   return problems;
 }
 
+/** `workers` as a count: `auto` is one per core. */
+export function workerCount(cfg: Pick<SfuConfig, 'workers'>): number {
+  return cfg.workers === 'auto' ? Math.max(1, availableParallelism()) : cfg.workers;
+}
+
 export function parseSfuConfig(raw: unknown, source: string): SfuConfig {
   const cfg = parseWithSchema(sfuConfigSchema, raw ?? {}, source, describeUnknown);
   const problems = crossCheck(cfg);
@@ -278,6 +298,8 @@ export interface SfuConfigInputs {
   configBody?: string;
   /** `LIVEKIT_KEYS`: YAML map "key: secret"; replaces `keys`. */
   keysEnv?: string;
+  /** `--workers N|auto` from the command line: replaces the config's `workers`. */
+  workers?: string;
   /** Applied last (embedded mode: loopback binding, dev keys). */
   overrides?: (raw: Record<string, unknown>) => Record<string, unknown>;
 }
@@ -306,6 +328,10 @@ export function resolveSfuConfig(inputs: SfuConfigInputs): SfuConfig {
   }
   if (inputs.keysEnv?.trim()) {
     raw = { ...raw, keys: asObject(parseYamlText(inputs.keysEnv, 'LIVEKIT_KEYS'), 'LIVEKIT_KEYS') };
+  }
+  if (inputs.workers !== undefined) {
+    const w = inputs.workers.trim();
+    raw = { ...raw, workers: /^\d+$/.test(w) ? Number(w) : w };
   }
   if (inputs.overrides) raw = inputs.overrides(raw);
   return parseSfuConfig(raw, source);

@@ -11,17 +11,19 @@ import { resolveSfuConfig, type SfuConfig } from './config.ts';
 import { createSfuServer } from './server.ts';
 import { useSmallBufferPool } from './buffer-pool.ts';
 
-const USAGE = `usage: npm run sfu -- --config FILE [--validate]
+const USAGE = `usage: npm run sfu -- --config FILE [--workers N|auto] [--validate]
   The config uses LiveKit server's YAML keys (see config/sfu.yaml).
-  LIVEKIT_CONFIG (YAML text) replaces the file; LIVEKIT_KEYS ("key: secret") replaces keys.`;
+  LIVEKIT_CONFIG (YAML text) replaces the file; LIVEKIT_KEYS ("key: secret") replaces keys.
+  --workers replaces the config's \`workers\` (media threads; auto = one per core).`;
 
 async function main(proc: ProcessContext): Promise<number> {
-  const args = parseMainArgs(process.argv.slice(2), USAGE);
+  const args = parseMainArgs(process.argv.slice(2), USAGE, { workers: { type: 'string' } });
   if (typeof args === 'number') return args;
   const config: SfuConfig = resolveSfuConfig({
     configFile: args.config,
     configBody: process.env.LIVEKIT_CONFIG,
     keysEnv: process.env.LIVEKIT_KEYS,
+    ...(typeof args.rest.workers === 'string' ? { workers: args.rest.workers } : {}),
   });
   if (args.validate) {
     console.log('sfu: configuration is valid');

@@ -119,6 +119,11 @@ export interface SfuMetrics {
   };
   /** RTP packets received + sent so far (the cluster registry reports packets per second). */
   mediaPackets(): number;
+  /**
+   * Adds packets counted elsewhere (a media worker's batch): four slots each, incoming,
+   * incoming retransmit, outgoing, outgoing retransmit.
+   */
+  addPackets(counts: readonly number[], bytes: readonly number[]): void;
 }
 
 const FORWARD_LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
@@ -414,6 +419,12 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
     },
     mediaBytes: () => pktBytes[0]! + pktBytes[1]! + pktBytes[2]! + pktBytes[3]!,
     mediaPackets: () => pktCount[0]! + pktCount[1]! + pktCount[2]! + pktCount[3]!,
+    addPackets(counts, bytes) {
+      for (let i = 0; i < 4; i++) {
+        pktCount[i]! += counts[i] ?? 0;
+        pktBytes[i]! += bytes[i] ?? 0;
+      }
+    },
     packets: {
       incoming(bytes, retransmit) {
         const i = retransmit ? 1 : 0;

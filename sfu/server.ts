@@ -13,13 +13,14 @@ import type { Clock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
 import { answerHealthz, closeServer, guardUnreadBodies, listen, requestErrorHandler, urlOf } from '../common/http.ts';
 import { createMetricsRegistry, serveMetrics } from '../common/metrics.ts';
-import type { SfuConfig } from './config.ts';
+import { workerCount, type SfuConfig } from './config.ts';
 import { createAgentDispatcher, type AgentDispatcher } from './agent/dispatcher.ts';
 import { AGENT_PATH, attachAgentSocket } from './agent/socket.ts';
 import { createAgentMetrics } from './agent/metrics.ts';
 import { createRoomManager, type RoomManager } from './rtc/room-manager.ts';
 import type { MediaTransportFactory } from './rtc/types.ts';
 import { createWeriftTransportFactory } from './media/transport.ts';
+import { createMediaWorkerPool, type MediaWorkerPool } from './media/workers/pool.ts';
 import { attachSignalling, registerSignalRoutes } from './signal/signalling.ts';
 import { attachSfuEventMetrics, createSfuMetrics, type SfuMetrics } from './metrics.ts';
 import { createRoomServiceHandler } from './twirp/router.ts';
@@ -36,8 +37,10 @@ export interface SfuDeps {
   clock: Clock;
   /** Registry for this SFU's metrics; a fresh one is made when absent. */
   metrics?: Registry;
-  /** Media transports; werift with rtc.* from the config when absent. */
+  /** Media transports; werift with rtc.* from the config when absent (on media workers with `workers` ≥ 2). */
   transportFactory?: MediaTransportFactory;
+  /** Test hooks every media worker loads (see WorkerInit.hooks); only with `workers` ≥ 2. */
+  mediaWorkerHooks?: { module: string; data?: unknown };
   /** Webhook delivery tuning (retries, backoff, queue bound); URLs and key come from config.webhook. */
   /** CPU time of the process for overload.cpu_load_limit; process.cpuUsage when absent. */
   cpuUsage?: () => CpuTimes;
@@ -58,6 +61,8 @@ export interface SfuServer {
   readonly sfuMetrics: SfuMetrics;
   /** Present when config.webhook.urls is set. */
   readonly webhooks: WebhookNotifier | undefined;
+  /** The media workers, with `workers` ≥ 2 and no `transportFactory` given; else undefined. */
+  readonly mediaWorkers: MediaWorkerPool | undefined;
   /** Routing: local, or the Redis cluster when config.redis is set (sfu/routing). */
   readonly cluster: Cluster;
   /** Binds the listeners; resolves with the signalling/API URL (http://host:port). */
@@ -86,8 +91,24 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
 
   // The metric set comes first: the media layer counts packets, NACKs and PLIs into it.
   const sfuMetrics = createSfuMetrics(metrics);
+  const workers = workerCount(config);
+  const mediaWorkers =
+    !deps.transportFactory && workers > 1
+      ? createMediaWorkerPool({
+          count: workers,
+          placement: config.worker_placement,
+          portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
+          nodeIp: config.rtc.node_ip,
+          logger: logger.child({ component: 'media' }),
+          metrics: sfuMetrics,
+          registry: metrics,
+          timed: true,
+          ...(deps.mediaWorkerHooks ? { hooks: deps.mediaWorkerHooks } : {}),
+        })
+      : undefined;
   const transportFactory =
     deps.transportFactory ??
+    mediaWorkers?.factory ??
     createWeriftTransportFactory({
       config: {
         portRange: [config.rtc.port_range_start, config.rtc.port_range_end],
@@ -199,11 +220,13 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
     sfuMetrics,
     webhooks,
     cluster,
+    mediaWorkers,
     async start() {
       const host = config.bind_addresses[0] ?? '::';
       if (config.bind_addresses.length > 1) {
         logger.warn({ bind_addresses: config.bind_addresses }, 'only the first bind address is used');
       }
+      await mediaWorkers?.ready();
       const address = await listen(server, host, config.port);
       if (config.prometheus_port) {
         metricsServer = createServer((req, res) => {
@@ -217,7 +240,10 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
       }
       const url = urlOf(address);
       await cluster.start(signalUrlOf(config, address.port));
-      logger.info({ url, node: nodeId, clustered: cluster.router.clustered }, 'sfu listening');
+      logger.info(
+        { url, node: nodeId, clustered: cluster.router.clustered, workers, mediaOn: mediaWorkers ? 'worker threads' : 'main thread' },
+        'sfu listening',
+      );
       return { url, address };
     },
     async drain() {
@@ -236,6 +262,7 @@ export function createSfuServer(deps: SfuDeps): SfuServer {
       await webhooks?.stop({ drainMs: 2000 });
       await closeServer(server);
       if (metricsServer) await closeServer(metricsServer);
+      await mediaWorkers?.stop();
     },
   };
 }

@@ -100,6 +100,18 @@ export interface PacketSink {
 /** A packet with the padding bit whose payload is nothing but padding (werift strips it). */
 export const isPaddingOnly = (rtp: RtpPacket): boolean => rtp.header.padding && rtp.payload.length === 0;
 
+export interface AudioCounts {
+  packets: number;
+  active: number;
+  sum: number;
+}
+
+/** `takeAudioLevel`'s answer from accumulated counts. */
+export function audioLevelOf(c: AudioCounts): { level: number; activeShare: number } {
+  if (c.packets === 0) return { level: 0, activeShare: 0 };
+  return { level: c.active > 0 ? c.sum / c.active : 0, activeShare: c.active / c.packets };
+}
+
 export class Upstream {
   readonly kind: 'audio' | 'video';
   readonly mimeType: string;
@@ -284,15 +296,20 @@ export class Upstream {
    * speaker observer a few times a second.
    */
   takeAudioLevel(): { level: number; activeShare: number } {
-    const packets = this.levelPackets;
-    const result =
-      packets === 0
-        ? { level: 0, activeShare: 0 }
-        : { level: this.levelActive > 0 ? this.levelSum / this.levelActive : 0, activeShare: this.levelActive / packets };
+    return audioLevelOf(this.takeAudioCounts());
+  }
+
+  /**
+   * The raw accumulation behind `takeAudioLevel` (packets with a level, voiced packets, sum of
+   * their linear levels), reset by the call: a media worker pushes these, and the main thread
+   * adds pushes together before `audioLevelOf`, which keeps the result exact.
+   */
+  takeAudioCounts(): AudioCounts {
+    const counts: AudioCounts = { packets: this.levelPackets, active: this.levelActive, sum: this.levelSum };
     this.levelPackets = 0;
     this.levelActive = 0;
     this.levelSum = 0;
-    return result;
+    return counts;
   }
 
   /**

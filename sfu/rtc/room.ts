@@ -176,6 +176,7 @@ export class Room {
     });
     const transport = this.deps.transportFactory({
       participantSid: sid,
+      room: this.name,
       events: {
         onConnected: () => this.hooks.onActive(p),
         onFailed: (reason) => {

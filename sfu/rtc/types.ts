@@ -161,6 +161,8 @@ export interface MediaTransport {
 export interface MediaTransportOptions {
   /** For the per-participant child logger. */
   participantSid: string;
+  /** The participant's room (media workers keep a room's participants together). */
+  room?: string;
   events: MediaTransportEvents;
 }
 

@@ -48,11 +48,27 @@ export async function startTestSfu(
     observePeerConnection?: WeriftTransportConfig['observePeerConnection'];
     /** rtc.port_range_start/end (default 40000–49999). */
     portRange?: [number, number];
+    /**
+     * The SFU's `workers` (media worker threads); default 1, or SFU_TEST_WORKERS for the suite's
+     * second pass. Tests with an in-process hook above (tap, dropOutgoing, observePeerConnection,
+     * wrapTransports, a clock) keep media on the main thread: their hooks are closures over
+     * the test's own state.
+     */
+    workers?: number;
+    /** The SFU's `worker_placement` (default `spread` whenever workers ≥ 2, so rooms span workers). */
+    workerPlacement?: 'pack' | 'spread';
+    /** Hooks every media worker loads (a module under test/, see WorkerInit.hooks). */
+    workerHooks?: { module: string; data?: unknown };
   } = {},
 ): Promise<TestSfu> {
+  const inProcessHooks = Boolean(opts.tap || opts.dropOutgoing || opts.observePeerConnection || opts.wrapTransports || opts.clock);
+  const suiteWorkers = Number(process.env.SFU_TEST_WORKERS ?? '') || 1;
+  const workers = opts.workers ?? (inProcessHooks ? 1 : suiteWorkers);
   const config = parseSfuConfig(
     {
       port: 0,
+      workers,
+      worker_placement: opts.workerPlacement ?? (workers > 1 ? 'spread' : 'pack'),
       bind_addresses: ['127.0.0.1'],
       keys: { [TEST_API_KEY]: TEST_API_SECRET },
       rtc: {
@@ -88,6 +104,7 @@ export async function startTestSfu(
     logger,
     clock,
     ...(transportFactory ? { transportFactory } : {}),
+    ...(opts.workerHooks ? { mediaWorkerHooks: opts.workerHooks } : {}),
     ...(opts.cpuUsage ? { cpuUsage: opts.cpuUsage } : {}),
   });
   if (needOwn) {
