@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { joinFromPage, browserScene, inboundVideoStats, sizeVideoElements, waitForPageEvent, type InboundVideo } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
+import { workersOf } from '../support/sfu-harness.ts';
 
 /** The one remote video bob receives. */
 async function videoIn(page: Page): Promise<InboundVideo | undefined> {
@@ -41,6 +42,9 @@ describe('sfu simulcast with adaptive stream', () => {
     const video = await waitFor('alice video published', () =>
       [...aliceState.published.values()].find((t) => t.info.mimeType === 'video/VP8'),
     );
+    // In the media-workers pass, alice and bob are on different workers: the layers cross a relay.
+    const placed = workersOf(sfu, 'test-room', ['alice', 'bob']);
+    if (placed) expect(new Set(placed).size, `workers of alice, bob: ${placed.join(', ')}`).toBe(2);
     const layerWidths = new Map(video.info.layers.map((l) => [l.quality, l.width]));
     expect(video.info.simulcast).toBe(true);
     const lowWidth = layerWidths.get(0)!;

@@ -11,6 +11,7 @@ import type { Page } from 'playwright-core';
 import { joinFromPage, browserScene, inboundVideoStats, pageEvents, publisherVideoStats, sizeVideoElements, waitForMediaFrom } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 import { e2eeWorkerUrl } from '../support/browser.ts';
+import { workersOf } from '../support/sfu-harness.ts';
 import { metricSum, scrapeMetrics } from '../../bench/_sfu-procs.ts';
 
 /** Counters of one page at one moment: inbound video per sender, outbound per layer. */
@@ -48,6 +49,9 @@ describe('sfu three-party simulcast call', () => {
       // Element Call's tiles for three: adaptive stream asks for the middle layer.
       await sizeVideoElements(page, 640, 360);
     }
+    // In the media-workers pass the three are spread over two workers: E2EE frames cross a relay.
+    const placed = workersOf(sfu, 'test-room', [...NAMES]);
+    if (placed) expect(new Set(placed).size, `workers: ${placed.join(', ')}`).toBe(2);
     // Past the start-up keyframes and the first layer choice.
     await waitFor('two seconds of the call', async () => (await inboundVideoStats(pages[0]!)).every((v) => v.framesDecoded >= 60), {
       timeoutMs: 20_000,

@@ -9,71 +9,10 @@
  * checks bob keeps decoding without asking for keyframes.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  LocalVideoTrack,
-  TrackKind,
-  TrackPublishOptions,
-  TrackSource,
-  VideoBufferType,
-  VideoCodec,
-  VideoFrame,
-  VideoSource,
-  VideoStream,
-  type Room,
-} from '@livekit/rtc-node';
+import { TrackKind } from '@livekit/rtc-node';
 import { rtcNodeScene } from '../support/rtc-node.ts';
+import { countVideoFrames, inboundVideo, publishVideo } from '../support/rtc-node-video.ts';
 import { waitFor } from '../support/wait.ts';
-
-const WIDTH = 640;
-const HEIGHT = 360;
-
-/** Publishes a moving I420 test pattern at 30 fps; returns stop(). */
-async function publishVideo(room: Room): Promise<() => Promise<void>> {
-  const source = new VideoSource(WIDTH, HEIGHT);
-  const track = LocalVideoTrack.createVideoTrack('camera', source);
-  await room.localParticipant!.publishTrack(
-    track,
-    new TrackPublishOptions({ source: TrackSource.SOURCE_CAMERA, simulcast: false, videoCodec: VideoCodec.VP8 }),
-  );
-  const data = new Uint8Array((WIDTH * HEIGHT * 3) / 2);
-  let n = 0;
-  const timer = setInterval(() => {
-    n++;
-    // Luma noise plus a moving bar: enough detail for several packets per frame.
-    for (let i = 0; i < WIDTH * HEIGHT; i++) data[i] = (i * 7 + n * 13 + ((i % WIDTH) >> 3 === n % 80 ? 200 : 0)) & 0xff;
-    data.fill(128, WIDTH * HEIGHT);
-    source.captureFrame(new VideoFrame(data, WIDTH, HEIGHT, VideoBufferType.I420));
-  }, 33);
-  return async () => {
-    clearInterval(timer);
-    await source.close().catch(() => undefined);
-  };
-}
-
-interface InboundVideo {
-  nackCount: number;
-  pliCount: number;
-  packetsLost: number;
-  packetsReceived: number;
-  retransmittedPacketsReceived: number;
-}
-
-async function inboundVideo(room: Room): Promise<InboundVideo | undefined> {
-  const stats = await room.getRtcStats();
-  for (const s of stats.subscriberStats) {
-    if (s.stats.case !== 'inboundRtp') continue;
-    const v = s.stats.value;
-    if (v.stream?.kind !== 'video') continue;
-    return {
-      nackCount: v.inbound?.nackCount ?? 0,
-      pliCount: v.inbound?.pliCount ?? 0,
-      retransmittedPacketsReceived: Number(v.inbound?.retransmittedPacketsReceived ?? 0),
-      packetsLost: Number(v.received?.packetsLost ?? 0),
-      packetsReceived: Number(v.received?.packetsReceived ?? 0),
-    };
-  }
-  return undefined;
-}
 
 describe('sfu NACK recovery with rtc-node', () => {
   const scene = rtcNodeScene();
@@ -98,21 +37,8 @@ describe('sfu NACK recovery with rtc-node', () => {
     scene.onEnd(await publishVideo(alice.room));
 
     const [track] = await bob.waitForEvent('trackSubscribed', (t) => t.kind === TrackKind.KIND_VIDEO, 15_000);
-    let frames = 0;
-    const stream = new VideoStream(track);
-    const reader = stream.getReader();
-    const pump = (async () => {
-      for (;;) {
-        const next = await reader.read();
-        if (next.done) return;
-        frames++;
-      }
-    })();
-    scene.onEnd(async () => {
-      reader.releaseLock();
-      await stream.cancel().catch(() => undefined);
-      await pump.catch(() => undefined);
-    });
+    const frames = countVideoFrames(track);
+    scene.onEnd(() => frames.stop());
 
     const room = sfu.sfu.rooms.getRoom('test-room')!;
     const bobState = room.participants.get('bob' as never)!;
@@ -144,7 +70,7 @@ describe('sfu NACK recovery with rtc-node', () => {
     expect(stats()!.retransmitMisses).toBeLessThanOrEqual(Math.ceil(dropped / 10));
 
     // And bob keeps decoding.
-    const before = frames;
-    await waitFor('bob decodes more frames', () => frames >= before + 30, { timeoutMs: 10_000 });
+    const before = frames.count;
+    await waitFor('bob decodes more frames', () => frames.count >= before + 30, { timeoutMs: 10_000 });
   });
 });

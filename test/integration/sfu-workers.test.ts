@@ -5,8 +5,23 @@
  * (`mediaWorkers.workerOf`) and that media flows across.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { TrackKind } from '@livekit/rtc-node';
-import { rtcNodeScene, dominantFrequency } from '../support/rtc-node.ts';
+import { TrackKind, type RemoteTrack } from '@livekit/rtc-node';
+import { countAudibleFrames, dominantFrequency, rtcNodeScene, type RtcNodeClient } from '../support/rtc-node.ts';
+import { countVideoFrames, inboundVideo, publishVideo } from '../support/rtc-node-video.ts';
+import { waitFor } from '../support/wait.ts';
+
+const DROP_HOOKS = new URL('../support/worker-hooks/drop-video.ts', import.meta.url).href;
+
+/** The remote audio tracks `client` receives now, by publisher identity. */
+function audioTracks(client: RtcNodeClient): Map<string, RemoteTrack> {
+  const out = new Map<string, RemoteTrack>();
+  for (const p of client.room.remoteParticipants.values()) {
+    for (const pub of p.trackPublications.values()) {
+      if (pub.kind === TrackKind.KIND_AUDIO && pub.track) out.set(p.identity, pub.track as RemoteTrack);
+    }
+  }
+  return out;
+}
 
 describe('sfu media workers', () => {
   const scene = rtcNodeScene();
@@ -23,13 +38,127 @@ describe('sfu media workers', () => {
     expect(wb).toBeDefined();
     expect(wa).not.toBe(wb);
 
+    const subscribedAtBob = bob.waitForEvent('trackSubscribed', (t) => t.kind === TrackKind.KIND_AUDIO, 15_000);
+    const subscribedAtAlice = alice.waitForEvent('trackSubscribed', (t) => t.kind === TrackKind.KIND_AUDIO, 15_000);
     await alice.publishTone(440);
     await bob.publishTone(660);
-    const [atBob] = await bob.waitForEvent('trackSubscribed', (t) => t.kind === TrackKind.KIND_AUDIO, 15_000);
-    const [atAlice] = await alice.waitForEvent('trackSubscribed', (t) => t.kind === TrackKind.KIND_AUDIO, 15_000);
+    const [atBob] = await subscribedAtBob;
+    const [atAlice] = await subscribedAtAlice;
     const heardByBob = await bob.collectAudio(atBob, 48_000);
     const heardByAlice = await alice.collectAudio(atAlice, 48_000);
     expect(Math.abs(dominantFrequency(heardByBob.subarray(24_000)) - 440)).toBeLessThan(15);
     expect(Math.abs(dominantFrequency(heardByAlice.subarray(24_000)) - 660)).toBeLessThan(15);
+  });
+
+  it('recovers video packets lost on the way to a subscriber on another worker from that worker\'s copy of the cache', async () => {
+    const channel = `drops-${process.pid}-${Date.now()}`;
+    const drops = new BroadcastChannel(channel);
+    let dropped = 0;
+    drops.onmessage = () => dropped++;
+    scene.onEnd(async () => drops.close());
+    const sfu = await scene.start({ workers: 2, workerPlacement: 'spread', workerHooks: { module: DROP_HOOKS, data: { everyNth: 20, channel } } });
+    const alice = await scene.connect('alice');
+    const bob = await scene.connect('bob');
+    const pool = sfu.sfu.mediaWorkers!;
+    expect(pool.workerOf(alice.room.localParticipant!.sid!)).not.toBe(pool.workerOf(bob.room.localParticipant!.sid!));
+    scene.onEnd(await publishVideo(alice.room));
+    const [track] = await bob.waitForEvent('trackSubscribed', (t) => t.kind === TrackKind.KIND_VIDEO, 15_000);
+    const frames = countVideoFrames(track);
+    scene.onEnd(() => frames.stop());
+
+    const room = sfu.sfu.rooms.getRoom('test-room')!;
+    const bobState = room.participants.get('bob' as never)!;
+    const stats = () => [...bobState.subscriptions.values()].find((s) => s.track.info.type === 1)?.down.stats();
+    const server = await waitFor(
+      'retransmissions for bob',
+      () => {
+        const s = stats();
+        return s && dropped >= 40 && s.packetsRetransmitted >= 40 ? s : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    expect(server.nacksReceived).toBeGreaterThan(0);
+    const droppedNow = dropped;
+    const client = await waitFor('bob inbound-rtp stats with recovered packets', async () => {
+      const s = await inboundVideo(bob.room);
+      return s && s.nackCount > 0 && s.retransmittedPacketsReceived >= Math.floor(droppedNow * 0.8) ? s : undefined;
+    });
+    expect(client.pliCount).toBeLessThanOrEqual(2);
+    // The copy on bob's worker held (nearly) every packet bob asked for.
+    expect(stats()!.retransmitMisses).toBeLessThanOrEqual(Math.ceil(dropped / 10));
+    const before = frames.count;
+    await waitFor('bob decodes more frames', () => frames.count >= before + 30, { timeoutMs: 10_000 });
+  });
+
+  it('a worker killed mid-call: its participants reconnect and hear everyone again, the other worker never stops', async () => {
+    const sfu = await scene.start({ workers: 2, workerPlacement: 'spread' });
+    const pool = sfu.sfu.mediaWorkers!;
+    const names = ['alice', 'bob', 'carol', 'dave'];
+    const tones: Record<string, number> = { alice: 440, bob: 550, carol: 660, dave: 770 };
+    const clients = new Map<string, RtcNodeClient>();
+    for (const name of names) {
+      const c = await scene.connect(name);
+      clients.set(name, c);
+      await c.publishTone(tones[name]!);
+    }
+    const workerOf = (name: string) => pool.workerOf(clients.get(name)!.room.localParticipant!.sid!);
+    const doomed = workerOf('alice')!;
+    const onDoomed = names.filter((n) => workerOf(n) === doomed);
+    const survivors = names.filter((n) => workerOf(n) !== doomed);
+    expect(onDoomed.length).toBe(2);
+    expect(survivors.length).toBe(2);
+    // Everyone hears the three others.
+    await waitFor('every participant receives three audio tracks', () => names.every((n) => audioTracks(clients.get(n)!).size === 3), {
+      timeoutMs: 20_000,
+    });
+
+    // The survivors count each other's audible 10 ms frames, sampled every 100 ms.
+    const [s1, s2] = survivors as [string, string];
+    const counters = [
+      countAudibleFrames(audioTracks(clients.get(s1)!).get(s2)!),
+      countAudibleFrames(audioTracks(clients.get(s2)!).get(s1)!),
+    ];
+    scene.onEnd(async () => {
+      for (const c of counters) await c.stop();
+    });
+    await waitFor('survivors hear each other', () => counters.every((c) => c.count > 50), { timeoutMs: 10_000 });
+    const samples: { at: number; counts: number[] }[] = [];
+    const sampler = setInterval(() => samples.push({ at: performance.now(), counts: counters.map((c) => c.count) }), 100);
+    scene.onEnd(async () => clearInterval(sampler));
+    await waitFor('a second of samples before the kill', () => samples.length >= 10);
+
+    const sidsBefore = new Map(onDoomed.map((n) => [n, clients.get(n)!.room.localParticipant!.sid!]));
+    const restartsBefore = pool.workers()[doomed]!.restarts;
+    await pool.terminate(doomed);
+    await waitFor('the slot was replaced', () => pool.workers()[doomed]!.restarts === restartsBefore + 1);
+
+    // The killed worker's participants come back (leave with RECONNECT) and hear all three again.
+    const tracksOf = (name: string) => audioTracks(clients.get(name)!);
+    await waitFor(
+      'the reconnected participants hear everyone, and everyone hears them',
+      () =>
+        names.every((n) => {
+          const t = tracksOf(n);
+          return t.size === 3 && names.every((o) => o === n || t.has(o));
+        }) && onDoomed.every((n) => pool.workerOf(clients.get(n)!.room.localParticipant!.sid!) !== undefined),
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
+    for (const n of onDoomed) {
+      // A new session, on the replacement worker or the other one.
+      expect(clients.get(n)!.room.localParticipant!.sid).not.toBe(sidsBefore.get(n));
+      const others = tracksOf(n);
+      const heard = await clients.get(n)!.collectAudio(others.get(survivors[0]!)!, 24_000);
+      expect(Math.abs(dominantFrequency(heard.subarray(12_000)) - tones[survivors[0]!]!)).toBeLessThan(15);
+    }
+    clearInterval(sampler);
+
+    // The survivors never stopped: in every second from before the kill to now, each heard at
+    // least 80 of the other's 100 frames.
+    let worst = Number.POSITIVE_INFINITY;
+    for (let i = 0; i + 10 < samples.length; i++) {
+      for (let k = 0; k < counters.length; k++) worst = Math.min(worst, samples[i + 10]!.counts[k]! - samples[i]!.counts[k]!);
+    }
+    expect(samples.length).toBeGreaterThan(20);
+    expect(worst).toBeGreaterThanOrEqual(80);
   });
 });

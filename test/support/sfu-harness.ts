@@ -142,3 +142,18 @@ export async function startTestSfu(
     stop: () => sfu.stop(),
   };
 }
+
+/**
+ * The media worker of each of `identities` in `room`, or undefined when media runs on the main
+ * thread (`workers: 1`). Tests that run in both passes check with it that a room really spans
+ * workers in the second one.
+ */
+export function workersOf(sfu: TestSfu, room: string, identities: string[]): (number | undefined)[] | undefined {
+  const pool = sfu.sfu.mediaWorkers;
+  if (!pool) return undefined;
+  const r = sfu.sfu.rooms.getRoom(room as never);
+  return identities.map((id) => {
+    const p = r?.participants.get(id as never);
+    return p ? pool.workerOf(p.sid) : undefined;
+  });
+}
