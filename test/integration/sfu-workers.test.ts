@@ -9,6 +9,7 @@ import { TrackKind, type RemoteTrack } from '@livekit/rtc-node';
 import { countAudibleFrames, dominantFrequency, rtcNodeScene, type RtcNodeClient } from '../support/rtc-node.ts';
 import { countVideoFrames, inboundVideo, publishVideo } from '../support/rtc-node-video.ts';
 import { waitFor } from '../support/wait.ts';
+import { metricSum, scrapeMetrics } from '../../bench/_sfu-procs.ts';
 
 const DROP_HOOKS = new URL('../support/worker-hooks/drop-video.ts', import.meta.url).href;
 
@@ -48,6 +49,21 @@ describe('sfu media workers', () => {
     const heardByAlice = await alice.collectAudio(atAlice, 48_000);
     expect(Math.abs(dominantFrequency(heardByBob.subarray(24_000)) - 440)).toBeLessThan(15);
     expect(Math.abs(dominantFrequency(heardByAlice.subarray(24_000)) - 660)).toBeLessThan(15);
+
+    // /metrics: each worker's participants, packets, CPU and relay, labelled by worker only; the
+    // packets the workers counted reach LiveKit's own series.
+    const snap = await waitFor('worker metrics after a stats push', async () => {
+      const m = await scrapeMetrics(sfu.url);
+      return metricSum(m, 'matrixrtc_sfu_worker_relay_read') > 0 && metricSum(m, 'matrixrtc_sfu_worker_cpu_seconds') > 0 ? m : undefined;
+    });
+    for (const w of ['0', '1']) {
+      expect(metricSum(snap, 'matrixrtc_sfu_worker_participants', [`worker="${w}"`])).toBe(1);
+      expect(metricSum(snap, 'matrixrtc_sfu_worker_packets_in', [`worker="${w}"`])).toBeGreaterThan(0);
+      expect(metricSum(snap, 'matrixrtc_sfu_worker_relay_written', [`worker="${w}"`])).toBeGreaterThan(0);
+    }
+    expect(metricSum(snap, 'matrixrtc_sfu_worker_relay_drops')).toBe(0);
+    expect(metricSum(snap, 'livekit_packet_total', ['direction="outgoing"'])).toBeGreaterThan(0);
+    for (const key of snap.keys()) if (key.startsWith('matrixrtc_sfu_worker_')) expect(key).not.toMatch(/room|identity|participant=/);
   });
 
   it('recovers video packets lost on the way to a subscriber on another worker from that worker\'s copy of the cache', async () => {
