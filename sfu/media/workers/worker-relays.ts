@@ -37,6 +37,26 @@ interface Peer {
   closed: boolean;
 }
 
+/**
+ * The packet's bytes as werift parsed them (the decrypted datagram its payload is a view of),
+ * without re-serialising: 0.05 µs instead of 0.9. Only when the bytes before the payload still
+ * say this header (version, marker and type, sequence number, ssrc): a packet werift built
+ * itself (an RTX packet unwrapped) or a header changed after parsing gets `undefined`, and the
+ * caller serialises.
+ */
+export function wireBytesOf(rtp: RtpPacket): Uint8Array | undefined {
+  const h = rtp.header;
+  const p = rtp.payload;
+  const start = p.byteOffset - h.payloadOffset;
+  const length = h.payloadOffset + p.length + (h.padding ? h.paddingSize : 0);
+  if (h.payloadOffset < 12 || start < 0 || start + length > p.buffer.byteLength) return undefined;
+  const raw = new Uint8Array(p.buffer, start, length);
+  if (raw[0]! >> 6 !== 2 || raw[1] !== (((h.marker ? 0x80 : 0) | h.payloadType) & 0xff)) return undefined;
+  if (((raw[2]! << 8) | raw[3]!) !== h.sequenceNumber) return undefined;
+  if ((((raw[8]! << 24) | (raw[9]! << 16) | (raw[10]! << 8) | raw[11]!) >>> 0) !== h.ssrc >>> 0) return undefined;
+  return raw;
+}
+
 class RelaySink implements PacketSink {
   private readonly rids = new Map<string, number>();
   drops = 0;
@@ -85,7 +105,7 @@ class RelaySink implements PacketSink {
       this.drops++;
       return;
     }
-    this.write(this.relay * 16 + i, rtp.serialize());
+    this.write(this.relay * 16 + i, wireBytesOf(rtp) ?? rtp.serialize());
   }
 
   skip(layer: LayerState, seq: number): void {
