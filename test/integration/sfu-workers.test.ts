@@ -10,8 +10,10 @@ import { countAudibleFrames, dominantFrequency, rtcNodeScene, type RtcNodeClient
 import { countVideoFrames, inboundVideo, publishVideo } from '../support/rtc-node-video.ts';
 import { waitFor } from '../support/wait.ts';
 import { metricSum, scrapeMetrics } from '../../bench/_sfu-procs.ts';
+import { PING_TIMEOUT_MS } from '../../sfu/media/workers/pool.ts';
 
 const DROP_HOOKS = new URL('../support/worker-hooks/drop-video.ts', import.meta.url).href;
+const STALL_HOOKS = new URL('../support/worker-hooks/stall.ts', import.meta.url).href;
 
 /** The remote audio tracks `client` receives now, by publisher identity. */
 function audioTracks(client: RtcNodeClient): Map<string, RemoteTrack> {
@@ -176,5 +178,43 @@ describe('sfu media workers', () => {
     }
     expect(samples.length).toBeGreaterThan(20);
     expect(worst).toBeGreaterThanOrEqual(80);
+  });
+
+  it('a stuck worker does not stall the others, and is replaced once it stops answering pings', async () => {
+    const channel = `stall-${process.pid}-${Date.now()}`;
+    const control = new BroadcastChannel(channel);
+    scene.onEnd(async () => control.close());
+    const sfu = await scene.start({ workers: 2, workerPlacement: 'spread', workerHooks: { module: STALL_HOOKS, data: { channel } } });
+    const pool = sfu.sfu.mediaWorkers!;
+    const alice = await scene.connect('alice'); // worker 0
+    const bob = await scene.connect('bob'); // worker 1
+    const carol = await scene.connect('carol'); // worker 0
+    const workerOf = (c: RtcNodeClient) => pool.workerOf(c.room.localParticipant!.sid!);
+    expect([workerOf(alice), workerOf(bob), workerOf(carol)]).toEqual([0, 1, 0]);
+    await alice.publishTone(440);
+    await waitFor('carol and bob receive alice', () => audioTracks(carol).has('alice') && audioTracks(bob).has('alice'), { timeoutMs: 15_000 });
+    const atCarol = countAudibleFrames(audioTracks(carol).get('alice')!);
+    scene.onEnd(() => atCarol.stop());
+    await waitFor('carol hears alice', () => atCarol.count > 50, { timeoutMs: 10_000 });
+
+    // Worker 1 (bob's) blocks its thread for longer than the pool's ping timeout.
+    const restarts = pool.workers()[1]!.restarts;
+    const bobSid = bob.room.localParticipant!.sid;
+    const samples: number[] = [];
+    const sampler = setInterval(() => samples.push(atCarol.count), 100);
+    scene.onEnd(async () => clearInterval(sampler));
+    control.postMessage({ worker: 1, ms: PING_TIMEOUT_MS + 3000 });
+    await waitFor('the stuck worker is replaced', () => pool.workers()[1]!.restarts === restarts + 1, { timeoutMs: PING_TIMEOUT_MS + 10_000 });
+    await waitFor('two more seconds of samples', () => samples.length >= 20 + (PING_TIMEOUT_MS / 100));
+    clearInterval(sampler);
+    // Carol, on the other worker, heard at least 80 of alice's 100 frames in every second.
+    let worst = Number.POSITIVE_INFINITY;
+    for (let i = 0; i + 10 < samples.length; i++) worst = Math.min(worst, samples[i + 10]! - samples[i]!);
+    expect(worst).toBeGreaterThanOrEqual(80);
+    // Bob came back in a new session and hears alice again.
+    await waitFor('bob hears alice again', () => audioTracks(bob).has('alice') && workerOf(bob) !== undefined, { timeoutMs: 20_000 });
+    expect(bob.room.localParticipant!.sid).not.toBe(bobSid);
+    const heard = await bob.collectAudio(audioTracks(bob).get('alice')!, 24_000);
+    expect(Math.abs(dominantFrequency(heard.subarray(12_000)) - 440)).toBeLessThan(15);
   });
 });
