@@ -267,7 +267,7 @@ class Pool implements MediaWorkerPool {
     if (left > 0) slot.rooms.set(transport.room, left);
     else slot.rooms.delete(transport.room);
     // The worker closed the transport's downtracks with it: only the bookkeeping is left.
-    for (const down of transport.downs) {
+    for (const down of Array.from(transport.downs)) {
       down.closed = true;
       this.closeDown(slot, down, false);
     }
@@ -277,7 +277,9 @@ class Pool implements MediaWorkerPool {
   subscribe(slot: Slot, transport: WorkerTransport, upstream: RemoteUpstream, down: RemoteDownTrack, streamId: string, trackId: string): void {
     const source = upstream.link as Slot;
     if (upstream.closed || !source.alive || !slot.alive) {
+      // An inert downtrack: its track or a worker is gone, the session layer closes it soon.
       down.closed = true;
+      transport.downs.delete(down);
       return;
     }
     slot.downs.set(down.did, down);
@@ -309,6 +311,7 @@ class Pool implements MediaWorkerPool {
 
   closeDown(slot: Slot, down: RemoteDownTrack, tell: boolean): void {
     if (!slot.downs.delete(down.did)) return;
+    slot.transports.get(down.tid)?.downs.delete(down);
     if (tell) slot.post({ t: 'down', did: down.did, op: 'close' });
     const upstream = down.upstream;
     upstream.downs = Math.max(0, upstream.downs - 1);

@@ -32,6 +32,9 @@ export interface WorkerLink {
   forget(transport: WorkerTransport): void;
 }
 
+/** Downtrack ids, unique in the process. */
+let nextDid = 1;
+
 const EMPTY_UPLINK: UplinkStats = { packetsExpected: 0, packetsReceived: 0, jitterUs: 0, lastPacketAt: 0, subscribers: 0 };
 const EMPTY_DOWN: DownTrackStats = {
   packetsSent: 0,
@@ -119,11 +122,14 @@ export class RemoteDownTrack implements DownTrack {
   /** The subscriber's worker. */
   readonly worker: WorkerLink;
   readonly did: number;
+  /** The subscriber's transport. */
+  readonly tid: number;
   readonly upstream: RemoteUpstream;
 
-  constructor(worker: WorkerLink, did: number, upstream: RemoteUpstream) {
+  constructor(worker: WorkerLink, did: number, tid: number, upstream: RemoteUpstream) {
     this.worker = worker;
     this.did = did;
+    this.tid = tid;
     this.upstream = upstream;
   }
 
@@ -162,8 +168,8 @@ export class RemoteDownTrack implements DownTrack {
 
 export class WorkerTransport implements MediaTransport {
   closed = false;
+  /** Open downtracks (removed as they close). */
   readonly downs = new Set<RemoteDownTrack>();
-  private nextDid = 1;
 
   readonly link: WorkerLink;
   readonly tid: number;
@@ -198,8 +204,7 @@ export class WorkerTransport implements MediaTransport {
 
   subscribe(upstream: UpstreamTrack, streamId: string, trackId: string): DownTrack {
     if (!(upstream instanceof RemoteUpstream)) throw new TypeError('upstream from another transport implementation');
-    const did = this.tid * 65536 + (this.nextDid++ % 65536);
-    const down = new RemoteDownTrack(this.link, did, upstream);
+    const down = new RemoteDownTrack(this.link, nextDid++, this.tid, upstream);
     this.downs.add(down);
     this.link.subscribe(this, upstream, down, streamId, trackId);
     return down;

@@ -204,6 +204,10 @@ function handle(msg: ToWorker): void {
   }
 }
 
+// As on the main thread (common/process.ts): a stray rejection is logged and the worker goes on;
+// an uncaught exception ends it, and the pool replaces it.
+process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'media worker: unhandled promise rejection; kept running'));
+
 port.on('message', (msg: ToWorker) => {
   try {
     handle(msg);
