@@ -5,8 +5,10 @@
  * same cheap clients (bench/_sfu-cheap-worker.ts); rounds alternate between them (the order
  * flipping every round) and only the SFU being measured gets packets, the others' publishers
  * being paused. Scenarios:
- * - `bigRoom`: one room, a few audio publishers and many subscribers, `worker_placement:
- *   spread` (the room spans every worker, so most forwarded packets cross a relay ring);
+ * - `bigRoom`: one room, a few audio publishers, optionally a video one (single-layer VP8, 75
+ *   packets/s, from a second publisher process: a cheap client sends one kind), and many
+ *   subscribers, `worker_placement: spread` (the room spans every worker, so every track is
+ *   relayed once to the other worker);
  * - `smallRooms`: many three-party rooms, `worker_placement: pack` (a room stays on one worker,
  *   no relays). A cheap client either publishes or subscribes, so a three-party room is three
  *   publishers and two listeners: six forwarded streams, as in a real three-way call.
@@ -26,14 +28,15 @@ import { ask, forkWorker, median, metricSum, round, sampleProc, scrapeMetrics, s
 import { machineJiffies } from './_sfu-measure.ts';
 
 const CLK_TCK = 100;
-const AUDIO_PPS = 50;
+/** Packets a second one cheap publisher sends (bench/_sfu-cheap-worker.ts). */
+const PPS = { audio: 50, video: 75 } as const;
 
 export interface WorkersBenchOptions {
   counts: number[];
   rounds: number;
   warmupMs: number;
   windowMs: number;
-  bigRoom: { publishers: number; subscribers: number };
+  bigRoom: { publishers: number; videoPublishers: number; subscribers: number };
   smallRooms: { rooms: number; publishersPerRoom: number; listenersPerRoom: number };
   sampleEvery: number;
   sfuPorts: [number, number];
@@ -78,10 +81,20 @@ interface Target {
   sfu: SfuProcess;
   group: string;
   publisherPorts: [number, number];
+  videoPublisherPorts: [number, number];
   subscriberPorts: [number, number][];
 }
 
 interface Window {
+  /** Round number (0-based), for pairing the counts' windows of one round. */
+  round: number;
+  /**
+   * Whether the window carried the full offered load: the SFU received ≥ 95 % of what the
+   * publishers should send and forwarded ≥ 95 % of what the listeners should get. On a shared
+   * machine the load processes are sometimes starved (their timers send at most ten late frames),
+   * and a short window's fixed costs are spread over fewer packets.
+   */
+  full: boolean;
   seconds: number;
   /** Percent of one core, per role (main, media-0, …, other) and in total. */
   threads: Record<string, number>;
@@ -119,8 +132,13 @@ const labelled = (snap: Map<string, number>, name: string): Record<string, numbe
   return out;
 };
 
-async function measure(t: Target, load: { publisher: ChildProcess; subscribers: ChildProcess[] }, ms: number): Promise<Window> {
-  const loadPids = [load.publisher, ...load.subscribers].map((c) => c.pid!);
+interface Load {
+  publishers: ChildProcess[];
+  subscribers: ChildProcess[];
+}
+
+async function measure(t: Target, load: Load, ms: number): Promise<Omit<Window, 'round' | 'full'>> {
+  const loadPids = [...load.publishers, ...load.subscribers].map((c) => c.pid!);
   const snap = async () => {
     const [subs, metrics] = await Promise.all([
       Promise.all(load.subscribers.map((w) => ask<CheapStats>(w, { type: 'stats', group: t.group }, 30_000))),
@@ -183,8 +201,11 @@ export interface WorkersConfigResult {
   workers: number;
   placement: 'pack' | 'spread';
   connectedSubscribers: number;
-  rounds: number;
-  /** Medians over the rounds. */
+  /** Windows measured, and those the medians use (the full ones, unless fewer than half the rounds were). */
+  windowsMeasured: number;
+  windowsUsed: number;
+  usedShortWindows: boolean;
+  /** Medians over the windows used. */
   forwardedPps: number;
   expectedForwardedPps: number;
   deliveryRatio: number;
@@ -208,7 +229,7 @@ export interface WorkersConfigResult {
   sampledCorrupt: number;
   sampledChecked: number;
   /** Per round, for the spread. */
-  perRound: { usPerForwardedPacket: number; maxThreadCpuPercent: number; totalCpuPercent: number; forwardedPps: number }[];
+  perRound: { round: number; full: boolean; usPerForwardedPacket: number; maxThreadCpuPercent: number; totalCpuPercent: number; forwardedPps: number }[];
 }
 
 /** The busiest thread carrying media or signalling in a window (main or a media worker, not `other`). */
@@ -219,7 +240,10 @@ const carrying = (w: Window): [string, number] =>
 /** µs of the whole process's CPU per forwarded packet in a window. */
 const usPer = (w: Window): number => (w.forwardedPps > 0 ? (w.totalCpuPercent / 100 / w.forwardedPps) * 1e6 : NaN);
 
-function summarise(workers: number, placement: 'pack' | 'spread', connected: number, expected: number, ws: Window[]): WorkersConfigResult {
+function summarise(workers: number, placement: 'pack' | 'spread', connected: number, expected: number, all: Window[], rounds: number): WorkersConfigResult {
+  const fullOnes = all.filter((w) => w.full);
+  const usedShortWindows = fullOnes.length < Math.ceil(rounds / 2);
+  const ws = usedShortWindows ? all : fullOnes;
   const pick = (f: (w: Window) => number) => round(median(ws.map(f)), 2);
   const roles = [...new Set(ws.flatMap((w) => Object.keys(w.threads)))].toSorted();
   const threadCpuPercent = Object.fromEntries(roles.map((r) => [r, pick((w) => w.threads[r] ?? 0)]));
@@ -236,7 +260,9 @@ function summarise(workers: number, placement: 'pack' | 'spread', connected: num
     workers,
     placement,
     connectedSubscribers: connected,
-    rounds: ws.length,
+    windowsMeasured: all.length,
+    windowsUsed: ws.length,
+    usedShortWindows,
     forwardedPps,
     expectedForwardedPps: expected,
     deliveryRatio: round(pick((w) => w.receivedPps) / expected, 3),
@@ -254,12 +280,27 @@ function summarise(workers: number, placement: 'pack' | 'spread', connected: num
     machineCpuPercent: pick((w) => w.machineCpuPercent),
     sampledCorrupt: ws.reduce((n, w) => n + w.corrupt, 0),
     sampledChecked: ws.reduce((n, w) => n + w.checked, 0),
-    perRound: ws.map((w) => ({
+    perRound: all.map((w) => ({
+      round: w.round,
+      full: w.full,
       usPerForwardedPacket: round(usPer(w), 2),
       maxThreadCpuPercent: round(carrying(w)[1], 2),
       totalCpuPercent: w.totalCpuPercent,
       forwardedPps: round(w.forwardedPps),
     })),
+  };
+}
+
+/** Median over the rounds where both were full of the per-round ratio c ÷ one. */
+function paired(c: WorkersConfigResult, one: WorkersConfigResult): { maxThreadOverSingleThread: number; usPerPacketRatio: number; rounds: number } {
+  const pairs = c.perRound.flatMap((x) => {
+    const y = one.perRound.find((o) => o.round === x.round);
+    return x.full && y?.full ? [{ x, y }] : [];
+  });
+  return {
+    maxThreadOverSingleThread: round(median(pairs.map(({ x, y }) => x.maxThreadCpuPercent / y.maxThreadCpuPercent)), 3),
+    usPerPacketRatio: round(median(pairs.map(({ x, y }) => x.usPerForwardedPacket / y.usPerForwardedPacket)), 3),
+    rounds: pairs.length,
   };
 }
 
@@ -291,7 +332,7 @@ export interface ScenarioResult {
     usPerPacketRatio: number;
     usPerPacketGoal: number;
     /** The same two ratios per round (round r of N against round r of 1), medians. */
-    pairedMedian: { maxThreadOverSingleThread: number; usPerPacketRatio: number };
+    pairedMedian: { maxThreadOverSingleThread: number; usPerPacketRatio: number; rounds: number };
   }[];
   joinSeconds: number;
 }
@@ -307,22 +348,25 @@ async function scenario(
   const n = opts.counts.length;
   const rooms =
     name === 'bigRoom'
-      ? [{ room: 'big', publishers: opts.bigRoom.publishers, listeners: opts.bigRoom.subscribers }]
+      ? [{ room: 'big', publishers: opts.bigRoom.publishers, videoPublishers: opts.bigRoom.videoPublishers, listeners: opts.bigRoom.subscribers }]
       : Array.from({ length: opts.smallRooms.rooms }, (_, i) => ({
           room: `small-${i}`,
           publishers: opts.smallRooms.publishersPerRoom,
+          videoPublishers: 0,
           listeners: opts.smallRooms.listenersPerRoom,
         }));
-  const expected = rooms.reduce((sum, r) => sum + r.publishers * r.listeners * AUDIO_PPS, 0);
+  const expected = rooms.reduce((sum, r) => sum + (r.publishers * PPS.audio + r.videoPublishers * PPS.video) * r.listeners, 0);
   const description =
     name === 'bigRoom'
-      ? `one room: ${opts.bigRoom.publishers} audio publishers, ${opts.bigRoom.subscribers} subscribers; placement spread`
+      ? `one room: ${opts.bigRoom.publishers} audio publishers, ${opts.bigRoom.videoPublishers} video publishers, ${opts.bigRoom.subscribers} subscribers; placement spread`
       : `${opts.smallRooms.rooms} rooms of ${opts.smallRooms.publishersPerRoom} audio publishers + ${opts.smallRooms.listenersPerRoom} listeners; placement pack`;
   log(`[workers ${name}] ${description}; expected ${expected} forwarded pps per SFU`);
   const targets: Target[] = [];
   const publisher = forkWorker(procs, '_sfu-cheap-worker.ts');
+  const videoPublisher = rooms.some((r) => r.videoPublishers > 0) ? forkWorker(procs, '_sfu-cheap-worker.ts') : undefined;
   const subscribers = opts.subscriberPorts.map(() => forkWorker(procs, '_sfu-cheap-worker.ts'));
-  const load = { publisher, subscribers };
+  const publishers = videoPublisher ? [publisher, videoPublisher] : [publisher];
+  const load: Load = { publishers, subscribers };
   try {
     for (const [k, workers] of opts.counts.entries()) {
       const sfu = await startSfuProcess(procs, {
@@ -335,7 +379,9 @@ async function scenario(
         workers,
         sfu,
         group: `${name}-w${workers}`,
-        publisherPorts: slice(opts.publisherPorts, k, n),
+        // Audio and video publishers (two processes) on halves of the target's slice.
+        publisherPorts: slice(slice(opts.publisherPorts, k, n), 0, 2),
+        videoPublisherPorts: slice(slice(opts.publisherPorts, k, n), 1, 2),
         subscriberPorts: opts.subscriberPorts.map((r) => slice(r, k, n)),
       });
     }
@@ -356,6 +402,21 @@ async function scenario(
           },
           120_000,
         );
+        if (videoPublisher && r.videoPublishers > 0) {
+          await ask(
+            videoPublisher,
+            {
+              type: 'publish',
+              group: t.group,
+              wsUrl: t.sfu.wsUrl,
+              room: `${prefix}-${r.room}`,
+              identities: Array.from({ length: r.videoPublishers }, (_, i) => `${prefix}-${r.room}-cam-${i}`),
+              portRange: t.videoPublisherPorts,
+              kind: 'video',
+            },
+            120_000,
+          );
+        }
       });
       // Listeners round-robin over the subscriber processes; a room's are joined together.
       const jobs: { worker: number; room: string; identities: string[] }[] = [];
@@ -393,37 +454,48 @@ async function scenario(
       log(`[workers ${name} ${t.label}] joined after ${round((performance.now() - joinStart) / 1000)} s`);
     }
     const joinSeconds = round((performance.now() - joinStart) / 1000);
-    const windows = new Map<Target, Window[]>(targets.map((t) => [t, []]));
-    for (let r = 0; r < opts.rounds; r++) {
+    const nominalIn = rooms.reduce((sum, r) => sum + r.publishers * PPS.audio + r.videoPublishers * PPS.video, 0);
+    const listenersPlanned = rooms.reduce((sum, r) => sum + r.listeners, 0);
+    const plan = new Map<Target, { connected: number; expected: number; windows: Window[]; toldShort?: boolean }>();
+    for (const t of targets) {
+      const stats = await Promise.all(subscribers.map((w) => ask<CheapStats>(w, { type: 'stats', group: t.group }, 30_000)));
+      const connected = stats.reduce((sum, x) => sum + x.subscribers, 0);
+      // What the connected listeners should get (failed joins are left out).
+      plan.set(t, { connected, expected: Math.round(expected * (connected / Math.max(1, listenersPlanned))), windows: [] });
+    }
+    const fullCount = (t: Target) => plan.get(t)!.windows.filter((w) => w.full).length;
+    // Rounds until every count has `rounds` full windows, at most twice as many rounds.
+    for (let r = 0; r < 2 * opts.rounds && targets.some((t) => fullCount(t) < opts.rounds); r++) {
       const order = r % 2 === 0 ? targets : targets.toReversed();
       for (const t of order) {
-        await ask(publisher, { type: 'resume', group: t.group });
+        const p = plan.get(t)!;
+        await Promise.all(publishers.map((x) => ask(x, { type: 'resume', group: t.group })));
         await sleep(opts.warmupMs);
-        const w = await measure(t, load, opts.windowMs);
-        await ask(publisher, { type: 'pause', group: t.group });
-        windows.get(t)!.push(w);
+        const m = await measure(t, load, opts.windowMs);
+        await Promise.all(publishers.map((x) => ask(x, { type: 'pause', group: t.group })));
+        const w: Window = { ...m, round: r, full: m.incomingPps >= 0.95 * nominalIn && m.forwardedPps >= 0.95 * p.expected };
+        p.windows.push(w);
         const threads = Object.entries(w.threads)
           .map(([k, v]) => `${k} ${v}`)
           .join(', ');
         log(
-          `[workers ${name} ${t.label}] round ${r + 1}/${opts.rounds}: forwarded ${round(w.forwardedPps)} pps (received ${round(w.receivedPps)}), ` +
-            `SFU ${w.totalCpuPercent} % (${threads}), ${round((w.totalCpuPercent / 100 / Math.max(1, w.forwardedPps)) * 1e6, 2)} µs/fwd pkt, ` +
+          `[workers ${name} ${t.label}] round ${r + 1}: in ${round(w.incomingPps)}/${nominalIn} pps, forwarded ${round(w.forwardedPps)}/${p.expected} pps (received ${round(w.receivedPps)})${w.full ? '' : ' SHORT (not used)'}, ` +
+            `SFU ${w.totalCpuPercent} % (${threads}), ${round(usPer(w), 2)} µs/fwd pkt, ` +
             `relay w/r ${w.relay.writtenPps}/${w.relay.readPps} pps, load ${w.loadCpuPercent} %, machine ${w.machineCpuPercent} %`,
         );
+        if (!w.full && !p.toldShort) {
+          // Publishers starved or gone: what the SFU said about it (BENCH_SFU_LOG_LEVEL=info says more).
+          p.toldShort = true;
+          log(`[workers ${name} ${t.label}] short window; the SFU's last output:\n${t.sfu.tail().slice(-1500)}`);
+        }
         // Let the paused SFU's queues drain before the next one is measured.
         await sleep(500);
       }
     }
-    const configs = await Promise.all(
-      targets.map(async (t) => {
-        const stats = await Promise.all(subscribers.map((w) => ask<CheapStats>(w, { type: 'stats', group: t.group }, 30_000)));
-        const connected = stats.reduce((s, x) => s + x.subscribers, 0);
-        const listenersPlanned = rooms.reduce((s, r) => s + r.listeners, 0);
-        // Delivery against what the connected listeners could get (failed joins are left out).
-        const exp = Math.round(expected * (connected / Math.max(1, listenersPlanned)));
-        return summarise(t.workers, placement, connected, exp, windows.get(t)!);
-      }),
-    );
+    const configs = targets.map((t) => {
+      const p = plan.get(t)!;
+      return summarise(t.workers, placement, p.connected, p.expected, p.windows, opts.rounds);
+    });
     const one = configs.find((c) => c.workers === 1);
     const ratios = one
       ? configs
@@ -434,16 +506,13 @@ async function scenario(
             maxThreadGoal: 0.6,
             usPerPacketRatio: round(c.usPerForwardedPacket / one.usPerForwardedPacket, 3),
             usPerPacketGoal: 1.15,
-            pairedMedian: {
-              maxThreadOverSingleThread: round(median(c.perRound.map((x, i) => x.maxThreadCpuPercent / (one.perRound[i]?.maxThreadCpuPercent ?? NaN))), 3),
-              usPerPacketRatio: round(median(c.perRound.map((x, i) => x.usPerForwardedPacket / (one.perRound[i]?.usPerForwardedPacket ?? NaN))), 3),
-            },
+            pairedMedian: paired(c, one),
           }))
       : [];
     return { scenario: name, description, placement, configs, ratios, joinSeconds };
   } finally {
-    await Promise.all([publisher, ...subscribers].map((w) => ask(w, { type: 'close' }, 20_000).catch(() => undefined)));
-    await Promise.all([publisher, ...subscribers].map((w) => stopChild(w, 3000)));
+    await Promise.all([...publishers, ...subscribers].map((w) => ask(w, { type: 'close' }, 20_000).catch(() => undefined)));
+    await Promise.all([...publishers, ...subscribers].map((w) => stopChild(w, 3000)));
     for (const t of targets) await stopChild(t.sfu.child, 15_000);
   }
 }
@@ -458,7 +527,7 @@ export function formatScenario(s: ScenarioResult): string {
       .map(([k, v]) => `${k} ${v} %`)
       .join(', ');
     lines.push(
-      `  workers=${c.workers}: forwarded ${c.forwardedPps}/${c.expectedForwardedPps} pps (delivery ${c.deliveryRatio}), SFU total ${c.totalCpuPercent} % of a core, ` +
+      `  workers=${c.workers} (${c.windowsUsed} of ${c.windowsMeasured} windows${c.usedShortWindows ? ', SHORT ones included: too few full ones' : ''}): forwarded ${c.forwardedPps}/${c.expectedForwardedPps} pps (delivery ${c.deliveryRatio}), SFU total ${c.totalCpuPercent} % of a core, ` +
         `${c.usPerForwardedPacket} µs/fwd pkt; threads: ${threads}${gauge ? `; worker gauge: ${gauge}` : ''}; relay written/read ${c.relay.writtenPps}/${c.relay.readPps} pps, drops ${c.relay.drops}; ` +
         `load ${c.loadCpuPercent} %, machine ${c.machineCpuPercent} %`,
     );
@@ -467,7 +536,7 @@ export function formatScenario(s: ScenarioResult): string {
     lines.push(
       `  workers=${r.workers} ÷ workers=1: max thread CPU ${r.maxThreadOverSingleThread} (goal ≤ ${r.maxThreadGoal}: ${r.maxThreadOverSingleThread <= r.maxThreadGoal ? 'met' : 'NOT met'}), ` +
         `CPU per packet ${r.usPerPacketRatio} (goal ≤ ${r.usPerPacketGoal}: ${r.usPerPacketRatio <= r.usPerPacketGoal ? 'met' : 'NOT met'}); ` +
-        `paired per round: ${r.pairedMedian.maxThreadOverSingleThread}, ${r.pairedMedian.usPerPacketRatio}`,
+        `paired per round (${r.pairedMedian.rounds} rounds): ${r.pairedMedian.maxThreadOverSingleThread}, ${r.pairedMedian.usPerPacketRatio}`,
     );
   }
   return lines.join('\n');
@@ -485,9 +554,9 @@ export async function runWorkersBench(procs: ProcessSet, opts: WorkersBenchOptio
     method: {
       cpu: '/proc/<sfu pid>/task/<tid>/stat utime+stime per window; main = tid equal to the pid, media-<i> = worker threads by OS thread name (Node sets it from the Worker name), other = the rest (V8 platform, libuv pool, inspector)',
       packets: 'livekit_packet_total{direction="outgoing"} of the SFU per window; µs per packet = the whole process CPU ÷ forwarded packets',
-      rounds: `${opts.rounds} rounds; each round measures every worker count once (order flipping every round), ${opts.warmupMs} ms warm-up then a ${opts.windowMs} ms window, only the measured SFU receiving packets`,
+      rounds: `each round measures every worker count once (order flipping every round), ${opts.warmupMs} ms warm-up then a ${opts.windowMs} ms window, only the measured SFU receiving packets; rounds go on until every count has ${opts.rounds} full windows (≥ 95 % of the offered input and of the expected forwarded packets), at most ${2 * opts.rounds} rounds; medians use the full windows`,
       ratios: 'medians over the rounds, N workers ÷ 1 worker; pairedMedian = median over rounds of the per-round ratio',
-      load: 'bench/_sfu-cheap-worker.ts: werift clients that count SRTP instead of decrypting it (1 in sampleEvery verified), publishers replaying Opus-sized frames at 50 packets/s',
+      load: 'bench/_sfu-cheap-worker.ts: werift clients that count SRTP instead of decrypting it (1 in sampleEvery verified), publishers replaying Opus-sized frames at 50 packets/s or single-layer VP8 (900-1100 byte packets) at 75 packets/s',
     },
     options: opts,
     scenarios: { bigRoom: big, smallRooms: small },

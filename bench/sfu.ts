@@ -214,7 +214,8 @@ function workersArg(argv: string[]): number[] | undefined {
  */
 const WK = {
   bigPublishers: Number(env.BENCH_SFU_WK_BIG_PUBLISHERS ?? 4),
-  bigSubscribers: Number(env.BENCH_SFU_WK_BIG_SUBSCRIBERS ?? 140),
+  bigVideoPublishers: Number(env.BENCH_SFU_WK_BIG_VIDEO_PUBLISHERS ?? 1),
+  bigSubscribers: Number(env.BENCH_SFU_WK_BIG_SUBSCRIBERS ?? 100),
   rooms: Number(env.BENCH_SFU_WK_ROOMS ?? 30),
   rounds: Number(env.BENCH_SFU_WK_ROUNDS ?? 7),
   warmupMs: Number(env.BENCH_SFU_WK_WARMUP_MS ?? 2000),
@@ -237,7 +238,7 @@ export async function run(): Promise<object> {
           rounds: WK.rounds,
           warmupMs: WK.warmupMs,
           windowMs: WK.windowMs,
-          bigRoom: { publishers: WK.bigPublishers, subscribers: WK.bigSubscribers },
+          bigRoom: { publishers: WK.bigPublishers, videoPublishers: WK.bigVideoPublishers, subscribers: WK.bigSubscribers },
           smallRooms: { rooms: WK.rooms, publishersPerRoom: 3, listenersPerRoom: 2 },
           sampleEvery: SAT_SAMPLE,
           sfuPorts: SFU_PORTS,
