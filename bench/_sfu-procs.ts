@@ -92,7 +92,17 @@ export interface SfuProcess {
 
 export async function startSfuProcess(
   procs: ProcessSet,
-  opts: { cpuProfileDir?: string; cpuProfileName?: string; portRange: [number, number]; root?: string; execArgv?: string[] },
+  opts: {
+    cpuProfileDir?: string;
+    cpuProfileName?: string;
+    portRange: [number, number];
+    root?: string;
+    execArgv?: string[];
+    /** Arguments of sfu/main.ts itself, e.g. `['--workers', '2']`. */
+    args?: string[];
+    /** Extra top-level YAML lines for the generated config, e.g. `worker_placement: spread`. */
+    config?: string[];
+  },
 ): Promise<SfuProcess> {
   const port = await freePort();
   // An older tree (`--against`) refuses keys it does not know: those sections are left out for
@@ -116,6 +126,7 @@ export async function startSfuProcess(
     ...(knows('signal_limits') ? ['signal_limits: {max_connections_per_ip: 0}'] : []),
     // BENCH_SFU_LOG_LEVEL=info shows participants leaving and transports failing (`tail()`).
     `logging: {level: ${process.env.BENCH_SFU_LOG_LEVEL ?? 'warn'}}`,
+    ...(opts.config ?? []),
     '',
   ].join('\n');
   // The flags the SFU runs with in production (sfu/node-flags.ts), then the caller's (later wins).
@@ -128,7 +139,7 @@ export async function startSfuProcess(
   ];
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LIVEKIT_')));
   const child = procs.add(
-    spawn(process.execPath, [...execArgv, 'sfu/main.ts'], {
+    spawn(process.execPath, [...execArgv, 'sfu/main.ts', ...(opts.args ?? [])], {
       cwd: opts.root ?? repoRoot,
       env: { ...env, LIVEKIT_CONFIG: config },
       stdio: ['ignore', 'pipe', 'pipe'],

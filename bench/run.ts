@@ -11,7 +11,12 @@ import { cpus, totalmem } from 'node:os';
 
 interface BenchModule {
   run(): Promise<object>;
+  /** The results file's name when it is not the benchmark's (a mode of it, e.g. `sfu --workers`). */
+  resultName?(): string;
 }
+
+/** Options whose next argument is their value, not a benchmark name. */
+const VALUED_OPTIONS = new Set(['--against', '--workers']);
 
 const here = dirname(fileURLToPath(import.meta.url));
 const resultsDir = join(here, 'results');
@@ -26,7 +31,7 @@ function available(): string[] {
 async function main(): Promise<number> {
   // Options (and the value of an option that takes one, `--against <ref>`) are the benchmarks' own.
   const args = process.argv.slice(2);
-  const names = args.filter((a, i) => !a.startsWith('-') && args[i - 1] !== '--against');
+  const names = args.filter((a, i) => !a.startsWith('-') && !VALUED_OPTIONS.has(args[i - 1] ?? ''));
   const all = available();
   const chosen = names.length ? names : all;
   const unknown = chosen.filter((n) => !all.includes(n));
@@ -41,8 +46,9 @@ async function main(): Promise<number> {
     const mod = (await import(join(here, `${name}.ts`))) as BenchModule;
     const started = new Date().toISOString();
     const result = await mod.run();
-    const file = join(resultsDir, `${name}.json`);
-    writeFileSync(file, `${JSON.stringify({ name, started, machine, result }, null, 2)}\n`);
+    const resultName = mod.resultName?.() ?? name;
+    const file = join(resultsDir, `${resultName}.json`);
+    writeFileSync(file, `${JSON.stringify({ name: resultName, started, machine, result }, null, 2)}\n`);
     console.log(JSON.stringify(result, null, 2));
     console.log(`wrote ${file}`);
   }

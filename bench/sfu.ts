@@ -15,6 +15,10 @@
  *    steps alternating between them, each figure printed for both with their ratio;
  * 5. the floor (bench/_sfu-floor.ts): receive, unprotect, protect and send to N with no werift;
  *    the SFU's µs per forwarded packet is reported as a percentage of it.
+ * With `--workers 1,2` (bench/_sfu-workers.ts) only the media-worker comparison runs instead: per
+ * worker count an SFU with `--workers N`, a big room (placement spread) and many three-party
+ * rooms (placement pack) at the same offered load, per-thread CPU and CPU per forwarded packet,
+ * medians of alternating rounds, written to bench/results/sfu-workers.json.
  * Writes bench/results/sfu-fanout.svg, sfu-fanout.cpuprofile (cut to the measurement windows
  * when summarised) and, through the runner, bench/results/sfu.json. Figures only: nothing
  * passes or fails on time. Knobs: BENCH_SFU_STEPS / BENCH_SFU_WERIFT_STEPS / BENCH_SFU_SAT_STEPS /
@@ -34,6 +38,7 @@ import { formatProfileSummary, summariseCpuProfile, type ProfileSummary } from '
 import { ratios, runSaturation, type SaturationResult, type SaturationTarget } from './_sfu-saturate.ts';
 import { againstArg, checkoutAgainst, currentCommit } from './_sfu-against.ts';
 import { runFloor, type FloorResult } from './_sfu-floor.ts';
+import { runWorkersBench } from './_sfu-workers.ts';
 
 const resultsDir = join(repoRoot, 'bench', 'results');
 const PROFILE_NAME = 'sfu-fanout.cpuprofile';
@@ -193,7 +198,59 @@ async function saturation(procs: ProcessSet, against: string | undefined): Promi
   }
 }
 
+/** `--workers 1,2`: the worker counts to compare (undefined without the option). */
+function workersArg(argv: string[]): number[] | undefined {
+  const i = argv.indexOf('--workers');
+  if (i < 0) return undefined;
+  const counts = (argv[i + 1] ?? '').split(',').map(Number);
+  if (!counts.length || counts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error('--workers wants a list of worker counts, e.g. --workers 1,2');
+  return [...new Set(counts)];
+}
+
+/**
+ * The worker comparison's load (BENCH_SFU_WK_* knobs). Sized so that, with workers=1, the SFU
+ * sits near half a core and the load processes fit in the other core with room to spare
+ * (docs/media-workers.md, "Benchmark").
+ */
+const WK = {
+  bigPublishers: Number(env.BENCH_SFU_WK_BIG_PUBLISHERS ?? 4),
+  bigVideoPublishers: Number(env.BENCH_SFU_WK_BIG_VIDEO_PUBLISHERS ?? 1),
+  bigSubscribers: Number(env.BENCH_SFU_WK_BIG_SUBSCRIBERS ?? 100),
+  rooms: Number(env.BENCH_SFU_WK_ROOMS ?? 30),
+  rounds: Number(env.BENCH_SFU_WK_ROUNDS ?? 7),
+  warmupMs: Number(env.BENCH_SFU_WK_WARMUP_MS ?? 2000),
+  windowMs: Number(env.BENCH_SFU_WK_WINDOW_MS ?? 5000),
+};
+
+export function resultName(): string {
+  return workersArg(process.argv.slice(2)) ? 'sfu-workers' : 'sfu';
+}
+
 export async function run(): Promise<object> {
+  const workerCounts = workersArg(process.argv.slice(2));
+  if (workerCounts) {
+    const procs = new ProcessSet();
+    try {
+      return await runWorkersBench(
+        procs,
+        {
+          counts: workerCounts,
+          rounds: WK.rounds,
+          warmupMs: WK.warmupMs,
+          windowMs: WK.windowMs,
+          bigRoom: { publishers: WK.bigPublishers, videoPublishers: WK.bigVideoPublishers, subscribers: WK.bigSubscribers },
+          smallRooms: { rooms: WK.rooms, publishersPerRoom: 3, listenersPerRoom: 2 },
+          sampleEvery: SAT_SAMPLE,
+          sfuPorts: SFU_PORTS,
+          publisherPorts: SAT_PUBLISHER_PORTS,
+          subscriberPorts: WERIFT_SUB_PORTS,
+        },
+        log,
+      );
+    } finally {
+      await procs.killAll();
+    }
+  }
   const against = againstArg(process.argv.slice(2));
   if (against !== undefined) {
     const procs = new ProcessSet();
