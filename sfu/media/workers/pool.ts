@@ -87,7 +87,7 @@ class Slot implements WorkerLink {
   admit = true;
   ports = { inUse: 0, capacity: 0 };
   cpuSeconds = 0;
-  relayStats = { written: 0, read: 0, drops: 0 };
+  relayStats = { written: 0, read: 0, drops: 0, unknown: 0 };
   packets = { incoming: 0, outgoing: 0 };
   readonly readyP: Promise<void>;
   private resolveReady!: () => void;
@@ -293,7 +293,7 @@ class Pool implements MediaWorkerPool {
       r = { relay: this.nextRelay++, refs: 0 };
       upstream.relays.set(slot.index, r);
       this.relays.set(r.relay, { relay: r.relay, upstream, to: slot });
-      source.post({ t: 'relayOut', uid: upstream.uid, relay: r.relay, to: slot.index });
+      // The copy first: packets that reach the destination before it opened are not forwarded.
       slot.post({
         t: 'relayIn',
         relay: r.relay,
@@ -303,6 +303,7 @@ class Pool implements MediaWorkerPool {
         clockRate: upstream.clockRate,
         ext: upstream.ext,
       });
+      source.post({ t: 'relayOut', uid: upstream.uid, relay: r.relay, to: slot.index });
     }
     r.refs++;
     down.relay = r.relay;
@@ -456,7 +457,12 @@ class Pool implements MediaWorkerPool {
       perWorker('matrixrtc_sfu_worker_packets_out', 'RTP packets sent by each worker', (s) => s.packets.outgoing),
       perWorker('matrixrtc_sfu_worker_relay_written', 'Packets each worker copied into relay rings to other workers', (s) => s.relayStats.written),
       perWorker('matrixrtc_sfu_worker_relay_read', 'Packets each worker read from relay rings of other workers', (s) => s.relayStats.read),
-      perWorker('matrixrtc_sfu_worker_relay_drops', 'Packets each worker dropped because a relay ring was full', (s) => s.relayStats.drops),
+      perWorker('matrixrtc_sfu_worker_relay_drops', 'Packets each worker dropped because its relay ring to another worker was full', (s) => s.relayStats.drops),
+      perWorker(
+        'matrixrtc_sfu_worker_relay_unmatched',
+        'Relayed packets a worker read for a track copy it had not opened yet or had closed already (start and end of a relay)',
+        (s) => s.relayStats.unknown,
+      ),
       perWorker('matrixrtc_sfu_worker_restarts', 'Times each worker slot was replaced after its worker died', (s) => this.restarts[s.index]!),
     ];
     const unports = this.deps.metrics.transport.ports(() => {

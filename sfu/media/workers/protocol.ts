@@ -79,7 +79,8 @@ export interface WorkerTick {
     /** process.threadCpuUsage(), microseconds. */
     cpu: { user: number; system: number };
     participants: number;
-    relay: { written: number; read: number; drops: number };
+    /** `unknown`: records read for a relay or layer not (yet, or no longer) known here. */
+    relay: { written: number; read: number; drops: number; unknown: number };
   };
 }
 

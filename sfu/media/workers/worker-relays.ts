@@ -137,6 +137,8 @@ export class WorkerRelays {
   private readonly outs = new Map<number, { sink: RelaySink; upstream: Upstream }>();
   private readonly copies = new Map<number, Copy>();
   private read = 0;
+  /** Records for a relay or layer this worker does not know (yet, or any more). */
+  private unknown = 0;
   private closedDrops = 0;
   private closedWritten = 0;
 
@@ -230,10 +232,12 @@ export class WorkerRelays {
   private readonly onRecord = (tag: number, stamp: number, payload: Uint8Array): void => {
     this.read++;
     const copy = this.copies.get(Math.floor(tag / 16));
-    if (!copy) return;
     const low = tag & 15;
-    const rid = copy.rids[low & 7];
-    if (rid === undefined) return;
+    const rid = copy?.rids[low & 7];
+    if (!copy || rid === undefined) {
+      this.unknown++;
+      return;
+    }
     let rtp: RtpPacket;
     if (low & SKIP) {
       if (payload.length < 6) return;
@@ -270,14 +274,14 @@ export class WorkerRelays {
     if (peer.reader.hasData || !peer.reader.armWake()) setImmediate(() => this.drain(peer));
   }
 
-  stats(): { written: number; read: number; drops: number } {
+  stats(): { written: number; read: number; drops: number; unknown: number } {
     let written = this.closedWritten;
     let drops = this.closedDrops;
     for (const { sink } of this.outs.values()) {
       written += sink.written;
       drops += sink.drops;
     }
-    return { written, read: this.read, drops };
+    return { written, read: this.read, drops, unknown: this.unknown };
   }
 
   close(): void {
