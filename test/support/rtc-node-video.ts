@@ -2,8 +2,10 @@
  * VP8 video with rtc-node for the media tests: a moving I420 test pattern published at 30 fps,
  * and the subscriber's inbound-rtp loss-recovery figures.
  */
+import { expect } from 'vitest';
 import {
   LocalVideoTrack,
+  TrackKind,
   TrackPublishOptions,
   TrackSource,
   VideoBufferType,
@@ -14,6 +16,9 @@ import {
   type RemoteTrack,
   type Room,
 } from '@livekit/rtc-node';
+import type { RtcNodeClient, RtcNodeScene } from './rtc-node.ts';
+import type { TestSfu } from './sfu-harness.ts';
+import { waitFor } from './wait.ts';
 
 const WIDTH = 640;
 const HEIGHT = 360;
@@ -89,4 +94,50 @@ export function countVideoFrames(track: RemoteTrack): { readonly count: number; 
       await pump.catch(() => undefined);
     },
   };
+}
+
+/**
+ * Alice publishes video, bob subscribes, while something drops about 5 % of bob's video
+ * (`dropped()` counts the drops): the SFU answers bob's NACKs from its cache, bob gets the
+ * packets back as RTX, keeps decoding, and asks for at most two keyframes.
+ */
+export async function expectNackRecovery(scene: RtcNodeScene, sfu: TestSfu, alice: RtcNodeClient, bob: RtcNodeClient, dropped: () => number): Promise<void> {
+  scene.onEnd(await publishVideo(alice.room));
+
+  const [track] = await bob.waitForEvent('trackSubscribed', (t) => t.kind === TrackKind.KIND_VIDEO, 15_000);
+  const frames = countVideoFrames(track);
+  scene.onEnd(() => frames.stop());
+
+  const room = sfu.sfu.rooms.getRoom('test-room')!;
+  const bobState = room.participants.get('bob' as never)!;
+  const stats = () => [...bobState.subscriptions.values()].find((s) => s.track.info.type === 1)?.down.stats();
+
+  // The SFU answered bob's NACKs for at least 40 dropped packets.
+  const server = await waitFor(
+    'retransmissions for bob',
+    () => {
+      const s = stats();
+      return s && dropped() >= 40 && s.packetsRetransmitted >= 40 ? s : undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 100 },
+  );
+  expect(server.nacksReceived).toBeGreaterThan(0);
+  // Nearly every drop was recovered from the cache (a few may be NACKed after they aged out).
+  expect(server.packetsRetransmitted).toBeGreaterThanOrEqual(Math.floor(dropped() * 0.8));
+
+  // Bob's side: it NACKed the drops, and they came back as retransmissions.
+  const droppedNow = dropped();
+  const client = await waitFor('bob inbound-rtp stats with recovered packets', async () => {
+    const s = await inboundVideo(bob.room);
+    return s && s.nackCount > 0 && s.retransmittedPacketsReceived >= Math.floor(droppedNow * 0.8) ? s : undefined;
+  });
+  // Nothing but the dropped packets went missing, and no drop broke a picture for good.
+  expect(client.packetsLost).toBeLessThanOrEqual(dropped());
+  expect(client.pliCount).toBeLessThanOrEqual(2);
+  // The SFU found (nearly) every NACKed packet in its cache.
+  expect(stats()!.retransmitMisses).toBeLessThanOrEqual(Math.ceil(dropped() / 10));
+
+  // And bob keeps decoding.
+  const before = frames.count;
+  await waitFor('bob decodes more frames', () => frames.count >= before + 30, { timeoutMs: 10_000 });
 }
