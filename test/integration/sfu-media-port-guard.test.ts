@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AccessToken } from 'livekit-server-sdk';
 import { connectRtcNode, countAudibleFrames, rtcNodeScene } from '../support/rtc-node.ts';
-import { TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
+import { suiteWorkerYaml, TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
 import { floodPorts, plaintextAlert } from '../support/udp-junk.ts';
 import { freePort } from '../support/ports.ts';
 import { waitFor } from '../support/wait.ts';
@@ -163,6 +163,7 @@ describe('sfu process after a flood of forged datagrams', () => {
         `keys:\n  ${TEST_API_KEY}: ${TEST_API_SECRET}`,
         `rtc:\n  node_ip: 127.0.0.1\n  port_range_start: ${PROC_RANGE[0]}\n  port_range_end: ${PROC_RANGE[1]}`,
         'logging:\n  level: warn',
+        ...suiteWorkerYaml(),
         '',
       ].join('\n'),
     );
