@@ -33,7 +33,9 @@ describe('sfu bandwidth feedback to publishers', () => {
   afterEach((ctx) => scene.end(ctx.task.result?.state === 'fail'));
 
   it('a 720p simulcast publisher ramps up and sends the high layer (rid f) to the SFU; a Chrome subscriber reports its downlink estimate', async () => {
-    const sfu = await scene.start();
+    // In-process media (also under SFU_TEST_WORKERS): the test reads the Upstream's per-layer
+    // bitrates, which a media worker's RemoteUpstream proxy does not carry to the main thread.
+    const sfu = await scene.start({ workers: 1 });
     const alice = await scene.page();
     const bob = await scene.page();
     await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'));
@@ -73,7 +75,9 @@ describe('sfu bandwidth feedback to publishers', () => {
   });
 
   it('caps a werift subscriber to the low layer while its REMB estimate is low and lifts the cap when it rises', async () => {
-    const sfu = await scene.start();
+    // In-process media (also under SFU_TEST_WORKERS): the test reads the Upstream's per-layer
+    // bitrates, which a media worker's RemoteUpstream proxy does not carry to the main thread.
+    const sfu = await scene.start({ workers: 1 });
     const alice = await scene.page();
     await joinFromPage(alice.page, sfu.wsUrl, await sfu.token('alice'));
     await publishSimulcast720(alice.page);

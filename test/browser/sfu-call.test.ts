@@ -15,6 +15,7 @@ import {
   waitForPageEvent,
 } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
+import { RemoteDownTrack } from '../../sfu/media/workers/proxies.ts';
 
 describe('sfu call between two livekit-client browsers', () => {
   const scene = browserScene();
@@ -141,8 +142,17 @@ describe('sfu adaptive stream settings', () => {
       const sub = bobState.subscriptions.get(videoSid as never);
       return sub?.disabled ? sub : undefined;
     });
-    const videoSent = videoSub.down.packetsSent;
     const audioSub = bobState.subscriptions.get(audioSid as never)!;
+    if (videoSub.down instanceof RemoteDownTrack) {
+      // With media workers (SFU_TEST_WORKERS) a downtrack's counters are the worker's snapshot,
+      // posted once a second: the one read now may predate the worker applying the disable.
+      // Two fresh snapshots later, the count includes everything sent before the disable.
+      for (let i = 0; i < 2; i++) {
+        const seen = audioSub.down.packetsSent;
+        await waitFor('a fresh stats snapshot from the media worker', () => audioSub.down.packetsSent > seen);
+      }
+    }
+    const videoSent = videoSub.down.packetsSent;
     const audioSent = audioSub.down.packetsSent;
     // Audio goes on (time passes, media flows) while not one more video packet goes out.
     await waitFor('more audio forwarded', () => audioSub.down.packetsSent >= audioSent + 50);

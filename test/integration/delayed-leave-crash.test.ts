@@ -21,6 +21,7 @@ import { createLogger, type Logger } from '../../common/logger.ts';
 import { createBridge } from '../../bridge/bridge.ts';
 import { DEFAULT_SANITY_CHECK_INTERVAL_SECONDS, resolveBridgeConfig, type Env } from '../../bridge/config.ts';
 import { resolveSfuConfig } from '../../sfu/config.ts';
+import { suiteWorkerConfig } from '../support/sfu-harness.ts';
 import { createSfuServer } from '../../sfu/server.ts';
 import { createEmbedded } from '../../embedded/embedded.ts';
 import { TRIAL_DEFAULTS, writeTrialFiles, type TrialOptions } from '../../synapse-dev/trial-setup.ts';
@@ -113,7 +114,7 @@ async function startComposeWiring(w: DelayedLeaveWorld, bridgePort: number, opts
   const sfuConfig = resolveSfuConfig({
     configFile: join(secrets, (sfuCommand[2] ?? '').replace('/secrets/', '')),
     overrides: (raw) => {
-      const out: Record<string, unknown> = { ...raw, port: sfuPort, bind_addresses: ['127.0.0.1'] };
+      const out: Record<string, unknown> = { ...raw, port: sfuPort, bind_addresses: ['127.0.0.1'], ...suiteWorkerConfig() };
       if (opts.dropWebhook) delete out.webhook;
       return out;
     },

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AccessToken } from 'livekit-server-sdk';
 import { connectRtcNode, countAudibleFrames, rtcNodeScene } from '../support/rtc-node.ts';
-import { TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
+import { suiteWorkerYaml, TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
 import { floodPorts, plaintextAlert } from '../support/udp-junk.ts';
 import { freePort } from '../support/ports.ts';
 import { waitFor } from '../support/wait.ts';
@@ -43,8 +43,16 @@ async function canBind(port: number): Promise<boolean> {
   return ok;
 }
 
-/** UDP sockets open in this process (the SFU's; rtc-node's are native and not counted). */
-const udpSockets = () => process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
+/**
+ * UDP sockets the SFU holds in RANGE: the ports there nobody can bind now. Counted by port rather
+ * than by this thread's UDPWrap handles, because with media workers (SFU_TEST_WORKERS) the
+ * sockets live on worker threads; rtc-node's sockets are on ephemeral ports, outside RANGE.
+ */
+async function udpSockets(): Promise<number> {
+  let held = 0;
+  for (let port = RANGE[0]; port <= RANGE[1]; port++) if (!(await canBind(port))) held++;
+  return held;
+}
 
 /** Audible frames per second of `counter` over the next `ms`. */
 async function rateOver(counter: { readonly count: number }, ms: number): Promise<number> {
@@ -67,7 +75,7 @@ describe('sfu media ports under forged datagrams', () => {
   afterEach(async () => {
     await scene.end();
     // Peer connections close asynchronously after stop(): the next test starts from none.
-    await waitFor('every SFU socket closed after stop', () => udpSockets() === 0, { timeoutMs: 5000 });
+    await waitFor('every SFU socket closed after stop', async () => (await udpSockets()) === 0, { timeoutMs: 5000 });
   });
 
   it('keeps the subscriber hearing the publisher and keeps its sockets while every port is flooded from another address', async () => {
@@ -82,7 +90,7 @@ describe('sfu media ports under forged datagrams', () => {
     await waitFor('audible frames', () => frames.count > 50, { timeoutMs: 10_000 });
     const before = await rateOver(frames, 2000);
     expect(before).toBeGreaterThan(50);
-    const sockets = udpSockets();
+    const sockets = await udpSockets();
     expect(sockets).toBe(3); // alice publishes and subscribes (two PCs), bob only subscribes
 
     const flood = await floodPorts({ range: RANGE, intervalMs: 50 });
@@ -97,7 +105,7 @@ describe('sfu media ports under forged datagrams', () => {
     expect(flood.received).toBe(0);
     expect(during).toBeGreaterThanOrEqual(0.9 * before);
     expect(after).toBeGreaterThanOrEqual(0.9 * before);
-    expect(udpSockets()).toBe(sockets);
+    expect(await udpSockets()).toBe(sockets);
     expect(await metric(sfu.url, 'matrixrtc_sfu_media_datagrams_dropped_total')).toBeGreaterThan(1000);
     expect(await metric(sfu.url, 'matrixrtc_sfu_transport_failures_total')).toBe(0);
   });
@@ -110,7 +118,7 @@ describe('sfu media ports under forged datagrams', () => {
     const subscribed = bob.waitForEvent('trackSubscribed', (_t, _pub, p) => p.identity === 'alice', 15_000);
     await alice.publishTone(440);
     await subscribed;
-    const sockets = udpSockets();
+    const sockets = await udpSockets();
     const room = sfu.sfu.rooms.getRoom('test-room')!;
     const firstSid = room.participants.get(asIdentity('alice'))!.sid;
     // alice joined first: her publisher and subscriber PCs are the first two made.
@@ -138,7 +146,7 @@ describe('sfu media ports under forged datagrams', () => {
       return true;
     });
     // Her new session holds at most what the old one did: nothing of the old one is left open.
-    await waitFor('socket count back to where it was', () => udpSockets() <= sockets);
+    await waitFor('socket count back to where it was', async () => (await udpSockets()) <= sockets);
   });
 });
 
@@ -163,6 +171,7 @@ describe('sfu process after a flood of forged datagrams', () => {
         `keys:\n  ${TEST_API_KEY}: ${TEST_API_SECRET}`,
         `rtc:\n  node_ip: 127.0.0.1\n  port_range_start: ${PROC_RANGE[0]}\n  port_range_end: ${PROC_RANGE[1]}`,
         'logging:\n  level: warn',
+        ...suiteWorkerYaml(),
         '',
       ].join('\n'),
     );

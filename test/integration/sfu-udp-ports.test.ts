@@ -57,7 +57,9 @@ describe('sfu UDP ports', () => {
   it('refuses a joiner with 503 when every port is in use, logs and counts it, and admits again once one frees', async () => {
     const lines: string[] = [];
     const logger = createLogger({ name: 'sfu', level: 'info', destination: { write: (l: string) => void lines.push(l) } });
-    const sfu = await scene.start({ portRange: RANGE, logger });
+    // One media pool (also under SFU_TEST_WORKERS): three ports cannot be sliced between workers
+    // (at least two each, sfu/media/workers/pool.ts slicePorts), and the 503 is about one pool.
+    const sfu = await scene.start({ portRange: RANGE, logger, workers: 1 });
 
     const alice = await scene.connect('alice');
     const bob = await scene.connect('bob');
@@ -107,7 +109,8 @@ describe('sfu UDP ports', () => {
     scene.onEnd(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
     const lines: string[] = [];
     const logger = createLogger({ name: 'sfu', level: 'info', destination: { write: (l: string) => void lines.push(l) } });
-    await scene.start({ portRange: range, logger });
+    // One media pool (also under SFU_TEST_WORKERS): a two-port range cannot be sliced between workers.
+    await scene.start({ portRange: range, logger, workers: 1 });
     // rtc-node's connect resolves once its primary (subscriber) PC is connected: it got the free port.
     const alice = await scene.connect('alice');
     expect(alice.room.isConnected).toBe(true);

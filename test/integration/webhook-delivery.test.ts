@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../common/clock.ts';
 import { createSilentLogger } from '../../common/logger.ts';
 import { parseSfuConfig } from '../../sfu/config.ts';
+import { suiteWorkerConfig } from '../support/sfu-harness.ts';
 import { createSfuServer, type SfuServer } from '../../sfu/server.ts';
 import { startTestWebhookReceiver, type TestWebhookReceiver } from '../support/webhook-receiver.ts';
 import { connectRtcNode, type RtcNodeClient } from '../support/rtc-node.ts';
@@ -38,6 +39,7 @@ async function setup(respond?: (n: number) => number | 'hang') {
       keys: { [KEY]: SECRET },
       rtc: { node_ip: '127.0.0.1', port_range_start: 40000, port_range_end: 49999 },
       webhook: { api_key: KEY, urls: [receiver.url] },
+      ...suiteWorkerConfig(),
     },
     'test',
   );

@@ -22,7 +22,7 @@ import type { RemoteTrack } from '@livekit/rtc-node';
 import { startFakeFederationServer } from '../fake-homeserver/federation.ts';
 import { startFakeClientServerApi } from '../fake-homeserver/delayed-events.ts';
 import { connectRtcNode, countAudibleFrames } from '../support/rtc-node.ts';
-import { startTestSfu, TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
+import { startTestSfu, suiteWorkerYaml, TEST_API_KEY, TEST_API_SECRET } from '../support/sfu-harness.ts';
 import { freePort } from '../support/ports.ts';
 import { SFU_NODE_FLAGS } from '../../sfu/node-flags.ts';
 import { waitFor } from '../support/wait.ts';
@@ -169,6 +169,7 @@ describe('SFU and bridge processes under a 30 s flood', () => {
         // fewer than that open at once, so its upgrades reach authentication and its frames the
         // parser instead of being refused at the door.
         'logging:\n  level: warn',
+        ...suiteWorkerYaml(),
         '',
       ].join('\n'),
     );

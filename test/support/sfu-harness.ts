@@ -15,6 +15,30 @@ import type { MediaTransportFactory } from '../../sfu/rtc/types.ts';
 export const TEST_API_KEY = 'testkey';
 export const TEST_API_SECRET = 'test-secret-0123456789abcdef-0123456789';
 
+/**
+ * The suite's media workers: SFU_TEST_WORKERS=N (the second pass of `npm test` sets 2), else 1.
+ * Every SFU a test starts honours it, in process (startTestSfu) or as a child (sfu/main.ts).
+ */
+export function suiteWorkers(): number {
+  return Number(process.env.SFU_TEST_WORKERS ?? '') || 1;
+}
+
+/**
+ * The `workers` and `worker_placement` config keys for an SFU a test starts some other way than
+ * startTestSfu (a child's config, its own parseSfuConfig): empty unless SFU_TEST_WORKERS ≥ 2, and
+ * then placement `spread`, so that a room's participants alternate between workers.
+ */
+export function suiteWorkerConfig(): { workers?: number; worker_placement?: 'spread' } {
+  const workers = suiteWorkers();
+  return workers > 1 ? { workers, worker_placement: 'spread' } : {};
+}
+
+/** suiteWorkerConfig() as YAML lines for a config file (none when workers stay at 1). */
+export function suiteWorkerYaml(): string[] {
+  const { workers, worker_placement } = suiteWorkerConfig();
+  return workers ? [`workers: ${workers}`, `worker_placement: ${worker_placement}`] : [];
+}
+
 export interface TestSfu {
   sfu: SfuServer;
   config: SfuConfig;
@@ -62,8 +86,7 @@ export async function startTestSfu(
   } = {},
 ): Promise<TestSfu> {
   const inProcessHooks = Boolean(opts.tap || opts.dropOutgoing || opts.observePeerConnection || opts.wrapTransports || opts.clock);
-  const suiteWorkers = Number(process.env.SFU_TEST_WORKERS ?? '') || 1;
-  const workers = opts.workers ?? (inProcessHooks ? 1 : suiteWorkers);
+  const workers = opts.workers ?? (inProcessHooks ? 1 : suiteWorkers());
   const config = parseSfuConfig(
     {
       port: 0,

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { freePort } from './ports.ts';
 import { waitFor } from './wait.ts';
-import { TEST_API_KEY, TEST_API_SECRET } from './sfu-harness.ts';
+import { suiteWorkerConfig, TEST_API_KEY, TEST_API_SECRET } from './sfu-harness.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -59,6 +59,8 @@ export async function startSfuNode(opts: SfuNodeOptions): Promise<SfuNodeProcess
     logging: { level: 'info' },
     ...(opts.region ? { region: opts.region } : {}),
     ...(opts.webhookUrl ? { webhook: { api_key: TEST_API_KEY, urls: [opts.webhookUrl] } } : {}),
+    // SFU_TEST_WORKERS (the suite's second pass): media on worker threads, rooms spread over them.
+    ...suiteWorkerConfig(),
     ...opts.extra,
   };
   const child: ChildProcess = spawn(process.execPath, ['sfu/main.ts'], {
