@@ -391,12 +391,12 @@ class Pool implements MediaWorkerPool {
     slot.packets.incoming += tick.metrics.packets[0]! + tick.metrics.packets[1]!;
     slot.packets.outgoing += tick.metrics.packets[2]! + tick.metrics.packets[3]!;
     for (const [uid, packets, active, sum] of tick.audio) slot.ups.get(uid)?.addAudio(packets, active, sum);
+    slot.admit = tick.admit;
     const stats = tick.stats;
     if (!stats) return;
     for (const [uid, uplink] of stats.ups) slot.ups.get(uid)?.setUplink(uplink);
     for (const [did, s, link] of stats.downs) slot.downs.get(did)?.setStats(s, link);
     slot.ports = stats.ports;
-    slot.admit = stats.admit;
     slot.cpuSeconds = (stats.cpu.user + stats.cpu.system) / 1e6;
     slot.relayStats = stats.relay;
   }

@@ -70,12 +70,13 @@ export interface WorkerTick {
   /** Audio level accumulation per upstream since the last tick: [uid, packets, active, sum]. */
   audio: [number, number, number, number][];
   metrics: MetricBatch;
+  /** Whether a new participant could get UDP ports on this worker now. */
+  admit: boolean;
   /** Every STATS_EVERY ticks: cumulative figures. */
   stats?: {
     ups: [number, UplinkStats][];
     downs: [number, DownTrackStats, DownlinkStats][];
     ports: { inUse: number; capacity: number };
-    admit: boolean;
     /** process.threadCpuUsage(), microseconds. */
     cpu: { user: number; system: number };
     participants: number;

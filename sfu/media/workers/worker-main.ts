@@ -225,13 +225,13 @@ setInterval(() => {
     const c = upstream.takeAudioCounts();
     if (c.packets > 0) audio.push([uid, c.packets, c.active, c.sum]);
   }
-  const tick: WorkerTick = { t: 'tick', audio, metrics: metrics.take() };
+  // Admission every tick: the main thread refuses joins (503) from it, so it must be fresh.
+  const tick: WorkerTick = { t: 'tick', audio, metrics: metrics.take(), admit: factory.canAdmit?.() ?? true };
   if (ticks % STATS_EVERY === 0) {
     tick.stats = {
       ups: Array.from(ups, ([uid, { upstream }]) => [uid, upstream.uplinkStats()]),
       downs: Array.from(downs, ([did, { down }]) => [did, down.stats(), down.link()]),
       ports: metrics.ports(),
-      admit: factory.canAdmit?.() ?? true,
       cpu: process.threadCpuUsage(),
       participants: transports.size,
       relay: relays.stats(),

@@ -9,13 +9,13 @@ export default function hooks(data: { channel: string }) {
   const channel = new BroadcastChannel(data.channel);
   (channel as unknown as { unref?: () => void }).unref?.();
   const index = (workerData as { index: number }).index;
-  channel.onmessage = (e: MessageEvent) => {
+  channel.addEventListener('message', (e: MessageEvent) => {
     const msg = e.data as { worker: number; ms: number };
     if (msg.worker !== index) return;
     const until = Date.now() + msg.ms;
     while (Date.now() < until) {
       // busy: nothing else runs on this thread
     }
-  };
+  });
   return {};
 }
