@@ -25,6 +25,8 @@ import { RING_BYTES, type FromWorker, type ToWorker, type WorkerInit, type Worke
 
 const PING_MS = 1000;
 export const PING_TIMEOUT_MS = 5000;
+/** A worker not ready this long after it was started is ended (and retried). */
+export const START_TIMEOUT_MS = 30_000;
 /** `pack`: how many more participants the room's worker may hold than the least-loaded one. */
 export const PACK_SLACK = 32;
 const WORKER_URL = new URL('./worker-main.ts', import.meta.url);
@@ -158,6 +160,9 @@ class Pool implements MediaWorkerPool {
   private readonly slices: [number, number][];
   private readonly relays = new Map<number, Relay>();
   private readonly restarts: number[];
+  /** Per slot: consecutive workers that died before they were ready. */
+  private readonly failedStarts: number[] = [];
+  private readonly respawning = new Map<number, NodeJS.Timeout>();
   private nextTid = 1;
   private nextRelay = 1;
   private stopped = false;
@@ -404,7 +409,15 @@ class Pool implements MediaWorkerPool {
   private ping(): void {
     const now = Date.now();
     for (const slot of this.slots) {
-      if (!slot.alive || !slot.started) continue;
+      if (!slot.alive) continue;
+      if (!slot.started) {
+        // lastPong is the spawn time until the first pong.
+        if (now - slot.lastPong > START_TIMEOUT_MS) {
+          this.log.error({ worker: slot.index }, `media worker did not start within ${START_TIMEOUT_MS / 1000} s: replacing it`);
+          void slot.worker.terminate();
+        }
+        continue;
+      }
       if (now - slot.lastPong > PING_TIMEOUT_MS) {
         this.log.error({ worker: slot.index, silentMs: now - slot.lastPong }, 'media worker stopped answering: replacing it');
         void slot.worker.terminate();
@@ -427,8 +440,22 @@ class Pool implements MediaWorkerPool {
       if (source === slot || r.to === slot) this.endRelay(r.relay);
     }
     for (const other of this.slots) if (other !== slot && other.alive) other.post({ t: 'peerGone', peer: index });
-    const replacement = this.spawn(index);
-    this.slots[index] = replacement;
+    // A worker that died before it was ready (a start-up error) is retried with a backoff
+    // (1 s doubling to 60 s), not in a tight loop; one that served is replaced at once.
+    const tries = slot.started ? 0 : (this.failedStarts[index] ?? 0) + 1;
+    this.failedStarts[index] = tries;
+    const respawn = () => {
+      this.respawning.delete(index);
+      if (!this.stopped) this.slots[index] = this.spawn(index);
+    };
+    if (tries === 0) respawn();
+    else {
+      const delay = Math.min(60_000, 1000 * 2 ** (tries - 1));
+      this.log.error({ worker: index, tries, retryInMs: delay }, 'media worker failed to start');
+      const timer = setTimeout(respawn, delay);
+      timer.unref();
+      this.respawning.set(index, timer);
+    }
     for (const transport of Array.from(slot.transports.values())) {
       if (!transport.closed) transport.events.onFailed('media worker exited');
     }
@@ -484,6 +511,8 @@ class Pool implements MediaWorkerPool {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.pinger);
+    for (const timer of this.respawning.values()) clearTimeout(timer);
+    this.respawning.clear();
     this.unregister();
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
