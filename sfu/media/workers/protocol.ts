@@ -1,9 +1,9 @@
 /**
  * The messages between the SFU's main thread and its media workers (docs/media-workers.md).
  * Control goes over the worker's own port (structured clone, signalling rates); packets go
- * over the relay rings, never over these messages. Ids: a transport id (`tid`) and a downtrack
- * id (`did`) are the main thread's, unique per worker; an upstream id (`uid`) is the worker's
- * own; a relay id is the main thread's, unique per process.
+ * over the relay rings, never over these messages. Ids: a transport id (`tid`), a downtrack id
+ * (`did`) and a relay id are the main thread's, unique in the process; an upstream id (`uid`)
+ * is the worker's own.
  */
 import type { MessagePort as WorkerPort } from 'node:worker_threads';
 import type { DataChannelKind, DownlinkStats, DownTrackStats, IceCandidateInit, SignalTarget, UplinkStats } from '../../rtc/types.ts';

@@ -12,8 +12,9 @@
  *
  * Lifecycle: `addPeer`/`removePeer` as the main thread sets up and tears down rings;
  * `openOut`/`closeOut`, `openIn`/`closeIn` as it decides relays; nothing here outlives
- * `close()`. Per packet on the sending side: one serialise, one ring write. Drops (ring full,
- * packet too large, unknown layer) are counted, never thrown into the upstream's loop.
+ * `close()`. Per packet on the sending side: one ring write of the datagram werift parsed
+ * (`wireBytesOf`; serialised only when those bytes no longer match the header). Drops (ring
+ * full, packet too large, unknown layer) are counted, never thrown into the upstream's loop.
  */
 import type { MessagePort as WorkerPort } from 'node:worker_threads';
 import { RtpHeader, RtpPacket } from 'werift';
