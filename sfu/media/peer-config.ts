@@ -6,6 +6,8 @@
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import {
+  RTCCertificate,
+  RTCDtlsTransport,
   RTCPeerConnection,
   RTCRtpCodecParameters,
   useAbsSendTime,
@@ -49,6 +51,33 @@ export interface WeriftTransportConfig {
   };
   /** Observer of each peer connection made (tests, diagnostics); must not change it. */
   observePeerConnection?: (pc: RTCPeerConnection, role: 'publisher' | 'subscriber') => void;
+  /**
+   * The DTLS certificate of every peer connection. Without it werift makes one per thread on the
+   * first connection; media workers are given the process's (see dtlsKeysOfProcess).
+   */
+  certificate?: RTCCertificate;
+}
+
+/** A DTLS certificate as text, to hand to another thread. */
+export interface DtlsKeys {
+  keyPem: string;
+  certPem: string;
+  signatureHash: RTCCertificate['signatureHash'];
+}
+
+/**
+ * The process's DTLS certificate (werift's own: ECDSA P-256, made once per thread), as text for
+ * media workers. A worker must never make its own: Node 24 aborts the whole process when a worker
+ * is terminated while WebCrypto key generation is pending on it (crypto_keygen.h, "Assertion
+ * failed: try_catch.CanContinue()"), and the pool terminates workers on shutdown and replacement.
+ */
+export async function dtlsKeysOfProcess(): Promise<DtlsKeys> {
+  const cert = await RTCDtlsTransport.SetupCertificate();
+  return { keyPem: cert.privateKey, certPem: cert.certPem, signatureHash: cert.signatureHash };
+}
+
+export function certificateOf(keys: DtlsKeys): RTCCertificate {
+  return new RTCCertificate(keys.keyPem, keys.certPem, keys.signatureHash);
 }
 
 const RTX_ENABLED = true;
@@ -106,6 +135,7 @@ export function peerConfig(cfg: WeriftTransportConfig, role: 'publisher' | 'subs
     icePortRange: [cfg.portRange[0], cfg.portRange[1]],
     bundlePolicy: 'max-bundle',
     iceUseTcp: false,
+    ...(cfg.certificate ? { certificates: [cfg.certificate] } : {}),
   };
   if (cfg.nodeIp && isIP(cfg.nodeIp)) {
     base.iceUseIpv4 = false;

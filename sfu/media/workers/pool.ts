@@ -19,6 +19,7 @@ import type { Logger } from '../../../common/logger.ts';
 import type { SfuMetrics } from '../../metrics.ts';
 import type { MediaTransportFactory, MediaTransportOptions } from '../../rtc/types.ts';
 import { createRelayRing } from '../relay-ring.ts';
+import { dtlsKeysOfProcess, type DtlsKeys } from '../peer-config.ts';
 import { applyMetricBatch } from './metrics-bridge.ts';
 import { RemoteDownTrack, RemoteUpstream, WorkerTransport, type WorkerLink } from './proxies.ts';
 import { RING_BYTES, type FromWorker, type ToWorker, type WorkerInit, type WorkerTick } from './protocol.ts';
@@ -166,6 +167,9 @@ class Pool implements MediaWorkerPool {
   private nextTid = 1;
   private nextRelay = 1;
   private stopped = false;
+  /** Set before the first worker starts; every worker (replacements too) gets the same one. */
+  private dtls!: DtlsKeys;
+  private readonly started: Promise<void>;
   private readonly pinger: NodeJS.Timeout;
   private readonly log: Logger;
   private readonly unregister: () => void;
@@ -177,7 +181,11 @@ class Pool implements MediaWorkerPool {
     this.log = deps.logger;
     this.slices = slicePorts(deps.portRange, deps.count);
     this.restarts = Array.from({ length: deps.count }, () => 0);
-    for (let i = 0; i < deps.count; i++) this.slots.push(this.spawn(i));
+    // The certificate is made here, on the main thread, before any worker starts (why: peer-config.ts).
+    this.started = dtlsKeysOfProcess().then((keys) => {
+      this.dtls = keys;
+      if (!this.stopped) for (let i = 0; i < deps.count; i++) this.slots.push(this.spawn(i));
+    });
     const factory: MediaTransportFactory = (opts) => this.create(opts);
     factory.canAdmit = () => this.slots.some((s) => s.alive && s.admit);
     this.factory = factory;
@@ -194,6 +202,7 @@ class Pool implements MediaWorkerPool {
       nodeIp: this.deps.nodeIp,
       logLevel: this.deps.logger.level,
       timed: this.deps.timed,
+      dtls: this.dtls,
       ...(this.deps.hooks ? { hooks: this.deps.hooks } : {}),
     };
     const slot = new Slot(index, this, init);
@@ -222,8 +231,9 @@ class Pool implements MediaWorkerPool {
     b.post({ t: 'peer', rings: { peer: a.index, out: ba, in: ab, port: port2 } }, [port2]);
   }
 
-  ready(): Promise<void> {
-    return Promise.all(this.slots.map((s) => s.readyP)).then(() => undefined);
+  async ready(): Promise<void> {
+    await this.started;
+    await Promise.all(this.slots.map((s) => s.readyP));
   }
 
   workers(): MediaWorkerInfo[] {
@@ -254,7 +264,8 @@ class Pool implements MediaWorkerPool {
 
   private create(opts: MediaTransportOptions): WorkerTransport {
     const room = opts.room ?? '';
-    const slot = this.place(room) ?? this.slots[0]!;
+    const slot = this.place(room) ?? this.slots[0];
+    if (!slot) throw new Error('media workers are not started yet (await ready())');
     const tid = this.nextTid++;
     const transport = new WorkerTransport(slot, tid, room, opts.events);
     slot.transports.set(tid, transport);
@@ -514,6 +525,7 @@ class Pool implements MediaWorkerPool {
     for (const timer of this.respawning.values()) clearTimeout(timer);
     this.respawning.clear();
     this.unregister();
+    await this.started.catch(() => undefined);
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }

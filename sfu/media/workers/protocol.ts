@@ -6,6 +6,7 @@
  * is the worker's own.
  */
 import type { MessagePort as WorkerPort } from 'node:worker_threads';
+import type { DtlsKeys } from '../peer-config.ts';
 import type { DataChannelKind, DownlinkStats, DownTrackStats, IceCandidateInit, SignalTarget, UplinkStats } from '../../rtc/types.ts';
 
 /** What a worker is started with (workerData). */
@@ -17,6 +18,8 @@ export interface WorkerInit {
   logLevel: string;
   /** Time a sample of packets through the SFU (livekit_forward_latency_seconds). */
   timed: boolean;
+  /** The process's DTLS certificate: a worker never generates one (peer-config.ts, dtlsKeysOfProcess). */
+  dtls: DtlsKeys;
   /** Test hooks: a module (URL) whose default export, called with `data`, returns werift hooks. */
   hooks?: { module: string; data?: unknown };
 }

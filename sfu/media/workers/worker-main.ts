@@ -13,7 +13,7 @@ import { createLogger } from '../../../common/logger.ts';
 import { systemClock } from '../../../common/clock.ts';
 import type { DownTrack, MediaTransport } from '../../rtc/types.ts';
 import { createWeriftTransportFactory } from '../transport.ts';
-import type { WeriftTransportConfig } from '../peer-config.ts';
+import { certificateOf, type WeriftTransportConfig } from '../peer-config.ts';
 import { Upstream } from '../upstream.ts';
 import { useSmallBufferPool } from '../../buffer-pool.ts';
 import { createWorkerMetrics } from './metrics-bridge.ts';
@@ -37,6 +37,7 @@ const factory = createWeriftTransportFactory({
   config: {
     portRange: init.portRange,
     nodeIp: init.nodeIp,
+    certificate: certificateOf(init.dtls),
     metrics: {
       rtcp: metrics.rtcp,
       packets: metrics.packets,
