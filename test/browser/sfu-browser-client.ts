@@ -147,16 +147,24 @@ export async function receivedStats(page: Page): Promise<ReceivedStats[]> {
 
 /** Waits until the page decodes `identity`'s video (framesDecoded ≥ frames) and receives its audio. */
 export async function waitForMediaFrom(page: Page, identity: string, timeoutMs = 10_000, frames = 10): Promise<ReceivedStats[]> {
-  return await waitFor(
-    `decoded video and audio from ${identity}`,
-    async () => {
-      const stats = (await receivedStats(page)).filter((s) => s.identity === identity);
-      const video = stats.find((s) => s.kind === 'video');
-      const audio = stats.find((s) => s.kind === 'audio');
-      return video && audio && video.framesDecoded >= frames && audio.packetsReceived >= 20 ? stats : undefined;
-    },
-    { timeoutMs, intervalMs: 100 },
-  );
+  let last: ReceivedStats[] = [];
+  try {
+    return await waitFor(
+      `decoded video and audio from ${identity}`,
+      async () => {
+        const stats = (last = (await receivedStats(page)).filter((s) => s.identity === identity));
+        const video = stats.find((s) => s.kind === 'video');
+        const audio = stats.find((s) => s.kind === 'audio');
+        return video && audio && video.framesDecoded >= frames && audio.packetsReceived >= 20 ? stats : undefined;
+      },
+      { timeoutMs, intervalMs: 100 },
+    );
+  } catch (err) {
+    // Which receiver, and what it had of the sender's tracks when it gave up.
+    const at = await page.evaluate(() => (window.testState.room as InstanceType<typeof window.LivekitClient.Room>).localParticipant.identity).catch(() => '?');
+    const seen = last.map((s) => `${s.kind} ${s.trackSid}: ${s.framesDecoded} frames, ${s.packetsReceived} packets, ${s.bytesReceived} bytes`);
+    throw new Error(`${(err as Error).message} at ${at}; it had ${seen.length ? seen.join('; ') : 'no track of theirs'}`, { cause: err });
+  }
 }
 
 /** One remote video track as the receiving Chrome reports it (inbound-rtp). */

@@ -11,7 +11,7 @@ import type { Page } from 'playwright-core';
 import { joinFromPage, browserScene, inboundVideoStats, pageEvents, publisherVideoStats, sizeVideoElements, waitForMediaFrom } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 import { e2eeWorkerUrl } from '../support/browser.ts';
-import { workersOf } from '../support/sfu-harness.ts';
+import { describeForwarding, workersOf } from '../support/sfu-harness.ts';
 import { metricSum, scrapeMetrics } from '../../bench/_sfu-procs.ts';
 
 /** Counters of one page at one moment: inbound video per sender, outbound per layer. */
@@ -45,7 +45,14 @@ describe('sfu three-party simulcast call', () => {
       });
     }
     for (const [i, page] of pages.entries()) {
-      for (const [j, name] of NAMES.entries()) if (i !== j) await waitForMediaFrom(page, name, 30_000);
+      for (const [j, name] of NAMES.entries()) {
+        if (i === j) continue;
+        try {
+          await waitForMediaFrom(page, name, 30_000);
+        } catch (err) {
+          throw new Error(`${(err as Error).message}\nThe SFU forwards:\n${describeForwarding(sfu, 'test-room')}`, { cause: err });
+        }
+      }
       // Element Call's tiles for three: adaptive stream asks for the middle layer.
       await sizeVideoElements(page, 640, 360);
     }

@@ -121,13 +121,16 @@ describe('sfu media ports under forged datagrams', () => {
     const sockets = await udpSockets();
     const room = sfu.sfu.rooms.getRoom('test-room')!;
     const firstSid = room.participants.get(asIdentity('alice'))!.sid;
-    // alice joined first: her publisher and subscriber PCs are the first two made.
-    const aliceOldPorts = [
-      ...new Set(pcs.slice(0, 2).flatMap((p) => p.pc.iceTransports.flatMap((t) => t.connection.localCandidates.map((c) => c.port)))),
-    ];
-    expect(aliceOldPorts).toHaveLength(2);
-    const [dtls] = pcs.slice(0, 2).find((p) => p.role === 'subscriber')!.pc.dtlsTransports;
-    expect(dtls?.state).toBe('connected');
+    // alice joined first: her publisher and subscriber PCs are the first two made. Her subscriber
+    // PC may still be negotiating when bob hears her: wait until both hold their port.
+    const aliceOldPorts = await waitFor("alice's two PCs bound a port each", () => {
+      const ports = new Set(pcs.slice(0, 2).flatMap((p) => p.pc.iceTransports.flatMap((t) => t.connection.localCandidates.map((c) => c.port))));
+      return ports.size === 2 ? [...ports] : undefined;
+    });
+    const dtls = await waitFor("alice's subscriber DTLS connected", () => {
+      const [d] = pcs.slice(0, 2).find((p) => p.role === 'subscriber')!.pc.dtlsTransports;
+      return d?.state === 'connected' ? d : undefined;
+    });
 
     const reconnecting = alice.waitForEvent('reconnecting', undefined, 10_000);
     const reconnected = alice.waitForEvent('reconnected', undefined, 20_000);

@@ -3,6 +3,7 @@
  * test API key, ICE on 127.0.0.1 and tokens minted by livekit-server-sdk. `stop()` closes it.
  */
 import { AccessToken, type VideoGrant } from 'livekit-server-sdk';
+import { TrackType } from '@livekit/protocol';
 import { createSilentLogger, createLogger, type Logger } from '../../common/logger.ts';
 import { systemClock, type Clock } from '../../common/clock.ts';
 import { parseSfuConfig, type SfuConfig } from '../../sfu/config.ts';
@@ -179,4 +180,27 @@ export function workersOf(sfu: TestSfu, room: string, identities: string[]): (nu
     const p = r?.participants.get(id as never);
     return p ? pool.workerOf(p.sid) : undefined;
   });
+}
+
+/**
+ * What the SFU forwards in `room`, one line per subscription: subscriber ← publisher's track
+ * kind, enabled or not, wanted quality, packets sent and the layer forwarded (worker proxies
+ * report these up to a second late), plus each participant's worker. For a failing test's message.
+ */
+export function describeForwarding(sfu: TestSfu, room: string): string {
+  const r = sfu.sfu.rooms.getRoom(room as never);
+  if (!r) return `no room ${room}`;
+  const pool = sfu.sfu.mediaWorkers;
+  const byId = new Map([...r.participants.values()].map((p) => [p.sid, p.identity]));
+  const lines: string[] = [];
+  for (const p of r.participants.values()) {
+    lines.push(`${p.identity}${pool ? ` on worker ${pool.workerOf(p.sid)}` : ''}: publishes ${[...p.published.values()].map((t) => t.info.sid).join(', ') || 'nothing'}`);
+    for (const [sid, sub] of p.subscriptions) {
+      const s = sub.down.stats();
+      lines.push(
+        `  <- ${byId.get(sub.publisher) ?? sub.publisher} ${sid} ${sub.track.info.type === TrackType.VIDEO ? 'video' : 'audio'}: ${sub.disabled ? 'disabled' : 'enabled'}, quality ${sub.quality}, ${s.packetsSent} sent, layer ${s.layer ?? 'none'}`,
+      );
+    }
+  }
+  return lines.join('\n');
 }
