@@ -50,7 +50,7 @@ describe('sfu media workers and DTLS', () => {
     const bob = await joinRaw(sfu, 'bob');
     clients.push(alice, bob);
     const pool = sfu.sfu.mediaWorkers!;
-    expect([pool.workerOf(alice.sid), pool.workerOf(bob.sid)].sort()).toEqual([0, 1]);
+    expect([pool.workerOf(alice.sid), pool.workerOf(bob.sid)].toSorted()).toEqual([0, 1]);
 
     // The SFU runs in this process: its main thread's certificate is werift's one of this thread.
     const own = (await RTCDtlsTransport.SetupCertificate()).getFingerprints().find((f) => f.algorithm === 'sha-256')!.value.toUpperCase();
