@@ -34,11 +34,18 @@ export interface JoinOptions {
   dynacast?: boolean;
   /** `relay`: the browser uses only TURN candidates (RTCConfiguration.iceTransportPolicy). */
   iceTransportPolicy?: 'relay';
+  /**
+   * Each remote video's element gets this CSS size (a block) when it is attached, as Element
+   * Call's tiles have. Without it an element takes the size of what it decodes: with adaptive
+   * stream, a first 1280x720 picture fills the viewport, pushes the next tile out of view, and
+   * livekit-client pauses that track.
+   */
+  tile?: { width: number; height: number };
 }
 
 export async function joinFromPage(page: Page, url: string, token: string, opts: JoinOptions = {}): Promise<string> {
   return await page.evaluate(
-    async ({ serverUrl, accessToken, e2eeKey, workerUrl, adaptiveStream, dynacast, iceTransportPolicy }) => {
+    async ({ serverUrl, accessToken, e2eeKey, workerUrl, adaptiveStream, dynacast, iceTransportPolicy, tile }) => {
       const LK = window.LivekitClient;
       const { Room, RoomEvent } = LK;
       const events: PageEvent[] = [];
@@ -63,6 +70,11 @@ export async function joinFromPage(page: Page, url: string, token: string, opts:
         if (track.kind === 'video') {
           const el = track.attach();
           el.muted = true;
+          if (tile) {
+            el.style.width = `${tile.width}px`;
+            el.style.height = `${tile.height}px`;
+            el.style.display = 'block';
+          }
           document.body.append(el);
         }
       });
@@ -94,6 +106,7 @@ export async function joinFromPage(page: Page, url: string, token: string, opts:
       adaptiveStream: opts.adaptiveStream ?? false,
       dynacast: opts.dynacast ?? false,
       iceTransportPolicy: opts.iceTransportPolicy,
+      tile: opts.tile,
     },
   );
 }

@@ -8,7 +8,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { joinFromPage, browserScene, inboundVideoStats, pageEvents, publisherVideoStats, sizeVideoElements, waitForMediaFrom } from './sfu-browser-client.ts';
+import { joinFromPage, browserScene, inboundVideoStats, pageEvents, publisherVideoStats, waitForMediaFrom } from './sfu-browser-client.ts';
 import { waitFor } from '../support/wait.ts';
 import { e2eeWorkerUrl } from '../support/browser.ts';
 import { describeForwarding, workersOf } from '../support/sfu-harness.ts';
@@ -36,7 +36,14 @@ describe('sfu three-party simulcast call', () => {
       pages.push(p.page);
       // End-to-end encrypted with one shared key, as Element Call's calls are (the SFU forwards
       // what it cannot read; VP8's descriptor and first header bytes stay in the clear).
-      await joinFromPage(p.page, sfu.wsUrl, await sfu.token(name), { adaptiveStream: true, dynacast: true, e2eeKey: CALL_KEY, workerUrl: e2eeWorkerUrl() });
+      // Element Call's tiles for three, sized from the start: adaptive stream asks for the middle layer.
+      await joinFromPage(p.page, sfu.wsUrl, await sfu.token(name), {
+        adaptiveStream: true,
+        dynacast: true,
+        e2eeKey: CALL_KEY,
+        workerUrl: e2eeWorkerUrl(),
+        tile: { width: 640, height: 360 },
+      });
     }
     for (const page of pages) {
       await page.evaluate(async () => {
@@ -53,8 +60,6 @@ describe('sfu three-party simulcast call', () => {
           throw new Error(`${(err as Error).message}\nThe SFU forwards:\n${describeForwarding(sfu, 'test-room')}`, { cause: err });
         }
       }
-      // Element Call's tiles for three: adaptive stream asks for the middle layer.
-      await sizeVideoElements(page, 640, 360);
     }
     // In the media-workers pass the three are spread over two workers: E2EE frames cross a relay.
     const placed = workersOf(sfu, 'test-room', [...NAMES]);
