@@ -84,7 +84,10 @@ export async function startSfuNode(opts: SfuNodeOptions): Promise<SfuNodeProcess
       { timeoutMs: 20_000, intervalMs: 50 },
     );
   } catch (err) {
+    const running = child.exitCode === null;
     child.kill('SIGKILL');
+    // A node still running was given up on: what it logged says where its start-up stopped.
+    if (running) throw new Error(`${(err as Error).message}; it logged: ${out.slice(-3000) || '(nothing)'}`, { cause: err });
     throw err;
   }
   const kill = async (signal: NodeJS.Signals) => {
