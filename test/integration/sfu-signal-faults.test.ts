@@ -7,9 +7,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
-import { LeaveRequest_Action, SessionDescription, SignalRequest, SignalTarget, TrickleRequest } from '@livekit/protocol';
+import { LeaveRequest_Action, SignalRequest, SignalTarget, TrickleRequest } from '@livekit/protocol';
 import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
-import { openRaw, rtcUrl, type RawClient } from '../support/raw-signal.ts';
+import { offerRequest, openRaw, rtcUrl, type RawClient } from '../support/raw-signal.ts';
 import { captureLog } from '../support/log-capture.ts';
 import { waitFor } from '../support/wait.ts';
 import type { MediaTransportFactory, SignalTarget as Target } from '../../sfu/rtc/types.ts';
@@ -95,7 +95,7 @@ describe('sfu signal faults', () => {
     const alice = await join('alice');
     const bob = await join('bob');
     const sdp = 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=x-throw\r\n';
-    alice.send(new SignalRequest({ message: { case: 'offer', value: new SessionDescription({ type: 'offer', sdp, id: 1 }) } }));
+    alice.send(offerRequest(sdp));
     expect((await alice.next('leave')).action).toBe(LeaveRequest_Action.RECONNECT);
     await alice.closed;
     await waitFor('alice gone from the room', () => !sfu!.sfu.rooms.getRoom('test-room')?.participants.has('alice' as never));

@@ -12,7 +12,6 @@ import {
   AddTrackRequest,
   LeaveRequest_Action,
   RequestResponse_Reason,
-  SessionDescription,
   SignalRequest,
   TrackType,
   UpdateParticipantMetadata,
@@ -21,7 +20,7 @@ import {
 } from '@livekit/protocol';
 import { AccessToken, RoomServiceClient } from 'livekit-server-sdk';
 import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
-import { openRaw, rtcUrl, upgradeRefusal, type RawClient } from '../support/raw-signal.ts';
+import { AUDIO_M_LINE, offerRequest, openRaw, rtcUrl, SDP_HEAD, upgradeRefusal, type RawClient } from '../support/raw-signal.ts';
 import { waitFor } from '../support/wait.ts';
 import { TOO_MANY_CONNECTIONS } from '../../sfu/signal/signalling.ts';
 
@@ -51,15 +50,6 @@ async function refusal(p: Promise<unknown>) {
   )) as { status?: number; code?: string; message?: string } | undefined;
   return [err?.status, err?.code, err?.message];
 }
-
-function offer(sdp: string): SignalRequest {
-  return new SignalRequest({ message: { case: 'offer', value: new SessionDescription({ type: 'offer', sdp, id: 1 }) } });
-}
-
-const SDP_HEAD = 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n';
-const M_LINE =
-  'm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n' +
-  `a=fingerprint:sha-256 ${'AB:'.repeat(31)}AB\r\na=setup:actpass\r\na=rtcp-mux\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n`;
 
 describe('sfu signal limits', () => {
   let sfu: TestSfu | undefined;
@@ -170,13 +160,13 @@ describe('sfu signal limits', () => {
     sfu = await startTestSfu();
     const alice = await join('alice');
     const bob = await join('bob');
-    let sdp = `${SDP_HEAD}${M_LINE}a=mid:0\r\n`;
+    let sdp = `${SDP_HEAD}${AUDIO_M_LINE}a=mid:0\r\n`;
     for (let i = 0; i < 45_000; i++) sdp += `a=ssrc:${100000 + i} cname:c\r\n`;
     expect(sdp.length).toBeGreaterThan(970_000);
 
     const delay = monitorEventLoopDelay({ resolution: 10 });
     delay.enable();
-    alice.send(offer(sdp));
+    alice.send(offerRequest(sdp));
     bob.send(new SignalRequest({ message: { case: 'ping', value: BigInt(Date.now()) } }));
     await bob.next('pong', 3000);
     const leave = await alice.next('leave');
@@ -193,15 +183,15 @@ describe('sfu signal limits', () => {
     sfu = await startTestSfu();
     const many = await join('many-mlines');
     let sdp = SDP_HEAD;
-    for (let i = 0; i < 1000; i++) sdp += `${M_LINE}a=mid:${i}\r\n`;
-    many.send(offer(sdp));
+    for (let i = 0; i < 1000; i++) sdp += `${AUDIO_M_LINE}a=mid:${i}\r\n`;
+    many.send(offerRequest(sdp));
     expect((await many.next('leave')).action).toBe(LeaveRequest_Action.DISCONNECT);
     expect(many.messages.some((m) => m.message.case === 'answer')).toBe(false);
 
     const ssrcs = await join('many-ssrcs');
-    let small = `${SDP_HEAD}${M_LINE}a=mid:0\r\n`;
+    let small = `${SDP_HEAD}${AUDIO_M_LINE}a=mid:0\r\n`;
     for (let i = 0; i < 40; i++) small += `a=ssrc:${1000 + i} cname:c\r\n`;
-    ssrcs.send(offer(small));
+    ssrcs.send(offerRequest(small));
     expect((await ssrcs.next('leave')).action).toBe(LeaveRequest_Action.DISCONNECT);
     expect(await metric(sfu, 'signal_limits.max_sdp_media_sections')).toBe(1);
     expect(await metric(sfu, 'signal_limits.max_sdp_ssrc_lines_per_section')).toBe(1);

@@ -7,28 +7,13 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { RTCDtlsTransport } from 'werift';
-import { AccessToken } from 'livekit-server-sdk';
-import { SessionDescription, SignalRequest } from '@livekit/protocol';
-import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
-import { openRaw, rtcUrl, type RawClient } from '../support/raw-signal.ts';
+import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
+import { AUDIO_M_LINE, joinRaw, offerRequest, SDP_HEAD, type RawClient } from '../support/raw-signal.ts';
 import { waitFor } from '../support/wait.ts';
 
-const OFFER =
-  'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n' +
-  'm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n' +
-  `a=fingerprint:sha-256 ${'AB:'.repeat(31)}AB\r\na=setup:actpass\r\na=mid:0\r\na=rtcp-mux\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n`;
-
-async function joinRaw(sfu: TestSfu, identity: string): Promise<RawClient & { sid: string }> {
-  const at = new AccessToken(TEST_API_KEY, TEST_API_SECRET, { identity, ttl: '10m' });
-  at.addGrant({ roomJoin: true, room: 'dtls-room' });
-  const client = await openRaw(rtcUrl(sfu, await at.toJwt()));
-  const join = await client.next('join');
-  return Object.assign(client, { sid: join.participant!.sid });
-}
-
-/** The sha-256 fingerprint the SFU answers `client`'s publisher offer with. */
+/** The sha-256 fingerprint the SFU answers `client`'s publisher offer with (bundled, as max-bundle requires). */
 async function answerFingerprint(client: RawClient): Promise<string> {
-  client.send(new SignalRequest({ message: { case: 'offer', value: new SessionDescription({ type: 'offer', sdp: OFFER, id: 1 }) } }));
+  client.send(offerRequest(`${SDP_HEAD}a=group:BUNDLE 0\r\n${AUDIO_M_LINE}a=mid:0\r\n`));
   const answer = await client.next('answer', 10_000);
   const line = /^a=fingerprint:sha-256 (\S+)/m.exec(answer.sdp);
   if (!line) throw new Error(`no sha-256 fingerprint in the answer:\n${answer.sdp}`);
@@ -43,12 +28,16 @@ describe('sfu media workers and DTLS', () => {
     await sfu?.stop();
     sfu = undefined;
   });
+  const join = async (identity: string) => {
+    const c = await joinRaw(sfu!, identity, 'dtls-room');
+    clients.push(c);
+    return c;
+  };
 
   it("gives every worker the main thread's certificate, so none generates a key it could be terminated in", async () => {
     sfu = await startTestSfu({ workers: 2, workerPlacement: 'spread' });
-    const alice = await joinRaw(sfu, 'alice');
-    const bob = await joinRaw(sfu, 'bob');
-    clients.push(alice, bob);
+    const alice = await join('alice');
+    const bob = await join('bob');
     const pool = sfu.sfu.mediaWorkers!;
     expect([pool.workerOf(alice.sid), pool.workerOf(bob.sid)].toSorted()).toEqual([0, 1]);
 
@@ -62,8 +51,7 @@ describe('sfu media workers and DTLS', () => {
     await pool.terminate(0);
     await waitFor('worker 0 is replaced', () => pool.workers()[0]!.restarts === restarts + 1);
     await pool.ready();
-    const carol = await joinRaw(sfu, 'carol');
-    clients.push(carol);
+    const carol = await join('carol');
     expect(pool.workerOf(carol.sid)).toBe(0);
     expect(await answerFingerprint(carol)).toBe(own);
   });

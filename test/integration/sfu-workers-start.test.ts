@@ -7,9 +7,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AccessToken } from 'livekit-server-sdk';
-import { startTestSfu, TEST_API_KEY, TEST_API_SECRET, type TestSfu } from '../support/sfu-harness.ts';
-import { openRaw, rtcUrl, type RawClient } from '../support/raw-signal.ts';
+import { startTestSfu, type TestSfu } from '../support/sfu-harness.ts';
+import { joinRaw, type RawClient } from '../support/raw-signal.ts';
 import { captureLog } from '../support/log-capture.ts';
 import { waitFor } from '../support/wait.ts';
 
@@ -26,13 +25,11 @@ describe('sfu media worker that fails to start', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** The worker `identity` is placed on. */
   const joinAs = async (identity: string) => {
-    const at = new AccessToken(TEST_API_KEY, TEST_API_SECRET, { identity, ttl: '10m' });
-    at.addGrant({ roomJoin: true, room: 'start-room' });
-    const c = await openRaw(rtcUrl(sfu!, await at.toJwt()));
+    const c = await joinRaw(sfu!, identity, 'start-room');
     clients.push(c);
-    const joined = await c.next('join');
-    return sfu!.sfu.mediaWorkers!.workerOf(joined.participant!.sid);
+    return sfu!.sfu.mediaWorkers!.workerOf(c.sid);
   };
 
   it('is retried after 1 s, then 2 s, while the other worker serves, and takes joins once it runs', async () => {

@@ -4,7 +4,7 @@
  * message of a kind, and the status and body of a refused upgrade.
  */
 import WebSocket from 'ws';
-import { SignalResponse, type SignalRequest } from '@livekit/protocol';
+import { SessionDescription, SignalRequest, SignalResponse } from '@livekit/protocol';
 import { waitFor } from './wait.ts';
 import type { TestSfu } from './sfu-harness.ts';
 
@@ -89,4 +89,23 @@ export async function upgradeRefusal(url: string): Promise<{ status: number; bod
 export function rtcUrl(sfu: TestSfu, token: string, extra = ''): string {
   return `${sfu.wsUrl}/rtc?access_token=${encodeURIComponent(token)}&protocol=16&sdk=js&version=2.23.0${extra}`;
 }
+
+/** Joins `room` as `identity` (a token from the harness) and waits for the JoinResponse; `sid` is the participant's. */
+export async function joinRaw(sfu: TestSfu, identity: string, room = 'test-room'): Promise<RawClient & { sid: string }> {
+  const client = await openRaw(rtcUrl(sfu, await sfu.token(identity, { roomJoin: true, room })));
+  const join = await client.next('join');
+  return Object.assign(client, { sid: join.participant!.sid });
+}
+
+/** A publisher offer as a client's signalling sends it. */
+export function offerRequest(sdp: string): SignalRequest {
+  return new SignalRequest({ message: { case: 'offer', value: new SessionDescription({ type: 'offer', sdp, id: 1 }) } });
+}
+
+/** The session lines of a minimal offer; then one or more `AUDIO_M_LINE` + `a=mid:N`. */
+export const SDP_HEAD = 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n';
+/** A sendonly Opus m-line with dummy ICE credentials and fingerprint (no a=mid). */
+export const AUDIO_M_LINE =
+  'm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n' +
+  `a=fingerprint:sha-256 ${'AB:'.repeat(31)}AB\r\na=setup:actpass\r\na=rtcp-mux\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n`;
 
