@@ -387,36 +387,25 @@ async function scenario(
     }
     const joinStart = performance.now();
     for (const t of targets) {
-      const prefix = `${t.group}`;
-      await inParallel(rooms, 4, async (r) => {
-        await ask(
-          publisher,
+      const prefix = t.group;
+      /** `count` publishers of `kind` in `room`, from one publisher process. */
+      const publish = (proc: ChildProcess, room: string, kind: 'audio' | 'video', count: number, portRange: [number, number]) =>
+        ask(
+          proc,
           {
             type: 'publish',
             group: t.group,
             wsUrl: t.sfu.wsUrl,
-            room: `${prefix}-${r.room}`,
-            identities: Array.from({ length: r.publishers }, (_, i) => `${prefix}-${r.room}-pub-${i}`),
-            portRange: t.publisherPorts,
-            kind: 'audio',
+            room: `${prefix}-${room}`,
+            identities: Array.from({ length: count }, (_, i) => `${prefix}-${room}-${kind === 'audio' ? 'pub' : 'cam'}-${i}`),
+            portRange,
+            kind,
           },
           120_000,
         );
-        if (videoPublisher && r.videoPublishers > 0) {
-          await ask(
-            videoPublisher,
-            {
-              type: 'publish',
-              group: t.group,
-              wsUrl: t.sfu.wsUrl,
-              room: `${prefix}-${r.room}`,
-              identities: Array.from({ length: r.videoPublishers }, (_, i) => `${prefix}-${r.room}-cam-${i}`),
-              portRange: t.videoPublisherPorts,
-              kind: 'video',
-            },
-            120_000,
-          );
-        }
+      await inParallel(rooms, 4, async (r) => {
+        await publish(publisher, r.room, 'audio', r.publishers, t.publisherPorts);
+        if (videoPublisher && r.videoPublishers > 0) await publish(videoPublisher, r.room, 'video', r.videoPublishers, t.videoPublisherPorts);
       });
       // Listeners round-robin over the subscriber processes; a room's are joined together.
       const jobs: { worker: number; room: string; identities: string[] }[] = [];
